@@ -1,0 +1,78 @@
+"""The one Faust app of Vigil, its topics, and the agent modules it runs.
+
+Choices that follow DESIGN "Faust: what to rely on":
+- at-least-once processing (exactly-once has open duplicate and fencing bugs); every
+  consumer downstream is idempotent by event id;
+- stateful agents run with concurrency=1 and scale by partitions and workers;
+- RocksDB through rocksdict with small, explicit cache and write-buffer sizes, one data
+  directory per worker id;
+- agent modules are named explicitly (``WorkerSettings.agents``) rather than scanned.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import faust
+
+import agents.codec  # noqa: F401  (registers the "vigil" codec)
+from agents.settings import get_worker_settings
+from schemas.topics import CATALOG
+from vigil.settings import get_settings
+
+settings = get_settings()
+worker = get_worker_settings()
+
+app = faust.App(
+    f"{settings.topic_prefix}-worker",
+    broker=f"kafka://{settings.kafka_bootstrap}",
+    store="rocksdb://",
+    datadir=str(settings.state_dir / "worker" / worker.id),
+    processing_guarantee="at_least_once",
+    topic_partitions=8,
+    topic_replication_factor=1,
+    topic_allow_declare=False,
+    table_standby_replicas=worker.standby_replicas,
+    web_host="127.0.0.1",
+    web_port=worker.web_port,
+    web_in_thread=False,
+    autodiscover=worker.agent_modules,
+    origin="agents",
+    broker_commit_every=1000,
+    broker_commit_interval=1.0,
+    consumer_auto_offset_reset="earliest",
+    producer_acks=-1,
+)
+
+
+def _declare(suffix: str) -> faust.TopicT:
+    raw = suffix in ("dlq", "alert-ticks")
+    return app.topic(
+        f"{settings.topic_prefix}.{suffix}",
+        key_serializer="raw",
+        value_serializer="raw" if raw else "vigil",
+        allow_empty=True,
+    )
+
+
+#: Every catalog topic, by attribute: topics.frames, topics.detections, topics.alert_ticks…
+topics = SimpleNamespace(**{t.suffix.replace("-", "_"): _declare(t.suffix) for t in CATALOG})
+
+
+def table_options() -> dict[str, Any]:
+    """RocksDB options for a table (a fresh dict each time: Faust mutates it)."""
+    return {
+        "driver": "rocksdict",
+        "block_cache_size": worker.rocksdb_block_cache,
+        "write_buffer_size": worker.rocksdb_write_buffer,
+        "max_write_buffer_number": 2,
+    }
+
+
+def table(name: str, **kwargs: Any) -> faust.TableT:
+    """A RocksDB-backed table with Vigil's options; values are stored as JSON by default."""
+    kwargs.setdefault("partitions", 8)
+    kwargs.setdefault("key_serializer", "raw")
+    kwargs.setdefault("value_serializer", "json")
+    return app.Table(name, options=table_options(), **kwargs)

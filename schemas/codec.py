@@ -1,0 +1,265 @@
+"""Avro codec for every Vigil event: the only place where events become bytes and back.
+
+Two wire formats (DESIGN "Wire format"):
+
+* Avro single-object encoding (default): ``C3 01`` + 8-byte little-endian CRC-64-AVRO
+  fingerprint of the writer schema's parsing canonical form + the Avro binary body. A
+  consumer needs nothing but the published ``.avsc`` files to decode it.
+* Confluent wire format when a Schema Registry URL is given: ``00`` + 4-byte big-endian
+  schema id + body. Subjects follow the RecordNameStrategy (subject = record full name),
+  because several event types share a topic.
+
+The writer schema is found from the fingerprint (or registry id) and resolved against the
+current reader schema, so events written with an older committed schema version still
+decode into today's records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import struct
+import types
+import typing
+from collections.abc import Callable, Iterable
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import httpx
+from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+from schemas.events import EVENT_TYPES, NAMESPACE, Event
+from vigil.errors import VigilError
+
+SCHEMA_DIR = Path(__file__).with_name("avro")
+HISTORY_DIR = Path(__file__).with_name("history")
+
+SINGLE_OBJECT_MAGIC = b"\xc3\x01"
+CONFLUENT_MAGIC = b"\x00"
+_CONFLUENT_HEADER = struct.Struct(">bI")
+
+
+class CodecError(VigilError):
+    """A value could not be encoded or decoded; the message says why."""
+
+
+def load_schema_file(path: Path) -> dict[str, Any]:
+    with path.open(encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def schema_fingerprint(parsed: dict[str, Any]) -> bytes:
+    """CRC-64-AVRO of the parsing canonical form, little-endian, as the spec writes it."""
+    return bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
+
+
+# ----------------------------------------------------------------- records <-> Avro dicts
+
+
+def _is_optional(tp: Any) -> tuple[bool, Any]:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return True, args[0]
+    return False, tp
+
+
+@cache
+def _builder(cls: type) -> Callable[[dict[str, Any]], Any]:
+    """A function turning a decoded Avro dict into `cls`, converting nested records."""
+    hints = typing.get_type_hints(cls)
+    converters: dict[str, Callable[[Any], Any]] = {}
+    for f in dataclasses.fields(cls):
+        _, inner = _is_optional(hints[f.name])
+        if dataclasses.is_dataclass(inner):
+            sub = _builder(inner)  # type: ignore[arg-type]
+            converters[f.name] = lambda v, sub=sub: None if v is None else sub(v)
+        elif typing.get_origin(inner) is list:
+            (item,) = typing.get_args(inner)
+            if dataclasses.is_dataclass(item):
+                sub = _builder(item)  # type: ignore[arg-type]
+                converters[f.name] = lambda v, sub=sub: [sub(x) for x in v]
+    names = [f.name for f in dataclasses.fields(cls)]
+
+    def build(data: dict[str, Any]) -> Any:
+        kwargs = {}
+        for name in names:
+            if name in data:
+                value = data[name]
+                conv = converters.get(name)
+                kwargs[name] = conv(value) if conv else value
+        return cls(**kwargs)
+
+    return build
+
+
+def to_avro_dict(obj: Any) -> dict[str, Any]:
+    """Shallow-walk a record into the dict fastavro writes (no deep copies of bytes)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            value = to_avro_dict(value)
+        elif isinstance(value, list) and value and dataclasses.is_dataclass(value[0]):
+            value = [to_avro_dict(v) for v in value]
+        out[f.name] = value
+    return out
+
+
+def from_avro_dict(event_type: str, data: dict[str, Any]) -> Event:
+    cls = EVENT_TYPES.get(event_type)
+    if cls is None:
+        raise CodecError(f"unknown event type {event_type!r}")
+    return _builder(cls)(data)
+
+
+# ----------------------------------------------------------------- schema store
+
+
+@dataclasses.dataclass(frozen=True)
+class _Writer:
+    name: str  # short record name == event type
+    parsed: dict[str, Any]
+
+
+class SchemaStore:
+    """Current reader schemas plus every committed historical writer schema."""
+
+    def __init__(self, schema_dir: Path = SCHEMA_DIR, history_dir: Path = HISTORY_DIR):
+        self.readers: dict[str, dict[str, Any]] = {}
+        self.reader_fingerprints: dict[str, bytes] = {}
+        self.writers: dict[bytes, _Writer] = {}
+        for path in sorted(schema_dir.glob("*.avsc")):
+            parsed = fastavro.parse_schema(load_schema_file(path), _write_hint=False)
+            name = path.stem
+            self.readers[name] = parsed
+            fp = schema_fingerprint(parsed)
+            self.reader_fingerprints[name] = fp
+            self.writers[fp] = _Writer(name, parsed)
+        if history_dir.is_dir():
+            for path in sorted(history_dir.glob("*.avsc")):
+                parsed = fastavro.parse_schema(load_schema_file(path), _write_hint=False)
+                name = str(parsed["name"]).rsplit(".", 1)[-1]
+                self.writers.setdefault(schema_fingerprint(parsed), _Writer(name, parsed))
+        missing = set(EVENT_TYPES) - set(self.readers)
+        if missing:
+            raise CodecError(f"no .avsc for event types: {sorted(missing)}")
+
+
+@cache
+def default_store() -> SchemaStore:
+    return SchemaStore()
+
+
+# ----------------------------------------------------------------- registry client
+
+
+class SchemaRegistry:
+    """Minimal Confluent Schema Registry client: register by subject, fetch by id."""
+
+    def __init__(self, url: str, timeout: float = 5.0):
+        self._client = httpx.Client(base_url=url.rstrip("/"), timeout=timeout)
+        self._ids: dict[str, int] = {}
+        self._by_id: dict[int, dict[str, Any]] = {}
+
+    def id_for(self, subject: str, schema: dict[str, Any]) -> int:
+        if subject not in self._ids:
+            try:
+                resp = self._client.post(
+                    f"/subjects/{subject}/versions",
+                    json={"schema": json.dumps(schema)},
+                    headers={"Content-Type": "application/vnd.schemaregistry.v1+json"},
+                )
+                resp.raise_for_status()
+            except httpx.HTTPError as exc:
+                raise CodecError(f"schema registry: cannot register {subject}: {exc}") from exc
+            self._ids[subject] = int(resp.json()["id"])
+        return self._ids[subject]
+
+    def schema_for(self, schema_id: int) -> dict[str, Any]:
+        if schema_id not in self._by_id:
+            try:
+                resp = self._client.get(f"/schemas/ids/{schema_id}")
+                resp.raise_for_status()
+            except httpx.HTTPError as exc:
+                raise CodecError(f"schema registry: unknown schema id {schema_id}: {exc}") from exc
+            raw = json.loads(resp.json()["schema"])
+            self._by_id[schema_id] = fastavro.parse_schema(raw, _write_hint=False)
+        return self._by_id[schema_id]
+
+
+# ----------------------------------------------------------------- the codec
+
+
+class Codec:
+    """Encodes `Event` records to bytes and back, in either wire format."""
+
+    def __init__(self, store: SchemaStore | None = None, registry_url: str | None = None):
+        self.store = store or default_store()
+        self.registry = SchemaRegistry(registry_url) if registry_url else None
+        self._raw_readers = {
+            name: load_schema_file(SCHEMA_DIR / f"{name}.avsc") for name in self.store.readers
+        }
+
+    def encode(self, event: Event) -> bytes:
+        name = type(event).__name__
+        schema = self.store.readers.get(name)
+        if schema is None:
+            raise CodecError(f"no schema for event type {name!r}")
+        buf = io.BytesIO()
+        if self.registry is not None:
+            schema_id = self.registry.id_for(f"{NAMESPACE}.{name}", self._raw_readers[name])
+            buf.write(_CONFLUENT_HEADER.pack(0, schema_id))
+        else:
+            buf.write(SINGLE_OBJECT_MAGIC)
+            buf.write(self.store.reader_fingerprints[name])
+        try:
+            fastavro.schemaless_writer(buf, schema, to_avro_dict(event))
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+            raise CodecError(f"cannot encode {name}: {exc}") from exc
+        return buf.getvalue()
+
+    def decode(self, data: bytes | None) -> Event:
+        if not data:
+            raise CodecError("empty value (a tombstone is not an event)")
+        if data[:2] == SINGLE_OBJECT_MAGIC:
+            if len(data) < 10:
+                raise CodecError("truncated single-object header")
+            writer = self.store.writers.get(bytes(data[2:10]))
+            if writer is None:
+                raise CodecError(f"unknown schema fingerprint {bytes(data[2:10]).hex()}")
+            name, writer_schema, body = writer.name, writer.parsed, data[10:]
+        elif data[:1] == CONFLUENT_MAGIC and len(data) >= 5:
+            if self.registry is None:
+                raise CodecError("Confluent-framed value but no schema registry configured")
+            _, schema_id = _CONFLUENT_HEADER.unpack(data[:5])
+            writer_schema = self.registry.schema_for(schema_id)
+            name = str(writer_schema["name"]).rsplit(".", 1)[-1]
+            body = data[5:]
+        else:
+            raise CodecError(f"unknown wire format (first bytes {bytes(data[:2]).hex()})")
+        reader = self.store.readers.get(name)
+        if reader is None:
+            raise CodecError(f"no reader schema for event type {name!r}")
+        try:
+            record = fastavro.schemaless_reader(io.BytesIO(body), writer_schema, reader)
+        except Exception as exc:  # fastavro raises many types on corrupt input
+            raise CodecError(f"corrupt {name} body: {type(exc).__name__}: {exc}") from exc
+        try:
+            return from_avro_dict(name, record)  # type: ignore[arg-type]
+        except TypeError as exc:
+            raise CodecError(f"{name} does not fit its record: {exc}") from exc
+
+    def decode_many(self, values: Iterable[bytes]) -> list[Event]:
+        return [self.decode(v) for v in values]
+
+
+@cache
+def default_codec() -> Codec:
+    """The process-wide codec, configured from settings (registry URL if any)."""
+    from vigil.settings import get_settings
+
+    return Codec(registry_url=get_settings().schema_registry_url)

@@ -1,0 +1,568 @@
+"""Vigil's events: one frozen record per event, all sharing one envelope.
+
+The Python records mirror the committed `.avsc` files in `schemas/avro/` field for field;
+`tests/unit/test_schemas.py` fails if they drift apart. The `.avsc` files are the public
+contract (downstream consumers need nothing else); these classes exist so that agents and
+projections handle typed records instead of dicts read by string key.
+
+Timestamps are timezone-aware UTC datetimes (Avro `timestamp-micros`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Self
+
+#: Namespace of every record; a record's full Avro name is NAMESPACE + "." + class name.
+NAMESPACE = "vigil.events"
+
+#: UUID namespace for ids derived from inputs (replays must produce identical events).
+DERIVED_ID_NAMESPACE = uuid.UUID("6f1c2a52-5d0e-4c77-9a52-8a0f4e1b7c10")
+
+
+def utcnow() -> datetime:
+    """Wall-clock time in UTC, truncated to what Avro timestamp-micros keeps."""
+    return datetime.now(UTC)
+
+
+def new_event_id() -> str:
+    return str(uuid.uuid4())
+
+
+def derived_event_id(*parts: object) -> str:
+    """An event id that is a pure function of its inputs, so a replay yields the same id."""
+    return str(uuid.uuid5(DERIVED_ID_NAMESPACE, "|".join(str(p) for p in parts)))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """The envelope every event carries.
+
+    `occurred_at` is event time (for frames: capture time), never processing time.
+    `causation_id` is the id of the event that directly caused this one and
+    `correlation_id` the id of the first event of the chain, so an alert can be traced
+    back to the frames that caused it.
+    """
+
+    event_id: str
+    event_type: str
+    occurred_at: datetime
+    producer: str
+    causation_id: str | None = None
+    correlation_id: str | None = None
+
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        producer: str,
+        occurred_at: datetime | None = None,
+        cause: Event | None = None,
+        event_id: str | None = None,
+        **fields: object,
+    ) -> Self:
+        """Build an event, filling the envelope; `cause` links causation and correlation."""
+        causation_id = fields.pop("causation_id", None)
+        correlation_id = fields.pop("correlation_id", None)
+        if cause is not None:
+            causation_id = cause.event_id
+            correlation_id = cause.correlation_id or cause.event_id
+        return cls(
+            event_id=event_id or new_event_id(),
+            event_type=cls.__name__,
+            occurred_at=occurred_at or utcnow(),
+            producer=producer,
+            causation_id=causation_id,  # type: ignore[arg-type]
+            correlation_id=correlation_id,  # type: ignore[arg-type]
+            **fields,  # type: ignore[arg-type]
+        )
+
+    def evolve(self, **changes: object) -> Self:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- shared parts
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Point:
+    """A point in normalised image coordinates: (0, 0) top-left, (1, 1) bottom-right."""
+
+    x: float
+    y: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Detection:
+    """One detected object; box corners in normalised image coordinates."""
+
+    detection_id: str
+    label: str
+    score: float
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    has_embedding: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamStatus:
+    camera_id: str
+    state: str  # "up" | "down" | "reconnecting"
+    fps: float
+    frames_captured: int
+    frames_dropped: int
+    last_frame_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Schedule:
+    """When a rule is armed. kind: "always", "night" (22:00-06:00) or "custom" (start/end
+    as HH:MM in the camera's time zone; start > end wraps past midnight)."""
+
+    kind: str = "always"
+    start: str | None = None
+    end: str | None = None
+
+
+# --------------------------------------------------------------------------- vigil.frames
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FrameCaptured(Event):
+    """A decimated camera frame. Exactly one of `jpeg` (inline) and `object_ref` is set."""
+
+    edge_id: str
+    camera_id: str
+    sequence: int
+    width: int
+    height: int
+    motion_score: float
+    jpeg: bytes | None = None
+    object_ref: str | None = None
+    keyframe_only: bool = False
+
+
+# --------------------------------------------------------------------------- vigil.heartbeats
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EdgeHeartbeat(Event):
+    edge_id: str
+    site_id: str
+    version: str
+    interval_s: float
+    streams: list[StreamStatus]
+    disk_free_bytes: int
+    memory_rss_bytes: int
+    spool_backlog: int
+    spool_evicted: int
+
+
+# --------------------------------------------------------------------------- vigil.recordings
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SegmentRecorded(Event):
+    edge_id: str
+    camera_id: str
+    object_ref: str
+    start_at: datetime
+    end_at: datetime
+    size_bytes: int
+    container: str = "mp4"
+
+
+# --------------------------------------------------------------------------- vigil.detections
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FrameAnalyzed(Event):
+    """Inference result for one frame; `occurred_at` is the frame's capture time and
+    `causation_id` the frame's event id. `skipped` frames were seen but not run through
+    the detector (no motion)."""
+
+    edge_id: str
+    camera_id: str
+    frame_sequence: int
+    width: int
+    height: int
+    skipped: bool
+    detections: list[Detection]
+    detector_model: str
+    detector_version: str
+    embedder_model: str | None = None
+    embedder_version: str | None = None
+    inference_ms: float = 0.0
+    frame_ref: str | None = None
+
+
+# --------------------------------------------------------------------------- vigil.embeddings
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AppearanceEmbedded(Event):
+    """Appearance descriptor of one person crop. Personal data: short retention topic."""
+
+    camera_id: str
+    detection_id: str
+    frame_sequence: int
+    model: str
+    vector: list[float]
+
+
+# --------------------------------------------------------------------------- vigil.scene
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ZoneEntered(Event):
+    camera_id: str
+    zone_id: str
+    track_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ZoneExited(Event):
+    camera_id: str
+    zone_id: str
+    track_id: str
+    entered_at: datetime
+    dwell_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LineCrossed(Event):
+    camera_id: str
+    line_id: str
+    track_id: str
+    direction: str  # "forward" (left-to-right of a->b) | "backward"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RuleTriggered(Event):
+    """A rule fired. `value` is what was measured (dwell seconds, people count) and
+    `threshold` what it was compared with."""
+
+    camera_id: str
+    zone_id: str | None
+    rule_id: str
+    rule_type: str  # loitering | crowd | perimeter | line_crossing
+    severity: str  # info | warning | critical
+    value: float
+    threshold: float
+    track_ids: list[str]
+    first_evidence_at: datetime
+    last_evidence_at: datetime
+    evidence_event_ids: list[str]
+    frame_ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RuleCleared(Event):
+    camera_id: str
+    zone_id: str | None
+    rule_id: str
+    rule_type: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrackSummary(Event):
+    """Emitted when a track ends: its life in event time."""
+
+    camera_id: str
+    track_id: str
+    label: str
+    first_seen_at: datetime
+    last_seen_at: datetime
+    observations: int
+
+
+# --------------------------------------------------------------------------- vigil.commands
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AcknowledgeAlert(Event):
+    """Operator intent; `event_id` is the command id. `expected_version` guards against
+    acting on a stale view (optional)."""
+
+    alert_id: str
+    operator: str
+    note: str = ""
+    expected_version: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResolveAlert(Event):
+    alert_id: str
+    operator: str
+    resolution: str = ""
+    expected_version: int | None = None
+
+
+# --------------------------------------------------------------------------- vigil.alerts
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertRaised(Event):
+    alert_id: str
+    incident_key: str
+    site_id: str | None
+    camera_id: str
+    zone_id: str | None
+    rule_id: str
+    rule_type: str
+    severity: str
+    first_evidence_at: datetime
+    last_evidence_at: datetime
+    snapshot_ref: str | None
+    version: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertRepeated(Event):
+    """The incident fired again while its alert was open or cooling down."""
+
+    alert_id: str
+    incident_key: str
+    occurrences: int
+    last_evidence_at: datetime
+    version: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertEscalated(Event):
+    """Escalation is the one wall-clock decision; `deadline_at` is when it was due and
+    `occurred_at` when it actually fired (later if no worker was running)."""
+
+    alert_id: str
+    incident_key: str
+    level: int
+    deadline_at: datetime
+    version: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertAcknowledged(Event):
+    alert_id: str
+    incident_key: str
+    operator: str
+    note: str
+    command_id: str
+    version: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertResolved(Event):
+    alert_id: str
+    incident_key: str
+    operator: str | None
+    resolution: str
+    automatic: bool
+    command_id: str | None
+    version: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommandRejected(Event):
+    """A command that could not be applied; `causation_id` is the command id."""
+
+    command_id: str
+    command_type: str
+    alert_id: str
+    operator: str
+    reason: str
+
+
+# --------------------------------------------------------------------------- vigil.notifications
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NotificationDelivered(Event):
+    alert_id: str
+    alert_event_id: str
+    destination: str
+    channel: str
+    attempts: int
+    status_code: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NotificationFailed(Event):
+    alert_id: str
+    alert_event_id: str
+    destination: str
+    channel: str
+    attempts: int
+    reason: str
+
+
+# --------------------------------------------------------------------------- vigil.config
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CameraConfigured(Event):
+    camera_id: str
+    site_id: str
+    edge_id: str
+    name: str
+    timezone: str = "UTC"
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ZoneConfigured(Event):
+    """A polygon zone; kind "zone" or "perimeter"."""
+
+    zone_id: str
+    camera_id: str
+    name: str
+    kind: str
+    polygon: list[Point]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LineConfigured(Event):
+    """A directed line a->b; "forward" is crossing from its left side to its right side."""
+
+    line_id: str
+    camera_id: str
+    name: str
+    a: Point
+    b: Point
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RuleConfigured(Event):
+    """A rule on a zone or line. Unused parameters keep their defaults."""
+
+    rule_id: str
+    camera_id: str
+    rule_type: str  # loitering | crowd | perimeter | line_crossing
+    zone_id: str | None = None
+    line_id: str | None = None
+    severity: str = "warning"
+    enabled: bool = True
+    schedule: Schedule = field(default_factory=Schedule)
+    classes: list[str] = field(default_factory=lambda: ["person"])
+    dwell_s: float = 300.0
+    gap_tolerance_s: float = 10.0
+    min_people: int = 5
+    clear_below: int = 3
+    window_s: float = 10.0
+    direction: str | None = None  # line_crossing: "forward" | "backward" | None (both)
+    cooldown_s: float = 300.0
+    escalation_s: float = 900.0
+    max_escalation_level: int = 3
+    auto_resolve: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EntityDeleted(Event):
+    """Written next to a tombstone so that the deletion itself is part of the history."""
+
+    entity_kind: str
+    entity_id: str
+
+
+# --------------------------------------------------------------------------- vigil.health
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EdgeOffline(Event):
+    edge_id: str
+    site_id: str
+    last_seen_at: datetime
+    missed_heartbeats: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EdgeOnline(Event):
+    edge_id: str
+    site_id: str
+    offline_since: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamDown(Event):
+    edge_id: str
+    camera_id: str
+    reason: str
+    attempt: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamUp(Event):
+    edge_id: str
+    camera_id: str
+    down_since: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InferenceDegraded(Event):
+    worker_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InferenceRecovered(Event):
+    worker_id: str
+    degraded_since: datetime | None = None
+
+
+# --------------------------------------------------------------------------- vigil.privacy
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AppearanceErased(Event):
+    """Right to erasure: these detections' embeddings and snapshots are gone for good, and
+    every replay must honour it."""
+
+    detection_ids: list[str]
+    snapshot_refs: list[str]
+    requested_by: str
+    reason: str
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.__name__: cls
+    for cls in (
+        FrameCaptured,
+        EdgeHeartbeat,
+        SegmentRecorded,
+        FrameAnalyzed,
+        AppearanceEmbedded,
+        ZoneEntered,
+        ZoneExited,
+        LineCrossed,
+        RuleTriggered,
+        RuleCleared,
+        TrackSummary,
+        AcknowledgeAlert,
+        ResolveAlert,
+        AlertRaised,
+        AlertRepeated,
+        AlertEscalated,
+        AlertAcknowledged,
+        AlertResolved,
+        CommandRejected,
+        NotificationDelivered,
+        NotificationFailed,
+        CameraConfigured,
+        ZoneConfigured,
+        LineConfigured,
+        RuleConfigured,
+        EntityDeleted,
+        EdgeOffline,
+        EdgeOnline,
+        StreamDown,
+        StreamUp,
+        InferenceDegraded,
+        InferenceRecovered,
+        AppearanceErased,
+    )
+}

@@ -1,0 +1,129 @@
+"""Process settings: environment first, typed, validated once at start-up.
+
+Every service reads its addresses and knobs from here; a bad value stops the process
+before it touches anything, with a message naming the variable. Unknown ``VIGIL_*``
+variables are rejected too, because a misspelt knob that silently does nothing is worse
+than a crash at start-up.
+
+Defaults point at the local stack (`vigil dev up`), whose ports are deliberately
+non-default so that nothing clashes with system services.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from vigil.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    state_dir: Path = Field(PROJECT_ROOT / ".vigil", validation_alias="VIGIL_STATE_DIR")
+    topic_prefix: str = Field("vigil", validation_alias="VIGIL_TOPIC_PREFIX")
+    log_level: str = Field("INFO", validation_alias="VIGIL_LOG_LEVEL")
+    log_format: str = Field("json", validation_alias="VIGIL_LOG_FORMAT")
+
+    kafka_bootstrap: str = Field("127.0.0.1:19092", validation_alias="KAFKA_BOOTSTRAP")
+    schema_registry_url: str | None = Field(None, validation_alias="SCHEMA_REGISTRY_URL")
+    database_url: str = Field(
+        "postgresql+psycopg://vigil@127.0.0.1:15432/vigil", validation_alias="DATABASE_URL"
+    )
+    triton_url: str = Field("127.0.0.1:18001", validation_alias="TRITON_URL")
+    s3_endpoint: str = Field("http://127.0.0.1:19000", validation_alias="S3_ENDPOINT")
+    s3_access_key: str = Field("vigil", validation_alias="S3_ACCESS_KEY")
+    s3_secret_key: SecretStr = Field(SecretStr("vigil-secret"), validation_alias="S3_SECRET_KEY")
+    s3_region: str = Field("us-east-1", validation_alias="S3_REGION")
+    bucket_segments: str = Field("video-segments", validation_alias="VIGIL_BUCKET_SEGMENTS")
+    bucket_snapshots: str = Field("snapshots", validation_alias="VIGIL_BUCKET_SNAPSHOTS")
+    bucket_frames: str = Field("frames", validation_alias="VIGIL_BUCKET_FRAMES")
+
+    api_host: str = Field("127.0.0.1", validation_alias="VIGIL_API_HOST")
+    api_port: int = Field(18080, ge=1, le=65535, validation_alias="VIGIL_API_PORT")
+    worker_web_port: int = Field(
+        16066, ge=1, le=65535, validation_alias=AliasChoices("VIGIL_WORKER_WEB_PORT")
+    )
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if not v or not all(c.isalnum() or c in "._-" for c in v):
+            raise ValueError("must be non-empty and use only letters, digits, '.', '_', '-'")
+        return v
+
+    @field_validator("log_format")
+    @classmethod
+    def _log_format(cls, v: str) -> str:
+        if v not in ("json", "text"):
+            raise ValueError("must be 'json' or 'text'")
+        return v
+
+    @field_validator("database_url")
+    @classmethod
+    def _db(cls, v: str) -> str:
+        if not v.startswith(("postgresql://", "postgresql+psycopg://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL")
+        if v.startswith(("postgresql://", "postgres://")):
+            v = "postgresql+psycopg://" + v.split("://", 1)[1]
+        return v
+
+    @property
+    def buckets(self) -> tuple[str, ...]:
+        return (self.bucket_segments, self.bucket_snapshots, self.bucket_frames)
+
+    @property
+    def database_dsn(self) -> str:
+        """The URL in libpq form, for psycopg without SQLAlchemy."""
+        return "postgresql://" + self.database_url.split("://", 1)[1]
+
+
+def _known_env_names() -> set[str]:
+    names: set[str] = set()
+    for f in Settings.model_fields.values():
+        alias = f.validation_alias
+        if isinstance(alias, str):
+            names.add(alias)
+        elif isinstance(alias, AliasChoices):
+            names.update(str(c) for c in alias.choices)
+    return names
+
+
+#: Prefixes of VIGIL_* variables owned by a component's own settings class (for example
+#: ``agents.settings.InferenceSettings`` reads ``VIGIL_INFERENCE_*``); each validates its own.
+COMPONENT_PREFIXES: tuple[str, ...] = (
+    "VIGIL_EDGE_", "VIGIL_INFERENCE_", "VIGIL_SCENE_", "VIGIL_ALERTS_", "VIGIL_HEALTH_",
+    "VIGIL_NOTIFY_", "VIGIL_PROJECTOR_", "VIGIL_API_", "VIGIL_DEV_", "VIGIL_BENCH_",
+    "VIGIL_FAULTS_", "VIGIL_WORKER_", "VIGIL_TEST_", "VIGIL_DEMO_",
+)
+
+
+def load_settings(env: dict[str, str] | None = None) -> Settings:
+    """Validate the environment into Settings or raise ConfigError naming the field."""
+    env = dict(os.environ if env is None else env)
+    known = _known_env_names()
+    unknown = sorted(
+        k
+        for k in env
+        if k.startswith("VIGIL_") and k not in known and not k.startswith(COMPONENT_PREFIXES)
+    )
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; known: {sorted(known)}")
+    try:
+        return Settings(**{k: v for k, v in env.items() if k in known})  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None
+
+
+@cache
+def get_settings() -> Settings:
+    return load_settings()
