@@ -1,0 +1,124 @@
+"""Faust agent for site health: heartbeats -> last seen per edge -> EdgeOffline / EdgeOnline.
+
+Last-seen state lives in the "edges" table, one entry per heartbeats partition
+(``edges-<p>`` = {edge_id: EdgeState}): an edge's heartbeats all arrive on one partition,
+and keeping the partition's edges under one key lets the tick for partition p find every
+edge it must check without scanning the table (a few hundred edges per partition at most).
+
+The clock: the leader sends one tick per partition of ``<prefix>.health-ticks``
+(co-partitioned with heartbeats, see agents/ticks.py); the owner of partition p checks
+its edges against the tick's time. Health events go to vigil.health keyed by edge_id; the
+alerts agents turn them into alerts (incident ``edge|<id>|offline``) that auto-resolve.
+
+Order of effects as in agents/alerts.py: send and wait for the ack, then write the table;
+event ids are derived, so a replay after a crash repeats the same ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from agents.app import app, topics
+from agents.codec import Undecodable
+from agents.dlq import dead_letter
+from agents.health_state import EdgeState, check, get_health_settings, on_heartbeat
+from agents.ticks import (
+    ensure_changelog,
+    parse_tick,
+    send_ticks,
+    source_partitions,
+    state_table,
+)
+from schemas.events import EdgeHeartbeat, Event
+from vigil.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+cfg = get_health_settings()
+PARTITIONS = source_partitions("heartbeats")
+ensure_changelog(app, "edges", PARTITIONS)
+
+edges_table = state_table("edges", PARTITIONS)
+
+#: the app declares health-ticks with the Avro codec; ticks are raw JSON.
+health_ticks = app.topic(f"{get_settings().topic_prefix}.health-ticks",
+                         key_serializer="raw", value_serializer="raw", allow_empty=True)
+
+_lock = asyncio.Lock()
+
+
+def _load(p: int) -> dict[str, EdgeState]:
+    raw = edges_table.get(f"edges-{p}".encode()) or {}
+    return {k: EdgeState.from_json(v) for k, v in raw.items()}
+
+
+def _store(p: int, edges: dict[str, EdgeState]) -> None:
+    edges_table[f"edges-{p}".encode()] = {k: v.to_json() for k, v in edges.items()}
+
+
+async def _publish(events: list[Event]) -> None:
+    for ev in events:
+        fut = await topics.health.send(key=ev.edge_id.encode(), value=ev,  # type: ignore[attr-defined]
+                                       force=True)
+        await fut
+
+
+@app.agent(topics.heartbeats, concurrency=1)
+async def heartbeats(stream: Any) -> None:
+    async for event in stream.events():
+        value = event.value
+        try:
+            if isinstance(value, Undecodable):
+                await dead_letter(value, value.reason, "health.heartbeats", event)
+                continue
+            if not isinstance(value, EdgeHeartbeat):
+                await dead_letter(value, f"not a heartbeat: {type(value).__name__}",
+                                  "health.heartbeats", event)
+                continue
+            p = event.message.partition
+            async with _lock:
+                edges = _load(p)
+                old = edges.get(value.edge_id)
+                new, events = on_heartbeat(old, value, cfg)
+                await _publish(events)
+                if new != old:
+                    edges[value.edge_id] = new
+                    _store(p, edges)
+        except Exception as exc:
+            log.exception("heartbeat failed")
+            await dead_letter(value, f"{type(exc).__name__}: {exc}", "health.heartbeats", event)
+
+
+@app.agent(health_ticks, concurrency=1)
+async def health_clock_ticks(stream: Any) -> None:
+    """Check every edge of the tick's partition for missed heartbeats."""
+    async for event in stream.events():
+        value = event.value
+        try:
+            now = parse_tick(value)
+            p = event.message.partition
+            async with _lock:
+                edges = _load(p)
+                changed = False
+                for edge_id, st in list(edges.items()):
+                    new, events = check(st, now, cfg)
+                    await _publish(events)
+                    if new != st:
+                        edges[edge_id] = new
+                        changed = True
+                if changed:
+                    _store(p, edges)
+        except Exception as exc:
+            log.exception("health tick failed")
+            await dead_letter(value, f"{type(exc).__name__}: {exc}", "health.ticks", event)
+
+
+@app.timer(interval=cfg.tick_s, on_leader=True)
+async def health_clock() -> None:
+    """Leader only: announce wall-clock time to every heartbeats partition."""
+    try:
+        await send_ticks(health_ticks, PARTITIONS)
+    except Exception:
+        log.exception("health tick send failed")

@@ -218,7 +218,7 @@ class Codec:
             buf.write(self.store.reader_fingerprints[name])
         try:
             fastavro.schemaless_writer(buf, schema, to_avro_dict(event))
-        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        except (ValueError, TypeError, AttributeError, KeyError, OverflowError) as exc:
             raise CodecError(f"cannot encode {name}: {exc}") from exc
         return buf.getvalue()
 
@@ -244,10 +244,14 @@ class Codec:
         reader = self.store.readers.get(name)
         if reader is None:
             raise CodecError(f"no reader schema for event type {name!r}")
+        stream = io.BytesIO(body)
         try:
-            record = fastavro.schemaless_reader(io.BytesIO(body), writer_schema, reader)
+            record = fastavro.schemaless_reader(stream, writer_schema, reader)
         except Exception as exc:  # fastavro raises many types on corrupt input
             raise CodecError(f"corrupt {name} body: {type(exc).__name__}: {exc}") from exc
+        if stream.tell() != len(body):
+            extra = len(body) - stream.tell()
+            raise CodecError(f"corrupt {name} body: {extra} trailing byte(s) after the record")
         try:
             return from_avro_dict(name, record)  # type: ignore[arg-type]
         except TypeError as exc:

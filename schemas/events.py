@@ -248,7 +248,7 @@ class RuleTriggered(Event):
     `threshold` what it was compared with."""
 
     camera_id: str
-    zone_id: str | None
+    zone_id: str | None = None
     rule_id: str
     rule_type: str  # loitering | crowd | perimeter | line_crossing
     severity: str  # info | warning | critical
@@ -264,7 +264,7 @@ class RuleTriggered(Event):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RuleCleared(Event):
     camera_id: str
-    zone_id: str | None
+    zone_id: str | None = None
     rule_id: str
     rule_type: str
     reason: str
@@ -311,15 +311,15 @@ class ResolveAlert(Event):
 class AlertRaised(Event):
     alert_id: str
     incident_key: str
-    site_id: str | None
+    site_id: str | None = None
     camera_id: str
-    zone_id: str | None
+    zone_id: str | None = None
     rule_id: str
     rule_type: str
     severity: str
     first_evidence_at: datetime
     last_evidence_at: datetime
-    snapshot_ref: str | None
+    snapshot_ref: str | None = None
     version: int
 
 
@@ -360,10 +360,10 @@ class AlertAcknowledged(Event):
 class AlertResolved(Event):
     alert_id: str
     incident_key: str
-    operator: str | None
+    operator: str | None = None
     resolution: str
     automatic: bool
-    command_id: str | None
+    command_id: str | None = None
     version: int
 
 

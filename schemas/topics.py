@@ -56,7 +56,7 @@ class Topic:
 
 #: Topics that must have the same partition count so that keyed state lines up
 #: (alerts table, commands and escalation ticks are all keyed by incident).
-CO_PARTITIONED = ("alerts", "commands", "alert-ticks")
+CO_PARTITIONED = ("alerts", "commands", "alert-ticks", "alert-input")
 
 CATALOG: tuple[Topic, ...] = (
     Topic("frames", "camera_id", ("FrameCaptured",), 8, 7 * DAY_MS,
@@ -73,6 +73,13 @@ CATALOG: tuple[Topic, ...] = (
            "AlertResolved", "CommandRejected"), 8, None),
     Topic("commands", "incident_key", ("AcknowledgeAlert", "ResolveAlert"), 8, None),
     Topic("alert-ticks", "partition", (), 8, HOUR_MS, public=False),
+    # rule hits and health events re-keyed by incident (the scene topic is keyed by camera)
+    Topic("alert-input", "incident_key",
+          ("RuleTriggered", "RuleCleared", "EdgeOffline", "EdgeOnline", "StreamDown",
+           "StreamUp", "InferenceDegraded", "InferenceRecovered"), 8, 7 * DAY_MS,
+          public=False),
+    # the leader's clock for site health, co-partitioned with heartbeats (edge last-seen)
+    Topic("health-ticks", "partition", (), 4, HOUR_MS, public=False),
     Topic("notifications", "alert_id", ("NotificationDelivered", "NotificationFailed"), 4,
           365 * DAY_MS),
     Topic("config", "entity id (camera/ID, zone/ID, line/ID, rule/ID)",

@@ -1,0 +1,48 @@
+"""Directed line crossing: which side of a->b each track was last on.
+
+Per (line, track) the state keeps the last point where the track was strictly on one side
+(``{"side": ±1, "p": [x, y], "seen": t}``). A crossing is a change of side whose movement
+actually passes through the segment a-b (walking round the end of a short line is not a
+crossing). Keeping the last *strictly-sided* point means a person who stops exactly on
+the line crosses once, when they leave it on the other side, never twice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agents.geometry import Pt, cross, line_crossing
+
+
+def side_of(p: Pt, a: Pt, b: Pt) -> int:
+    c = cross(a, b, p)
+    return 1 if c > 0 else (-1 if c < 0 else 0)
+
+
+def step(
+    state: dict[str, Any],
+    t: float,
+    positions: dict[str, tuple[Pt, bool]],
+    a: Pt,
+    b: Pt,
+    forget: frozenset[str] = frozenset(),
+) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """Advance one line with this frame's track positions (bottom-centre, confirmed).
+
+    Returns the new state and [(track_id, "forward"|"backward")] for confirmed tracks;
+    tracks in `forget` (ended) are dropped from the state.
+    """
+    new = {k: v for k, v in state.items() if k not in forget}
+    crossings: list[tuple[str, str]] = []
+    for tid in sorted(positions):
+        p, confirmed = positions[tid]
+        s = side_of(p, a, b)
+        if s == 0:
+            continue
+        prev = new.get(tid)
+        if prev is not None and prev["side"] != s:
+            direction = line_crossing(tuple(prev["p"]), p, a, b)  # type: ignore[arg-type]
+            if direction is not None and confirmed:
+                crossings.append((tid, direction))
+        new[tid] = {"side": s, "p": [p[0], p[1]], "seen": t}
+    return new, crossings

@@ -1,0 +1,74 @@
+"""Loitering: a track's dwell in a zone, in event time, tolerant of short gaps.
+
+State is a JSON-able dict ``{track_id: presence}`` per rule, kept inside the camera's
+scene state (a plain Faust table, not a windowed one: windowed tables expire by wall
+clock). A presence starts when the track is first seen inside and survives the track
+being outside or unseen (occluded, missed by the detector) for up to `gap_tolerance_s`,
+so an occluded loiterer is still one presence and fires one alert. Times are integer
+microseconds since the epoch so that state round-trips through JSON exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+US = 1_000_000
+
+
+@dataclass(frozen=True)
+class LoiterParams:
+    dwell_s: float
+    gap_tolerance_s: float
+    evidence_cap: int = 20
+
+
+@dataclass
+class LoiterStep:
+    fired: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    cleared: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+
+def step(
+    state: dict[str, Any],
+    t_us: int,
+    inside: dict[str, tuple[str, bool]],
+    armed: bool,
+    params: LoiterParams,
+    ended: frozenset[str] = frozenset(),
+) -> tuple[dict[str, Any], LoiterStep]:
+    """Advance one rule's presences to event time `t_us`.
+
+    `inside` maps track ids seen inside the zone in this frame to (evidence event id,
+    confirmed). Only confirmed tracks fire, but a presence starts with the first sighting
+    so that dwell counts from the real entry. A presence whose track has been away longer
+    than the gap tolerance (or whose track `ended`) is closed, with a clear if it fired.
+    Fires once per presence, at the first armed frame where dwell >= dwell_s.
+    """
+    gap_us = int(params.gap_tolerance_s * US)
+    dwell_us = int(params.dwell_s * US)
+    out = LoiterStep()
+    new: dict[str, Any] = {}
+    for tid in sorted(set(state) | set(inside)):
+        p = state.get(tid)
+        if p is not None and (t_us - p["last_in"] > gap_us or tid in ended):
+            if p["fired"]:
+                out.cleared.append((tid, p))
+            p = None
+        if tid not in inside:
+            if p is not None:
+                new[tid] = p
+            continue
+        evidence_id, confirmed = inside[tid]
+        if p is None:
+            p = {"entered": t_us, "last_in": t_us, "fired": False, "evidence": []}
+        else:
+            p = dict(p, evidence=list(p["evidence"]))
+        p["last_in"] = t_us
+        if evidence_id and (not p["evidence"] or p["evidence"][-1] != evidence_id):
+            p["evidence"] = [*p["evidence"], evidence_id][-params.evidence_cap :]
+        if armed and confirmed and not p["fired"] and t_us - p["entered"] >= dwell_us:
+            p["fired"] = True
+            out.fired.append((tid, p))
+        new[tid] = p
+    return new, out

@@ -1,0 +1,103 @@
+"""The leader's clock on a topic, and the state topics the alert/health tables need.
+
+Shared by agents/alerts.py and agents/site_health.py (each can run without the other).
+
+Ticks: DESIGN says timers run on every worker unless ``on_leader=True``, leadership is not
+fenced and a timer cannot write a table. So the leader only *sends* ``{"now": ISO}`` to
+every partition of a tick topic, with an explicit partition number; the agent that owns
+partition p of the co-partitioned state reads tick p and makes the decision with its own
+table. Two leaders for a moment mean two ticks: harmless, every step is idempotent.
+
+Changelogs: the app runs with ``topic_allow_declare=False`` and the broker auto-creates
+missing topics with its default partition count, which would not match the source topics
+(Faust then raises PartitionsMismatch). So before Faust subscribes, the changelog topics
+of these tables are created here with exactly the source topic's partition count, and the
+tables are declared with that count.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from schemas.topics import BY_SUFFIX
+from vigil.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+
+def _admin() -> AdminClient:
+    return AdminClient({"bootstrap.servers": get_settings().kafka_bootstrap,
+                        "socket.timeout.ms": 10_000})
+
+
+def source_partitions(suffix: str) -> int:
+    """Partition count of a catalog topic on the broker (catalog value if unreachable)."""
+    name = f"{get_settings().topic_prefix}.{suffix}"
+    try:
+        md = _admin().list_topics(topic=name, timeout=15)
+        t = md.topics.get(name)
+        if t is not None and t.error is None and t.partitions:
+            return len(t.partitions)
+    except KafkaException as exc:
+        log.warning("cannot read partitions of %s: %s", name, exc)
+    return BY_SUFFIX[suffix].partitions
+
+
+def ensure_changelog(app: faust.App, table_name: str, partitions: int) -> None:
+    """Create the table's compacted changelog with `partitions` partitions if missing."""
+    name = f"{app.conf.id}-{table_name}-changelog"
+    admin = _admin()
+    try:
+        if name in admin.list_topics(timeout=15).topics:
+            return
+        fut = admin.create_topics([NewTopic(name, num_partitions=partitions,
+                                            replication_factor=-1,
+                                            config={"cleanup.policy": "compact"})])[name]
+        fut.result(30)
+    except KafkaException as exc:
+        if "TOPIC_ALREADY_EXISTS" not in str(exc):
+            raise
+
+
+def tick_value(now: datetime | None = None) -> bytes:
+    return json.dumps({"now": (now or datetime.now(UTC)).isoformat()}).encode()
+
+
+def parse_tick(raw: Any) -> datetime:
+    """The wall-clock time a tick carries (raises on garbage: the caller dead-letters)."""
+    data = json.loads(raw if isinstance(raw, bytes | str) else bytes(raw))
+    now = datetime.fromisoformat(data["now"])
+    if now.tzinfo is None:
+        raise ValueError("tick time without a time zone")
+    return now
+
+
+async def send_ticks(topic: faust.TopicT, partitions: int) -> None:
+    """One tick per partition, explicitly addressed, so every owner hears the clock."""
+    value = tick_value()
+    for p in range(partitions):
+        await topic.send(key=str(p).encode(), value=value, partition=p, force=True)
+
+
+def state_table(name: str, partitions: int) -> faust.TableT:
+    """A RocksDB table with raw keys and JSON values and Vigil's RocksDB options.
+
+    (``agents.app.table`` passes key_serializer/value_serializer straight to
+    ``faust.Table``, which does not accept them in faust-streaming 0.15; serialisers go
+    through a ``faust.Schema``.)
+    """
+    from agents.app import app, table_options
+
+    return app.Table(
+        name,
+        partitions=partitions,
+        options=table_options(),
+        schema=faust.Schema(key_serializer="raw", value_serializer="json"),
+    )

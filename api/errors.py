@@ -1,0 +1,111 @@
+"""Every error the API answers is JSON ``{error, message, details}``.
+
+Client input must never produce a 500: handlers map validation problems to 400/422,
+and a catch-all turns anything unexpected into a 500 whose body leaks nothing (the
+traceback goes to the log with the request id, not to the client).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+log = logging.getLogger(__name__)
+
+_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+    500: "internal_error",
+    503: "unavailable",
+    504: "timeout",
+}
+
+
+class ApiError(Exception):
+    """Raised by handlers to answer an error; `error` is a stable machine-readable code."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        error: str | None = None,
+        details: Any = None,
+        headers: dict[str, str] | None = None,
+    ):
+        super().__init__(message)
+        self.status = status
+        self.error = error or _CODES.get(status, "error")
+        self.message = message
+        self.details = details if details is not None else {}
+        self.headers = headers
+
+
+def error_response(
+    status: int,
+    message: str,
+    error: str | None = None,
+    details: Any = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = {
+        "error": error or _CODES.get(status, "error"),
+        "message": message,
+        "details": details if details is not None else {},
+    }
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
+    """Pydantic errors without the raw input echoed back (it may be large or sensitive)."""
+    return [
+        {"loc": [str(p) for p in e["loc"]], "msg": e["msg"], "type": e["type"]}
+        for e in exc.errors(include_url=False, include_input=False, include_context=False)
+    ]
+
+
+async def _api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.message, exc.error, exc.details, exc.headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    return error_response(exc.status_code, str(exc.detail), headers=exc.headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ValidationError)
+    return error_response(422, "request failed validation", details=validation_details(exc))
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    request_id = str(uuid.uuid4())
+    log.exception(
+        "unhandled API error",
+        extra={"request_id": request_id, "path": request.url.path, "method": request.method},
+    )
+    return error_response(500, "internal error", details={"request_id": request_id})
+
+
+EXCEPTION_HANDLERS = {
+    ApiError: _api_error,
+    HTTPException: _http_error,
+    ValidationError: _validation_error,
+    Exception: _unexpected,
+}

@@ -1,0 +1,127 @@
+"""Endpoints declared once: the Starlette route, its permission and its OpenAPI entry all
+come from the same `Endpoint`, so the document cannot drift from the routes.
+
+Handlers receive the request and the validated query/body models; authentication,
+role checks and the per-key rate limit happen here, before any handler runs.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+import typing
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from api.auth import bearer_key, require
+from api.errors import ApiError, validation_details
+
+Handler = Callable[..., Awaitable[Response]]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    permission: str | None = "read"  # None = public (health, metrics, openapi)
+    query: type[BaseModel] | None = None
+    body: type[BaseModel] | None = None
+    #: status -> response model (or None for a body described only by its summary)
+    responses: dict[int, type[BaseModel] | None] = field(default_factory=dict)
+    tag: str = "api"
+    #: media type of the success response when it is not JSON
+    media_type: str = "application/json"
+    multipart: bool = False  # body is multipart/form-data (uploads)
+
+    @property
+    def operation_id(self) -> str:
+        return self.handler.__name__
+
+
+def parse_model(model: type[BaseModel], data: dict[str, Any], where: str) -> BaseModel:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ApiError(
+            422, f"invalid {where}", details={"errors": validation_details(exc)}
+        ) from None
+
+
+async def authenticate(request: Request, permission: str) -> None:
+    deps = request.app.state.deps
+    key = bearer_key(request)
+    if key is None:
+        raise ApiError(401, "an API key is required", headers={"WWW-Authenticate": "Bearer"})
+    principal = await deps.keys.authenticate(key)
+    if principal is None:
+        raise ApiError(401, "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})
+    request.scope["principal"] = principal
+    wait = deps.limiter.take(principal.key_id)
+    if wait > 0:
+        deps.metrics.rate_limited.inc()
+        raise ApiError(
+            429, "rate limit exceeded for this key",
+            details={"retry_after_s": round(wait, 3)},
+            headers={"Retry-After": str(max(1, round(wait)))},
+        )
+    require(request, permission)
+
+
+def _is_list(annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin is list:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_list(a) for a in typing.get_args(annotation))
+    return False
+
+
+def _query_dict(request: Request, model: type[BaseModel]) -> dict[str, Any]:
+    """Query parameters; list-typed fields keep every repeated value."""
+    out: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        values = request.query_params.getlist(name)
+        if not values:
+            continue
+        out[name] = values if _is_list(info.annotation) else values[-1]
+    unknown = set(request.query_params.keys()) - set(model.model_fields)
+    if unknown:
+        raise ApiError(
+            400, "unknown query parameter(s)", details={"unknown": sorted(unknown)}
+        )
+    return out
+
+
+def to_route(ep: Endpoint) -> Route:
+    async def endpoint(request: Request) -> Response:
+        if ep.permission is not None:
+            await authenticate(request, ep.permission)
+        kwargs: dict[str, Any] = {}
+        if ep.query is not None:
+            kwargs["query"] = parse_model(ep.query, _query_dict(request, ep.query), "query")
+        elif request.query_params and ep.permission is not None:
+            raise ApiError(400, "this endpoint takes no query parameters")
+        if ep.body is not None:
+            ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if ctype != "application/json":
+                raise ApiError(415, "send the body as application/json")
+            raw = await request.body()
+            try:
+                data = json.loads(raw) if raw else None
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise ApiError(400, "the body is not valid JSON", details={"reason": str(exc)})
+            if not isinstance(data, dict):
+                raise ApiError(422, "the body must be a JSON object")
+            kwargs["body"] = parse_model(ep.body, data, "body")
+        return await ep.handler(request, **kwargs)
+
+    endpoint.__name__ = ep.operation_id
+    return Route(ep.path, endpoint, methods=[ep.method], name=ep.operation_id)

@@ -1,0 +1,182 @@
+"""Appearance search: pgvector nearest neighbours (cosine) by detection id or by image.
+
+Embeddings are personal data: they go into the query and never come out of the API;
+results carry the detection, camera, time and distance only. Searching from an uploaded
+image runs it through Triton's ``appearance_embedder``; with Triton away the search
+answers 503 rather than hanging or guessing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import BaseModel, Field
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api.auth import principal_of
+from api.common import check_range, json_response, site_filter
+from api.deps import deps_of
+from api.errors import ApiError
+from api.routing import Endpoint
+from projections.tables import cameras, embeddings
+
+log = logging.getLogger(__name__)
+
+
+class SearchQuery(BaseModel):
+    k: int = Field(10, ge=1, description="neighbours wanted; capped by the server")
+    camera: list[str] | None = Field(None, description="repeatable")
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+class ByDetectionQuery(SearchQuery):
+    detection_id: str = Field(..., min_length=1, max_length=200)
+
+
+class Match(BaseModel):
+    detection_id: str
+    camera_id: str
+    site_id: str | None
+    occurred_at: datetime
+    frame_sequence: int
+    distance: float = Field(description="cosine distance, 0 = identical")
+
+
+class SearchResult(BaseModel):
+    model: str | None
+    matches: list[Match]
+
+
+_FROM = embeddings.join(cameras, cameras.c.camera_id == embeddings.c.camera_id)
+
+
+async def _neighbours(request: Request, query: SearchQuery, vector: list[float],
+                      exclude: str | None) -> list[Match]:
+    principal = principal_of(request)
+    k = min(query.k, deps_of(request).api.max_k)
+    distance = embeddings.c.embedding.cosine_distance(vector)
+    stmt = (sa.select(embeddings.c.detection_id, embeddings.c.camera_id, cameras.c.site_id,
+                      embeddings.c.occurred_at, embeddings.c.frame_sequence,
+                      distance.label("distance"))
+            .select_from(_FROM)
+            .where(site_filter(principal, cameras.c.site_id)))
+    if exclude:
+        stmt = stmt.where(embeddings.c.detection_id != exclude)
+    if query.camera:
+        stmt = stmt.where(embeddings.c.camera_id.in_(query.camera))
+    if query.since:
+        stmt = stmt.where(embeddings.c.occurred_at >= query.since)
+    if query.until:
+        stmt = stmt.where(embeddings.c.occurred_at < query.until)
+    stmt = stmt.order_by(distance).limit(k)
+    rows = await deps_of(request).read(lambda conn: conn.execute(stmt).all())
+    return [Match.model_validate(r._mapping) for r in rows]
+
+
+async def search_by_detection(request: Request, query: ByDetectionQuery) -> Response:
+    check_range(query.since, query.until)
+    principal = principal_of(request)
+    stmt = (sa.select(embeddings.c.embedding, embeddings.c.model).select_from(_FROM)
+            .where(embeddings.c.detection_id == query.detection_id,
+                   site_filter(principal, cameras.c.site_id)))
+    row = await deps_of(request).read(lambda conn: conn.execute(stmt).first())
+    if row is None:
+        raise ApiError(404, "no embedding for this detection (unknown, erased or expired)",
+                       details={"detection_id": query.detection_id})
+    vector = [float(x) for x in row.embedding]
+    matches = await _neighbours(request, query, vector, exclude=query.detection_id)
+    return json_response(SearchResult(model=row.model, matches=matches))
+
+
+async def search_by_image(request: Request, query: SearchQuery) -> Response:
+    check_range(query.since, query.until)
+    ctype = request.headers.get("content-type", "")
+    if not ctype.lower().startswith("multipart/form-data"):
+        raise ApiError(415, "upload the image as multipart/form-data field 'image'")
+    try:
+        form = await request.form(max_files=1, max_fields=5)
+    except Exception as exc:  # malformed multipart is the client's problem
+        raise ApiError(400, "malformed multipart body", details={"reason": str(exc)[:200]})
+    image = form.get("image")
+    if not isinstance(image, UploadFile):
+        raise ApiError(422, "field 'image' (a file) is required")
+    data = await image.read()
+    await form.close()
+    if not data:
+        raise ApiError(422, "the image is empty")
+    embed = deps_of(request).embed_image
+    if embed is None:
+        raise ApiError(503, "image search needs Triton, which is not configured",
+                       details={"dependency": "triton"})
+    vector = await embed(data)
+    matches = await _neighbours(request, query, vector, exclude=None)
+    return json_response(SearchResult(model=deps_of(request).api.triton_model, matches=matches))
+
+
+def triton_embedder(url: str, model: str, timeout_s: float = 5.0
+                    ) -> Callable[[bytes], Awaitable[list[float]]]:
+    """An `embed_image` for create_app: decode, resize to the model's input, infer.
+
+    Undecodable images are a 422; Triton unreachable or failing is a 503.
+    """
+    state: dict[str, Any] = {}
+
+    async def embed(data: bytes) -> list[float]:
+        import cv2
+        import numpy as np
+
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if img is None:
+            raise ApiError(422, "the upload is not a decodable image")
+        try:
+            from tritonclient.grpc import InferInput
+            from tritonclient.grpc.aio import InferenceServerClient
+
+            if "client" not in state:
+                state["client"] = InferenceServerClient(url)
+            client = state["client"]
+            if "meta" not in state:
+                state["meta"] = await client.get_model_metadata(model, as_json=True)
+            meta = state["meta"]
+            inp, out = meta["inputs"][0], meta["outputs"][0]
+            shape = [int(d) for d in inp["shape"]]
+            dims = shape[1:] if len(shape) == 4 else shape
+            h, w = (dims[0], dims[1]) if dims[-1] == 3 else (dims[1], dims[2])
+            if h > 0 and w > 0:
+                img = cv2.resize(img, (w, h))
+            arr = img[None, ...] if len(shape) == 4 else img
+            dtype = inp["datatype"]
+            arr = arr.astype(np.float32) / 255.0 if dtype == "FP32" else arr.astype(np.uint8)
+            tensor = InferInput(inp["name"], list(arr.shape), dtype)
+            tensor.set_data_from_numpy(arr)
+            result = await client.infer(model, [tensor], client_timeout=timeout_s)
+            vec = result.as_numpy(out["name"]).reshape(-1)
+            return [float(x) for x in vec]
+        except ApiError:
+            raise
+        except Exception as exc:
+            state.pop("client", None)
+            state.pop("meta", None)
+            log.warning("triton embed failed", extra={"reason": str(exc)[:300]})
+            raise ApiError(503, "the appearance embedder (Triton) is unavailable",
+                           details={"dependency": "triton"}) from None
+
+    return embed
+
+
+ROUTES = [
+    Endpoint("GET", "/api/v1/search/appearance", search_by_detection,
+             "People who look like a detection (nearest appearance embeddings)",
+             query=ByDetectionQuery, responses={200: SearchResult}, tag="search"),
+    Endpoint("POST", "/api/v1/search/appearance", search_by_image,
+             "People who look like an uploaded image (needs Triton; 503 without)",
+             query=SearchQuery, multipart=True, responses={200: SearchResult, 503: None},
+             tag="search"),
+]

@@ -1,0 +1,87 @@
+"""API settings (``VIGIL_API_*``), validated once when the app is built.
+
+Host and port stay in `vigil.settings.Settings` (``VIGIL_API_HOST``/``VIGIL_API_PORT``)
+because the dev stack and other tools need them too; everything only the API cares about
+lives here.
+"""
+
+from __future__ import annotations
+
+import os
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from vigil.errors import ConfigError
+
+#: VIGIL_API_* names read by vigil.settings, not by this class.
+_SHARED = {"VIGIL_API_HOST", "VIGIL_API_PORT"}
+
+
+class ApiSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VIGIL_API_", extra="ignore", frozen=True)
+
+    #: Origins allowed by CORS; empty = no CORS headers at all (same-origin only).
+    cors_origins: list[str] = Field(default_factory=list)
+    #: Largest request body accepted (uploads for appearance search included).
+    max_body_bytes: int = Field(2_000_000, ge=1024)
+    #: Sustained requests per second per API key, and the burst above it.
+    rate_limit_per_s: float = Field(50.0, gt=0)
+    rate_limit_burst: int = Field(200, ge=1)
+    default_page_size: int = Field(50, ge=1)
+    max_page_size: int = Field(500, ge=1)
+    #: Nearest neighbours returned by appearance search at most.
+    max_k: int = Field(100, ge=1)
+    #: Presigned snapshot URLs expire quickly: they are bearer credentials.
+    presign_expiry_s: int = Field(300, ge=1, le=3600)
+    #: Per-dependency timeout of /health/ready.
+    ready_timeout_s: float = Field(2.0, gt=0)
+    #: Longest `?wait=` a client may ask for on a command.
+    max_wait_s: float = Field(30.0, gt=0)
+    #: Schema of the API's own tables (API keys); the read models are not ours.
+    keys_schema: str = "vigil_api"
+    #: Seconds an authenticated key stays cached (revocation takes at most this long).
+    key_cache_s: float = Field(10.0, ge=0)
+    #: How often the live stream looks for newly projected alert events.
+    stream_poll_s: float = Field(0.2, gt=0)
+    #: Seconds between SSE keep-alive comments.
+    stream_keepalive_s: float = Field(15.0, gt=0)
+    triton_model: str = "appearance_embedder"
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split(cls, v: object) -> object:
+        if isinstance(v, str) and not v.strip().startswith("["):
+            return [o.strip() for o in v.split(",") if o.strip()]
+        return v
+
+    @field_validator("keys_schema")
+    @classmethod
+    def _ident(cls, v: str) -> str:
+        if not v.replace("_", "").isalnum() or not v[0].isalpha():
+            raise ValueError("must be a plain SQL identifier")
+        return v
+
+
+def load_api_settings(env: dict[str, str] | None = None, **overrides: object) -> ApiSettings:
+    """Validate ``VIGIL_API_*`` into ApiSettings; unknown names fail fast (a typo'd knob
+    that silently does nothing is worse than a crash at start-up)."""
+    env = dict(os.environ if env is None else env)
+    known = {f"VIGIL_API_{name.upper()}" for name in ApiSettings.model_fields} | _SHARED
+    unknown = sorted(k for k in env if k.startswith("VIGIL_API_") and k not in known)
+    if unknown:
+        raise ConfigError(f"unknown API setting(s) {', '.join(unknown)}")
+    values: dict[str, object] = {}
+    for name in ApiSettings.model_fields:
+        key = f"VIGIL_API_{name.upper()}"
+        if key in env:
+            values[name] = env[key]
+    values.update(overrides)
+    try:
+        return ApiSettings.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"VIGIL_API_{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise ConfigError(f"invalid API settings: {problems}") from None

@@ -1,0 +1,1 @@
+"""Edge producer: video in (RTSP, file, synthetic scene), frames and heartbeats out."""

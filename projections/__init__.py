@@ -1,0 +1,1 @@
+"""Projections: folds of the public topics into PostgreSQL read models, and replay/audit."""

@@ -1,0 +1,51 @@
+"""Projector settings (``VIGIL_PROJECTOR_*``), validated at start-up like vigil.settings."""
+
+from __future__ import annotations
+
+from functools import cache
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from vigil.errors import ConfigError
+
+
+class ProjectorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VIGIL_PROJECTOR_", extra="forbid", frozen=True)
+
+    #: PostgreSQL schema of the live read models (the API reads the same variable).
+    schema_name: str = Field("vigil", validation_alias="VIGIL_PROJECTOR_SCHEMA")
+    #: Name under which offsets are stored in projector_offsets.
+    consumer: str = "projector"
+    #: Dimension of the appearance embeddings column (the embedder's output size).
+    embedding_dim: int = Field(128, ge=1, le=16000)
+    #: Embeddings are personal data: rows older than this are deleted by retention.
+    embedding_retention_h: float = Field(72.0, gt=0)
+    #: Detections older than this many days are aggregated into daily counts and dropped.
+    detection_retention_days: int = Field(365, ge=31)
+    #: Adaptive batching bounds: a batch is flushed after max_batch events or max_wait_ms.
+    min_batch: int = Field(50, ge=1)
+    max_batch: int = Field(5000, ge=1)
+    max_wait_ms: int = Field(200, ge=1)
+    #: Monthly detection partitions are created this many months ahead.
+    partitions_ahead: int = Field(2, ge=0, le=24)
+    #: Prometheus metrics port on 127.0.0.1 (0 = no HTTP server).
+    metrics_port: int = Field(0, ge=0, le=65535)
+
+    @field_validator("schema_name")
+    @classmethod
+    def _schema(cls, v: str) -> str:
+        if not v or not (v[0].isalpha() or v[0] == "_") or not all(
+            c.isalnum() or c == "_" for c in v
+        ) or len(v) > 63:
+            raise ValueError("must be a plain SQL identifier (letters, digits, '_')")
+        return v.lower()
+
+
+@cache
+def get_projector_settings() -> ProjectorSettings:
+    try:
+        return ProjectorSettings()
+    except ValidationError as exc:
+        problems = "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid projector settings (VIGIL_PROJECTOR_*): {problems}") from None

@@ -1,0 +1,208 @@
+"""The alert lifecycle as a pure function of its inputs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from agents.alert_state import (
+    ACKNOWLEDGED,
+    OPEN,
+    RESOLVED,
+    IncidentState,
+    Policy,
+    apply_command,
+    apply_signal,
+    escalate,
+    incident_key,
+    signal_from,
+)
+from schemas.events import (
+    AcknowledgeAlert,
+    AlertAcknowledged,
+    AlertEscalated,
+    AlertRaised,
+    AlertRepeated,
+    AlertResolved,
+    CommandRejected,
+    EdgeOffline,
+    EdgeOnline,
+    ResolveAlert,
+    RuleCleared,
+    RuleTriggered,
+)
+
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+POLICY = Policy(cooldown_s=300, escalation_s=900, max_level=2, auto_resolve=True)
+KEY = incident_key("cam-1", "z1", "r1")
+
+
+def trig(eid: str, at: datetime = T0) -> RuleTriggered:
+    return RuleTriggered.create(
+        producer="t", event_id=eid, occurred_at=at, camera_id="cam-1", zone_id="z1",
+        rule_id="r1", rule_type="loitering", severity="warning", value=400, threshold=300,
+        track_ids=["t1"], first_evidence_at=at - timedelta(seconds=400), last_evidence_at=at,
+        evidence_event_ids=["f1"], frame_ref="s3://snap/1.jpg",
+    )
+
+
+def clear(eid: str, at: datetime) -> RuleCleared:
+    return RuleCleared.create(producer="t", event_id=eid, occurred_at=at, camera_id="cam-1",
+                              zone_id="z1", rule_id="r1", rule_type="loitering", reason="left")
+
+
+def raised() -> IncidentState:
+    sig = signal_from(trig("e1"))
+    assert sig is not None
+    return apply_signal(None, sig, POLICY).state
+
+
+def ack(cid: str, alert_id: str, at: datetime = T0, expected: int | None = None):
+    return AcknowledgeAlert.create(producer="api", event_id=cid, occurred_at=at,
+                                   alert_id=alert_id, operator="op", expected_version=expected)
+
+
+def test_incident_key() -> None:
+    assert incident_key("c", None, "r") == "c|-|r"
+    assert KEY == "cam-1|z1|r1"
+
+
+def test_trigger_raises_with_derived_ids_and_deadline() -> None:
+    sig = signal_from(trig("e1"))
+    assert sig is not None
+    d = apply_signal(None, sig, POLICY)
+    (ev,) = d.events
+    assert isinstance(ev, AlertRaised)
+    assert ev.incident_key == KEY and ev.version == 1 and ev.snapshot_ref == "s3://snap/1.jpg"
+    assert d.state.status == OPEN and d.state.deadline == T0 + timedelta(seconds=900)
+    again = apply_signal(None, sig, POLICY).events[0]
+    assert again.event_id == ev.event_id and again.alert_id == ev.alert_id  # replay-stable
+
+
+def test_redelivered_input_is_noop() -> None:
+    st = raised()
+    sig = signal_from(trig("e1"))
+    assert sig is not None
+    d = apply_signal(st, sig, POLICY)
+    assert d.noop and d.state == st
+
+
+def test_repeat_while_open_and_in_cooldown_then_new_alert() -> None:
+    st = raised()
+    s2 = signal_from(trig("e2", T0 + timedelta(seconds=10)))
+    assert s2 is not None
+    d = apply_signal(st, s2, POLICY)
+    (rep,) = d.events
+    assert isinstance(rep, AlertRepeated) and rep.occurrences == 2 and rep.version == 2
+    c = signal_from(clear("c1", T0 + timedelta(seconds=20)))
+    assert c is not None
+    d = apply_signal(d.state, c, POLICY)
+    assert isinstance(d.events[0], AlertResolved) and d.events[0].automatic
+    s3 = signal_from(trig("e3", T0 + timedelta(seconds=100)))  # within cooldown
+    assert s3 is not None
+    d3 = apply_signal(d.state, s3, POLICY)
+    assert isinstance(d3.events[0], AlertRepeated) and d3.state.status == RESOLVED
+    s4 = signal_from(trig("e4", T0 + timedelta(seconds=1000)))  # after cooldown
+    assert s4 is not None
+    d4 = apply_signal(d3.state, s4, POLICY)
+    assert isinstance(d4.events[0], AlertRaised)
+    assert d4.events[0].alert_id != st.alert_id and d4.state.status == OPEN
+
+
+def test_clear_without_auto_resolve_keeps_alert_open() -> None:
+    sig = signal_from(trig("e1"))
+    assert sig is not None
+    st = apply_signal(None, sig, Policy(auto_resolve=False)).state
+    c = signal_from(clear("c1", T0))
+    assert c is not None
+    d = apply_signal(st, c, Policy())
+    assert d.noop and d.state.status == OPEN
+
+
+def test_ack_then_resolve() -> None:
+    st = raised()
+    assert st.alert_id is not None
+    d = apply_command(st, ack("k1", st.alert_id, expected=1), KEY)
+    (ev,) = d.events
+    assert isinstance(ev, AlertAcknowledged) and ev.version == 2 and ev.command_id == "k1"
+    assert d.state.status == ACKNOWLEDGED and d.state.deadline is None
+    res = ResolveAlert.create(producer="api", event_id="k2", alert_id=st.alert_id,
+                              operator="op", resolution="fixed")
+    d2 = apply_command(d.state, res, KEY)
+    assert isinstance(d2.events[0], AlertResolved) and d2.state.status == RESOLVED
+
+
+def test_invalid_commands_are_rejected_with_reason() -> None:
+    st = raised()
+    assert st.alert_id is not None
+    cases = [
+        (None, ack("x1", "nope"), "unknown alert"),
+        (st, ack("x2", "nope"), "unknown alert"),
+        (st, ack("x3", st.alert_id, expected=7), "stale version"),
+    ]
+    for state, cmd, reason in cases:
+        (ev,) = apply_command(state, cmd, KEY).events
+        assert isinstance(ev, CommandRejected) and reason in ev.reason
+        assert ev.causation_id == cmd.event_id
+    acked = apply_command(st, ack("a1", st.alert_id), KEY).state
+    (ev,) = apply_command(acked, ack("a2", st.alert_id), KEY).events
+    assert isinstance(ev, CommandRejected) and "already acknowledged" in ev.reason
+    res = ResolveAlert.create(producer="api", event_id="r1", alert_id=st.alert_id, operator="o")
+    resolved = apply_command(acked, res, KEY).state
+    (ev,) = apply_command(resolved, ack("a3", st.alert_id), KEY).events
+    assert isinstance(ev, CommandRejected) and "resolved" in ev.reason
+
+
+def test_fifty_concurrent_acks_yield_one_acknowledgement() -> None:
+    st = raised()
+    assert st.alert_id is not None
+    events = []
+    for i in range(50):
+        d = apply_command(st, ack(f"c{i}", st.alert_id, expected=1), KEY)
+        st = d.state
+        events.extend(d.events)
+    # redelivery of the winning command is a no-op
+    assert apply_command(st, ack("c0", st.alert_id, expected=1), KEY).noop
+    assert sum(isinstance(e, AlertAcknowledged) for e in events) == 1
+    assert sum(isinstance(e, CommandRejected) for e in events) == 49
+
+
+def test_escalation_levels_once_each_and_late_fire() -> None:
+    st = raised()
+    assert escalate(st, T0 + timedelta(seconds=899)).noop
+    late = T0 + timedelta(hours=5)  # no worker ran at the deadline
+    d = escalate(st, late)
+    (ev,) = d.events
+    assert isinstance(ev, AlertEscalated) and ev.level == 1
+    assert ev.deadline_at == T0 + timedelta(seconds=900) and ev.occurred_at == late
+    assert escalate(d.state, late).noop  # same tick again: nothing
+    assert escalate(st, late).events[0].event_id == ev.event_id  # re-fire after crash: same id
+    d2 = escalate(d.state, late + timedelta(seconds=900))
+    assert d2.events[0].level == 2
+    assert d2.state.deadline is None  # max level reached
+    assert escalate(d2.state, late + timedelta(days=1)).noop
+
+
+def test_acknowledged_alert_does_not_escalate() -> None:
+    st = raised()
+    assert st.alert_id is not None
+    acked = apply_command(st, ack("a", st.alert_id), KEY).state
+    assert escalate(acked, T0 + timedelta(hours=1)).noop
+
+
+def test_state_json_roundtrip() -> None:
+    st = raised()
+    assert IncidentState.from_json(st.to_json()) == st
+
+
+def test_health_signals_auto_resolve() -> None:
+    off = EdgeOffline.create(producer="h", event_id="o1", occurred_at=T0, edge_id="e1",
+                             site_id="s1", last_seen_at=T0, missed_heartbeats=3)
+    on = EdgeOnline.create(producer="h", event_id="o2", occurred_at=T0 + timedelta(seconds=5),
+                           edge_id="e1", site_id="s1")
+    s_off, s_on = signal_from(off), signal_from(on)
+    assert s_off is not None and s_on is not None
+    assert s_off.incident_key == "edge|e1|offline" == s_on.incident_key
+    d = apply_signal(None, s_off, Policy(auto_resolve=False))
+    assert isinstance(d.events[0], AlertRaised) and d.events[0].severity == "critical"
+    d2 = apply_signal(d.state, s_on, Policy())
+    assert isinstance(d2.events[0], AlertResolved) and d2.events[0].automatic
