@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 import faust
+from aiokafka.partitioner import murmur2
 
 from agents.alert_state import (
     Decision,
@@ -67,6 +68,16 @@ _lock = asyncio.Lock()
 
 HEALTH_TYPES = ("EdgeOffline", "EdgeOnline", "StreamDown", "StreamUp", "InferenceDegraded",
                 "InferenceRecovered")
+
+
+def home_partition(key: bytes, partitions: int) -> int:
+    """The partition Faust/aiokafka (murmur2, Java-compatible) assigns to `key`.
+
+    librdkafka's default partitioner (CRC32) puts the same key elsewhere, so a command
+    produced by a confluent-kafka client without ``partitioner=murmur2_random`` lands on a
+    partition that does not hold the incident's state.
+    """
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def _key(event: faust.types.EventT) -> str:
@@ -167,6 +178,15 @@ async def alert_commands(stream: Any) -> None:
                                   "alerts.commands", event)
                 continue
             key = _key(event)
+            home = home_partition(key.encode(), PARTITIONS)
+            if event.message.partition != home:
+                # mis-partitioned by the producer: re-route to the incident's partition
+                log.warning("command %s for %s on partition %s, re-routed to %s",
+                            value.event_id, key, event.message.partition, home)
+                fut = await topics.commands.send(key=key.encode(), value=value,
+                                                 partition=home, force=True)
+                await fut
+                continue
             async with _lock:
                 await _apply(key, event.message.partition,
                              lambda st, c=value, k=key: apply_command(st, c, k))

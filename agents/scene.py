@@ -1,0 +1,127 @@
+"""The scene agent: vigil.detections -> tracking + zone rules -> vigil.scene.
+
+A thin Faust shell around the pure engine `agents.scene_rules.process`; this module only
+moves state and events between Kafka and the engine.
+
+State:
+- ``scene-state`` (RocksDB table, JSON values, key = camera id, co-partitioned with
+  vigil.detections): ``{"state": <engine state>, "partition": p, "offset": o}``. Tracker,
+  zone presences, loitering presences and crowd windows all live in it, so a restart or a
+  rebalance resumes exactly where the changelog left off. The stored offset makes
+  re-delivery idempotent: at-least-once may hand us a frame again whose state change is
+  already in the changelog; such a frame is skipped, since its outputs were published
+  before the state was stored (below).
+- ``scene-config`` (GlobalTable over the compacted vigil.config topic, in memory, rebuilt
+  from the topic at start): typed config events keyed "camera/ID", "zone/ID", …;
+  tombstones delete. Compiled per-camera specs are cached and the cache is dropped on
+  every applied config change.
+
+Ordering for crash safety: outputs are sent and *acknowledged* before the state is
+written. A crash in between re-processes the frame from the old state and re-publishes
+the same events with the same derived ids, which downstream deduplicates.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import faust
+from faust.tables.globaltable import GlobalTable
+
+from agents.app import app, topics
+from agents.codec import Undecodable
+from agents.dlq import dead_letter
+from agents.scene_rules import CameraSpec, compile_camera, process
+from agents.ticks import ensure_changelog, source_partitions, state_table
+from schemas.events import Event, FrameAnalyzed
+
+log = logging.getLogger(__name__)
+
+STAGE = "scene"
+STATE_TABLE = "scene-state"
+CONFIG_TABLE = "scene-config"
+
+
+class ConfigTable(GlobalTable):  # type: ignore[misc]
+    """GlobalTable that counts applied changelog batches, so the compiled per-camera
+    config cache knows when to recompile (Faust has no change callback for updates that
+    arrive through the changelog)."""
+
+    version = 0
+
+    def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
+        super().apply_changelog_batch(batch)
+        type(self).version += 1
+
+
+# The app runs with topic_allow_declare=False: create the state changelog (with the
+# detections topic's partition count) and the leader topic before Faust subscribes.
+_partitions = source_partitions("detections")
+ensure_changelog(app, STATE_TABLE, _partitions)
+scene_state: faust.TableT = state_table(STATE_TABLE, _partitions)
+config_table: faust.TableT = app.tables.add(
+    ConfigTable(
+        app,
+        name=CONFIG_TABLE,
+        beacon=app.tables.beacon,
+        partitions=1,
+        standby_buffer_size=1,
+        recovery_buffer_size=1,
+        is_global=True,
+        changelog_topic=topics.config,  # decoded by the topic's "vigil" codec
+        key_type=bytes,
+        store="memory://",
+        help="site configuration (compacted vigil.config)",
+    )
+)
+
+_spec_cache: dict[str, tuple[int, CameraSpec]] = {}
+
+
+def camera_spec(camera_id: str) -> CameraSpec:
+    """The compiled config of one camera, recompiled only after a config change."""
+    cached = _spec_cache.get(camera_id)
+    if cached is not None and cached[0] == ConfigTable.version:
+        return cached[1]
+    entities = [v for v in config_table.values() if isinstance(v, Event)]
+    spec = compile_camera(camera_id, entities)
+    _spec_cache[camera_id] = (ConfigTable.version, spec)
+    return spec
+
+
+async def handle_frame(frame: FrameAnalyzed, partition: int, offset: int) -> int:
+    """Process one frame; returns how many events were published."""
+    key = frame.camera_id.encode()
+    stored: dict[str, Any] | None = scene_state.get(key)
+    if stored and stored.get("partition") == partition and offset <= stored.get("offset", -1):
+        return 0  # re-delivery of a frame whose state is already stored
+    new_state, events = process(camera_spec(frame.camera_id), frame,
+                                stored.get("state") if stored else None)
+    futures = [await topics.scene.send(key=key, value=ev) for ev in events]
+    for fut in futures:
+        await fut  # acknowledged before the state moves on
+    scene_state[key] = {"state": new_state, "partition": partition, "offset": offset}
+    return len(events)
+
+
+@app.agent(topics.detections, concurrency=1)
+async def scene(stream: faust.StreamT) -> None:
+    """Every error goes to the DLQ with its reason; the stream never stops on one frame."""
+    async for event in stream.events():
+        value = event.value
+        try:
+            if isinstance(value, Undecodable):
+                await dead_letter(value, value.reason, STAGE, event)
+            elif isinstance(value, FrameAnalyzed):
+                await handle_frame(value, event.message.partition, event.message.offset)
+            elif value is not None:
+                await dead_letter(value, f"unexpected {type(value).__name__} on detections",
+                                  STAGE, event)
+        except Exception as exc:
+            log.exception("scene: frame failed")
+            try:
+                await dead_letter(value, f"{type(exc).__name__}: {exc}", STAGE, event)
+            except Exception:
+                log.exception("scene: dead-lettering failed")

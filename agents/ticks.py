@@ -50,20 +50,28 @@ def source_partitions(suffix: str) -> int:
     return BY_SUFFIX[suffix].partitions
 
 
-def ensure_changelog(app: faust.App, table_name: str, partitions: int) -> None:
-    """Create the table's compacted changelog with `partitions` partitions if missing."""
-    name = f"{app.conf.id}-{table_name}-changelog"
+def ensure_topic(name: str, partitions: int, compact: bool = False) -> None:
+    """Create topic `name` with `partitions` partitions if it does not exist yet."""
     admin = _admin()
     try:
         if name in admin.list_topics(timeout=15).topics:
             return
+        config = {"cleanup.policy": "compact"} if compact else {}
         fut = admin.create_topics([NewTopic(name, num_partitions=partitions,
-                                            replication_factor=-1,
-                                            config={"cleanup.policy": "compact"})])[name]
+                                            replication_factor=-1, config=config)])[name]
         fut.result(30)
     except KafkaException as exc:
         if "TOPIC_ALREADY_EXISTS" not in str(exc):
             raise
+
+
+def ensure_changelog(app: faust.App, table_name: str, partitions: int) -> None:
+    """Create the table's compacted changelog (`partitions` partitions) and the leader
+    election topic (one partition) that ``on_leader`` timers need: if that topic is
+    missing when the worker subscribes, no worker is leader until the next rebalance and
+    no tick is ever sent."""
+    ensure_topic(f"{app.conf.id}-{table_name}-changelog", partitions, compact=True)
+    ensure_topic(f"{app.conf.id}-__assignor-__leader", 1, compact=True)
 
 
 def tick_value(now: datetime | None = None) -> bytes:

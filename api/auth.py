@@ -24,8 +24,8 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
-import sqlalchemy as sa
 import anyio.to_thread
+import sqlalchemy as sa
 from sqlalchemy import Engine
 from starlette.requests import HTTPConnection
 

@@ -12,6 +12,7 @@ import uuid
 from typing import Any
 
 from pydantic import ValidationError
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -94,6 +95,14 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(422, "request failed validation", details=validation_details(exc))
 
 
+async def _data_error(request: Request, exc: Exception) -> JSONResponse:
+    """PostgreSQL refused a value the validation let through (out-of-range timestamp,
+    odd encoding): the client's input, so a 400 and not a 500."""
+    log.warning("database refused a value", extra={"path": request.url.path,
+                                                   "reason": type(exc).__name__})
+    return error_response(400, "a parameter has a value the database cannot use")
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     request_id = str(uuid.uuid4())
     log.exception(
@@ -107,5 +116,6 @@ EXCEPTION_HANDLERS = {
     ApiError: _api_error,
     HTTPException: _http_error,
     ValidationError: _validation_error,
+    DataError: _data_error,
     Exception: _unexpected,
 }

@@ -69,7 +69,7 @@ class EventQuery(PageQuery):
     until: datetime | None = Field(None, description="before (ISO 8601)")
 
 
-_FROM = scene_events.join(cameras, cameras.c.camera_id == scene_events.c.camera_id)
+_FROM = scene_events.outerjoin(cameras, cameras.c.camera_id == scene_events.c.camera_id)
 _COLS = [scene_events.c[n] for n in EventOut.model_fields if n != "site_id"]
 
 

@@ -110,6 +110,7 @@ def build_openapi(endpoints: list[Endpoint], version: str = "0.1.0") -> dict[str
             error_statuses += [413, 415]
         if _PATH_PARAM.search(ep.path):
             error_statuses.append(404)
+        error_statuses += list(ep.errors)
         for status in error_statuses:
             op["responses"].setdefault(str(status), {
                 "description": "error",

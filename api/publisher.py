@@ -10,7 +10,6 @@ background task serves the callbacks.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from confluent_kafka import KafkaError, Message
@@ -23,30 +22,19 @@ log = logging.getLogger(__name__)
 
 
 class Publisher:
+    """Each `publish` serves delivery callbacks (``poll``) off the event loop until its own
+    delivery is confirmed. No background task: the publisher works in whatever event loop
+    calls it (uvicorn's, or a test client's per-request loop)."""
+
     def __init__(self, producer: EventProducer, timeout_s: float = 10.0):
         self.producer = producer
         self.timeout_s = timeout_s
-        self._poller: asyncio.Task[None] | None = None
-        self._pending = 0
 
     async def start(self) -> None:
-        if self._poller is None:
-            self._poller = asyncio.create_task(self._poll_loop(), name="api-producer-poll")
+        """Nothing to start; kept so the app's lifespan reads symmetrically."""
 
     async def stop(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
-            self._poller = None
         await asyncio.to_thread(self.producer.flush, 10.0)
-
-    async def _poll_loop(self) -> None:
-        while True:
-            if self._pending:
-                await asyncio.to_thread(self.producer.producer.poll, 0.05)
-            else:
-                await asyncio.sleep(0.01)
 
     async def publish(self, topic_suffix: str, key: str, event: Event) -> None:
         """Send and wait for the broker's acknowledgement; 503 if Kafka cannot take it."""
@@ -64,15 +52,18 @@ class Publisher:
 
             loop.call_soon_threadsafe(settle)
 
-        self._pending += 1
+        deadline = loop.time() + self.timeout_s
         try:
             self.producer.send(topic_suffix, key, event, on_delivery=delivered)
-            await asyncio.wait_for(fut, self.timeout_s)
+            while not fut.done():
+                if loop.time() >= deadline:
+                    raise TimeoutError("no delivery report in time")
+                await asyncio.to_thread(self.producer.producer.poll, 0.02)
+                await asyncio.sleep(0)  # let call_soon_threadsafe callbacks run
+            fut.result()
         except (TimeoutError, RuntimeError) as exc:
             log.warning("publish failed", extra={"topic": topic_suffix, "reason": str(exc)})
             raise ApiError(
-                503, "the event log did not accept the command; retry later",
+                503, "the event log did not accept the event; retry later",
                 details={"reason": type(exc).__name__},
             ) from None
-        finally:
-            self._pending -= 1

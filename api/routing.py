@@ -40,6 +40,8 @@ class Endpoint:
     #: media type of the success response when it is not JSON
     media_type: str = "application/json"
     multipart: bool = False  # body is multipart/form-data (uploads)
+    #: error statuses this endpoint can answer beyond the common ones (documented)
+    errors: tuple[int, ...] = ()
 
     @property
     def operation_id(self) -> str:
@@ -100,10 +102,25 @@ def _query_dict(request: Request, model: type[BaseModel]) -> dict[str, Any]:
     return out
 
 
+def _has_nul(value: Any) -> bool:
+    """PostgreSQL text cannot hold NUL; such input is refused at the door."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 def to_route(ep: Endpoint) -> Route:
     async def endpoint(request: Request) -> Response:
         if ep.permission is not None:
             await authenticate(request, ep.permission)
+        if _has_nul(list(request.query_params.multi_items())) or _has_nul(
+            dict(request.path_params)
+        ):
+            raise ApiError(400, "NUL characters are not allowed in parameters")
         kwargs: dict[str, Any] = {}
         if ep.query is not None:
             kwargs["query"] = parse_model(ep.query, _query_dict(request, ep.query), "query")
@@ -117,9 +134,13 @@ def to_route(ep: Endpoint) -> Route:
             try:
                 data = json.loads(raw) if raw else None
             except (ValueError, UnicodeDecodeError) as exc:
-                raise ApiError(400, "the body is not valid JSON", details={"reason": str(exc)})
+                raise ApiError(
+                    400, "the body is not valid JSON", details={"reason": str(exc)}
+                ) from None
             if not isinstance(data, dict):
                 raise ApiError(422, "the body must be a JSON object")
+            if _has_nul(data):
+                raise ApiError(422, "NUL characters are not allowed in the body")
             kwargs["body"] = parse_model(ep.body, data, "body")
         return await ep.handler(request, **kwargs)
 

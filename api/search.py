@@ -54,7 +54,7 @@ class SearchResult(BaseModel):
     matches: list[Match]
 
 
-_FROM = embeddings.join(cameras, cameras.c.camera_id == embeddings.c.camera_id)
+_FROM = embeddings.outerjoin(cameras, cameras.c.camera_id == embeddings.c.camera_id)
 
 
 async def _neighbours(request: Request, query: SearchQuery, vector: list[float],
@@ -103,7 +103,9 @@ async def search_by_image(request: Request, query: SearchQuery) -> Response:
     try:
         form = await request.form(max_files=1, max_fields=5)
     except Exception as exc:  # malformed multipart is the client's problem
-        raise ApiError(400, "malformed multipart body", details={"reason": str(exc)[:200]})
+        raise ApiError(
+            400, "malformed multipart body", details={"reason": str(exc)[:200]}
+        ) from None
     image = form.get("image")
     if not isinstance(image, UploadFile):
         raise ApiError(422, "field 'image' (a file) is required")
@@ -174,7 +176,8 @@ def triton_embedder(url: str, model: str, timeout_s: float = 5.0
 ROUTES = [
     Endpoint("GET", "/api/v1/search/appearance", search_by_detection,
              "People who look like a detection (nearest appearance embeddings)",
-             query=ByDetectionQuery, responses={200: SearchResult}, tag="search"),
+             query=ByDetectionQuery, responses={200: SearchResult}, tag="search",
+             errors=(404,)),
     Endpoint("POST", "/api/v1/search/appearance", search_by_image,
              "People who look like an uploaded image (needs Triton; 503 without)",
              query=SearchQuery, multipart=True, responses={200: SearchResult, 503: None},

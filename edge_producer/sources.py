@@ -65,10 +65,13 @@ def decode_decimated(
     realtime: bool = False,
     stop: Callable[[], bool] = lambda: False,
     open_timeout_s: float = 10.0,
+    max_side: int | None = None,
+    on_packet: Callable[[av.Packet, av.VideoStream, float, datetime], None] | None = None,
 ) -> Iterator[DecodedFrame]:
     """Yield decimated frames of `url`. `start_at` None means live: wall-clock event time."""
     path = url[len("file://"):] if url.startswith("file://") else url
-    options = {"rtsp_transport": "tcp", "stimeout": str(int(open_timeout_s * 1e6))}
+    # TCP for RTSP (no lost UDP packets); a short probe so a stream starts in ~1 s, not 5
+    options = {"rtsp_transport": "tcp", "analyzeduration": "1000000", "probesize": "500000"}
     try:
         container = av.open(path, options=options if "://" in path else {},
                             timeout=(open_timeout_s, open_timeout_s))
@@ -78,7 +81,9 @@ def decode_decimated(
         if not container.streams.video:
             raise SourceError(f"{url} has no video stream")
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        # no frame threading: it adds decoder delay, which would make the skip decisions
+        # below land on the wrong frames; cameras are parallel across threads anyway
+        stream.thread_type = "SLICE"
         ctx = stream.codec_context
         dec = Decimator(fps())
         rate = stream.average_rate or stream.guessed_rate or 25
@@ -86,10 +91,18 @@ def decode_decimated(
         wall0 = time.monotonic()
         t_first: float | None = None
         try:
+            pkt_t0: float | None = None
             for packet in container.demux(stream):
                 if stop():
                     return
-                for frame in packet.decode():
+                decoded = packet.decode()  # before remuxing, which retargets the packet
+                if on_packet is not None and packet.pts is not None and packet.time_base:
+                    pt = float(packet.pts * packet.time_base)
+                    pkt_t0 = pt if pkt_t0 is None else pkt_t0
+                    pt -= pkt_t0
+                    at = (start_at + timedelta(seconds=pt)) if start_at else datetime.now(UTC)
+                    on_packet(packet, stream, pt, at)
+                for frame in decoded:
                     if frame.pts is None or frame.time_base is None:
                         continue
                     t = float(frame.pts * frame.time_base)
@@ -100,11 +113,11 @@ def decode_decimated(
                     dec.set_fps(fps())
                     due = (frame.key_frame or not kf_only) and dec.due(t)
                     # Skip what the next due frame does not need. Near it (a few frame
-                    # intervals, to cover B-frame reordering) decode everything, so the
+                    # (3) intervals, to cover B-frame reordering) decode everything, so the
                     # due frame itself is never the one skipped.
                     if kf_only:
                         ctx.skip_frame = "NONKEY"
-                    elif dec.next_due is not None and dec.next_due - t > 4 * frame_dt:
+                    elif dec.next_due is not None and dec.next_due - t > 3 * frame_dt:
                         ctx.skip_frame = "NONREF"
                     else:
                         ctx.skip_frame = "DEFAULT"
@@ -115,12 +128,23 @@ def decode_decimated(
                         if delay > 0:
                             time.sleep(delay)
                     occurred = (start_at + timedelta(seconds=t)) if start_at else datetime.now(UTC)
-                    yield DecodedFrame(t, occurred, frame.to_ndarray(format="bgr24"),
-                                       bool(frame.key_frame))
+                    # scale and convert in one swscale pass: cheaper than convert + resize
+                    w, h = _fit(frame.width, frame.height, max_side)
+                    image = frame.to_ndarray(width=w, height=h, format="bgr24",
+                                             interpolation="AREA")
+                    yield DecodedFrame(t, occurred, image, bool(frame.key_frame))
         except av.error.FFmpegError as exc:
             raise SourceError(f"decoding {url} failed: {exc}") from exc
     finally:
         container.close()
+
+
+def _fit(w: int, h: int, max_side: int | None) -> tuple[int, int]:
+    """Size with the longest side at most `max_side` (even numbers, for swscale)."""
+    if not max_side or max(w, h) <= max_side:
+        return w, h
+    scale = max_side / max(w, h)
+    return max(round(w * scale / 2) * 2, 2), max(round(h * scale / 2) * 2, 2)
 
 
 def file_start_time(path: str) -> datetime:

@@ -138,7 +138,7 @@ def fold_frame_analyzed(b: Batch, e: ev.FrameAnalyzed, p: Position, _d: int) -> 
 def fold_appearance_embedded(b: Batch, e: ev.AppearanceEmbedded, p: Position, dim: int) -> None:
     if len(e.vector) != dim:
         raise HandlerError(f"embedding has {len(e.vector)} dimensions, the read model {dim}")
-    vec = "[" + ",".join(repr(float(x)) for x in e.vector) + "]"
+    vec = json.dumps(e.vector)  # pgvector's text form; json.dumps is C-fast
     b.append("embeddings", (e.detection_id, e.event_id, e.camera_id, e.frame_sequence,
                             e.occurred_at, e.model, vec))
 

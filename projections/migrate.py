@@ -63,43 +63,42 @@ def upgrade(dsn: str, schema: str, embedding_dim: int) -> list[str]:
     with psycopg.connect(dsn, autocommit=True) as conn:
         # Extensions are database-wide; keep `vector` in public so every schema sees it.
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector SCHEMA public")
-    with psycopg.connect(dsn) as conn:
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"vigil-migrate:{schema}",))
-            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-            set_search_path(conn, schema)
+    with psycopg.connect(dsn) as conn, conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"vigil-migrate:{schema}",))
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        set_search_path(conn, schema)
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, "
+            "name text NOT NULL, checksum text NOT NULL, applied_at timestamptz NOT NULL)"
+        )
+        done = {
+            v: c for v, c in conn.execute("SELECT version, checksum FROM schema_migrations")
+        }
+        for mig in load_migrations():
+            if mig.version in done:
+                if done[mig.version] != mig.checksum:
+                    raise VigilError(
+                        f"migration {mig.version:04d}_{mig.name} was edited after it was "
+                        f"applied to schema {schema!r}; add a new migration instead"
+                    )
+                continue
+            ddl = mig.text.replace("{{embedding_dim}}", str(int(embedding_dim)))
+            conn.execute(ddl.encode())
             conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, "
-                "name text NOT NULL, checksum text NOT NULL, applied_at timestamptz NOT NULL)"
+                "INSERT INTO schema_migrations VALUES (%s, %s, %s, %s)",
+                (mig.version, mig.name, mig.checksum, datetime.now(UTC)),
             )
-            done = {
-                v: c for v, c in conn.execute("SELECT version, checksum FROM schema_migrations")
-            }
-            for mig in load_migrations():
-                if mig.version in done:
-                    if done[mig.version] != mig.checksum:
-                        raise VigilError(
-                            f"migration {mig.version:04d}_{mig.name} was edited after it was "
-                            f"applied to schema {schema!r}; add a new migration instead"
-                        )
-                    continue
-                ddl = mig.text.replace("{{embedding_dim}}", str(int(embedding_dim)))
-                conn.execute(ddl.encode())
-                conn.execute(
-                    "INSERT INTO schema_migrations VALUES (%s, %s, %s, %s)",
-                    (mig.version, mig.name, mig.checksum, datetime.now(UTC)),
-                )
-                applied_now.append(f"{mig.version:04d}_{mig.name}")
-            have = conn.execute(
-                "SELECT atttypmod FROM pg_attribute WHERE attrelid = 'embeddings'::regclass "
-                "AND attname = 'embedding'"
-            ).fetchone()
-            if have and have[0] != embedding_dim:
-                raise ConfigError(
-                    f"schema {schema!r} stores vector({have[0]}) embeddings but "
-                    f"VIGIL_PROJECTOR_EMBEDDING_DIM={embedding_dim}; a new migration is needed"
-                )
-            ensure_partitions(conn, date.today(), ahead=2)
+            applied_now.append(f"{mig.version:04d}_{mig.name}")
+        have = conn.execute(
+            "SELECT atttypmod FROM pg_attribute WHERE attrelid = 'embeddings'::regclass "
+            "AND attname = 'embedding'"
+        ).fetchone()
+        if have and have[0] != embedding_dim:
+            raise ConfigError(
+                f"schema {schema!r} stores vector({have[0]}) embeddings but "
+                f"VIGIL_PROJECTOR_EMBEDDING_DIM={embedding_dim}; a new migration is needed"
+            )
+        ensure_partitions(conn, date.today(), ahead=2)
     if applied_now:
         log.info("migrations applied", extra={"schema": schema, "applied": applied_now})
     return applied_now

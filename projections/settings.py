@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import cache
 
 from pydantic import Field, ValidationError, field_validator
@@ -11,7 +12,8 @@ from vigil.errors import ConfigError
 
 
 class ProjectorSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="VIGIL_PROJECTOR_", extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="VIGIL_PROJECTOR_", extra="forbid", frozen=True,
+                                      populate_by_name=True)
 
     #: PostgreSQL schema of the live read models (the API reads the same variable).
     schema_name: str = Field("vigil", validation_alias="VIGIL_PROJECTOR_SCHEMA")
@@ -42,8 +44,21 @@ class ProjectorSettings(BaseSettings):
         return v.lower()
 
 
+def _known_env() -> set[str]:
+    return {
+        f.validation_alias if isinstance(f.validation_alias, str)
+        else f"VIGIL_PROJECTOR_{name.upper()}"
+        for name, f in ProjectorSettings.model_fields.items()
+    }
+
+
 @cache
 def get_projector_settings() -> ProjectorSettings:
+    """Validated settings; a misspelt VIGIL_PROJECTOR_* variable is an error, not a no-op."""
+    unknown = sorted(k for k in os.environ
+                     if k.startswith("VIGIL_PROJECTOR_") and k not in _known_env())
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; known: {sorted(_known_env())}")
     try:
         return ProjectorSettings()
     except ValidationError as exc:

@@ -89,7 +89,7 @@ class Track:
                 f = 0.0 if tb == ta else (t - ta) / (tb - ta)
                 return xa + f * (xb - xa), ya + f * (yb - ya), dist + f * seg
             dist += seg
-        t_, x, y = self.keys[-1]
+        _, x, y = self.keys[-1]
         return x, y, dist
 
     def moving(self, t: float) -> bool:
@@ -215,7 +215,7 @@ def _draw_person(img: np.ndarray, fx: float, fy: float, h: float, phase: float, 
     leg_col = (max(shade - 10, 5),) * 3
 
     def p(x: float, y: float) -> tuple[int, int]:
-        return int(round(x * 16)), int(round(y * 16))  # 4 fractional bits
+        return round(x * 16), round(y * 16)  # 4 fractional bits
 
     # legs: hip to foot, crossing as they swing
     for side in (-1, 1):
@@ -240,7 +240,7 @@ def _draw_person(img: np.ndarray, fx: float, fy: float, h: float, phase: float, 
         cv2.line(img, p(sx, sh_y + arm_w * 0.4), p(*hand), torso_col, arm_w, cv2.LINE_AA, 4)
     cv2.circle(img, p(*head_c), int(head_r * 16), torso_col, -1, cv2.LINE_AA, 4)
     half = max(sh_w + arm_w * 0.2, abs(leg_spread) * 0.5 + 0.03 * h + leg_w / 2)
-    return int(fx - half), int(top), int(math.ceil(fx + half)), int(math.ceil(fy))
+    return int(fx - half), int(top), math.ceil(fx + half), math.ceil(fy)
 
 
 def iter_frames(scenario: Scenario, *, start: int = 0, stop: int | None = None,
@@ -295,8 +295,8 @@ def iter_frames(scenario: Scenario, *, start: int = 0, stop: int | None = None,
 def hog_to_person_box(x: int, y: int, w: int, h: int) -> tuple[int, int, int, int]:
     """Shrink a HOG detection window (x, y, w, h) to a person box (x1, y1, x2, y2) in the
     ground-truth convention: measured offsets of these silhouettes inside the window."""
-    top, bottom = int(round(0.155 * h)), int(round(0.12 * h))
+    top, bottom = round(0.155 * h), round(0.12 * h)
     ph = h - top - bottom
     cx = x + w / 2
     half = ASPECT * ph / 2
-    return int(round(cx - half)), y + top, int(round(cx + half)), y + h - bottom
+    return round(cx - half), y + top, round(cx + half), y + h - bottom

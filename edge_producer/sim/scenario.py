@@ -262,7 +262,7 @@ class Scenario(_Model):
 
     @property
     def frame_count(self) -> int:
-        return int(math.floor(self.duration_s * self.fps + 1e-9))
+        return math.floor(self.duration_s * self.fps + 1e-9)
 
     def time_of(self, index: int) -> float:
         """Seconds since start of frame `index` (exact multiples of 1/fps)."""

@@ -10,6 +10,7 @@ scenario's declared `expected_alerts` can be checked against its own geometry
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass, field
 from datetime import time
 from typing import Any
@@ -158,7 +159,7 @@ def _line_crossing(rule: RuleSpec, scenario: Scenario) -> list[DerivedAlert]:
     a, b = tuple(line.a), tuple(line.b)
     out = []
     for pid, samples in sorted(sample_positions(scenario).items()):
-        for (t0, x0, y0), (t1, x1, y1) in zip(samples, samples[1:], strict=False):
+        for (_, x0, y0), (t1, x1, y1) in itertools.pairwise(samples):
             s0, s1 = _side(a, b, (x0, y0)), _side(a, b, (x1, y1))  # type: ignore[arg-type]
             if s0 * s1 >= 0:
                 continue

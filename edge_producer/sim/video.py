@@ -24,7 +24,7 @@ def encode_scenario(scenario: Scenario, out: Path, *, gop_s: float = 2.0, crf: i
         stream.width, stream.height = scenario.width, scenario.height
         stream.pix_fmt = "yuv420p"
         stream.codec_context.time_base = 1 / rate
-        stream.codec_context.gop_size = max(int(round(gop_s * scenario.fps)), 1)
+        stream.codec_context.gop_size = max(round(gop_s * scenario.fps), 1)
         stream.options = {"crf": str(crf), "preset": "veryfast", "bframes": "2",
                           "sc_threshold": "0"}
         for f in iter_frames(scenario):

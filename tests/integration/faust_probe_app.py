@@ -20,8 +20,8 @@ import faust
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from schemas.codec import default_codec  # noqa: E402
-from schemas.events import EdgeHeartbeat, EdgeOffline  # noqa: E402
+from schemas.codec import default_codec
+from schemas.events import EdgeHeartbeat, EdgeOffline
 
 PREFIX = os.environ["VIGIL_TOPIC_PREFIX"]
 
@@ -34,10 +34,15 @@ app = faust.App(
     topic_partitions=2,
     topic_replication_factor=1,
     web_enabled=False,
+    # the killed worker's group membership must expire quickly for the restart
+    broker_session_timeout=10.0,
+    broker_heartbeat_interval=2.0,
     broker_commit_every=1,
     broker_commit_interval=0.5,
     consumer_auto_offset_reset="earliest",
     producer_acks=-1,
+    key_serializer="raw",
+    value_serializer="json",
 )
 
 heartbeats = app.topic(f"{PREFIX}.heartbeats", key_serializer="raw", value_serializer="raw")
@@ -46,8 +51,7 @@ health = app.topic(f"{PREFIX}.health", key_serializer="raw", value_serializer="r
 counts = app.Table(
     "probe-counts",
     partitions=2,
-    key_serializer="raw",
-    value_serializer="json",
+    key_type=str,  # values: the app's json serializer (value_type=dict is not a Faust type)
     options={"driver": "rocksdict", "block_cache_size": 8 << 20, "write_buffer_size": 4 << 20},
 )
 
@@ -58,11 +62,12 @@ async def count(stream: faust.StreamT) -> None:
     async for key, value in stream.items():
         event = codec.decode(value)
         assert isinstance(event, EdgeHeartbeat)
-        state = counts.get(key) or {"count": 0, "seen": []}
+        edge = event.edge_id
+        state = counts.get(edge) or {"count": 0, "seen": []}
         if event.event_id not in state["seen"]:
             state = {"count": state["count"] + 1,
                      "seen": [*state["seen"], event.event_id][-100:]}
-            counts[key] = state
+            counts[edge] = state
         out = EdgeOffline.create(
             producer="faust-probe", cause=event, edge_id=event.edge_id,
             site_id=event.site_id, last_seen_at=event.occurred_at,

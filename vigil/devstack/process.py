@@ -37,12 +37,33 @@ def proc_start_time(pid: int) -> int | None:
     return int(fields[19])  # field 22 of the full line
 
 
+def _listening_ports() -> set[int] | None:
+    """Ports with a TCP socket in LISTEN state (any address), from /proc/net/tcp{,6}."""
+    ports: set[int] = set()
+    found = False
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        found = True
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 3 and fields[3] == "0A":  # TCP_LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports if found else None
+
+
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     """True if nothing listens on host:port.
 
-    Binds with SO_REUSEADDR like the servers do: that still fails when a socket listens on
-    the port (also on 0.0.0.0) but succeeds over TIME_WAIT leftovers of our own last run.
+    Looks for a listening socket rather than trying to bind, because a bind test also
+    fails over TIME_WAIT leftovers of our own last run (servers that set SO_REUSEADDR
+    start fine over those). Without /proc, falls back to a bind with SO_REUSEADDR.
     """
+    listening = _listening_ports()
+    if listening is not None:
+        return port not in listening
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:

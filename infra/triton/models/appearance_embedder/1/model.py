@@ -2,8 +2,9 @@
 
 Descriptor (D = 192): the 64x128 crop is cut into 6 horizontal stripes (head, shoulders,
 torso, hips, thighs, shins); each stripe gets a joint HSV histogram of 4 hue x 2
-saturation x 4 value bins (32 bins), weighted by a horizontal Gaussian so that the
-background at the crop's sides counts less. Each stripe is normalised to sum 1, square-
+saturation x 4 value bins (32 bins; value on a square-root scale), each pixel weighted
+by a horizontal Gaussian and by how unlike the crop's side borders (the background) it
+is, so that the ground around the person counts little. Each stripe is normalised to sum 1, square-
 rooted (Hellinger kernel: cosine of the result is the Bhattacharyya coefficient), and the
 whole vector is L2-normalised, so a dot product is a cosine similarity in [0, 1].
 
@@ -37,6 +38,22 @@ def _column_weights(width: int) -> np.ndarray:
     return np.exp(-0.5 * (x / 0.3) ** 2).astype(np.float32)
 
 
+#: Value is binned on a square-root scale: clothing differs most in the dark range.
+V_LUT = np.sqrt(np.arange(256, dtype=np.float32) / 255.0)
+
+
+def _foreground(crop: np.ndarray) -> np.ndarray:
+    """Per-pixel weight in [0, 1]: colour distance from the crop's side borders.
+
+    A person box always includes some ground at its sides; the median colour of the
+    outer columns estimates it, and pixels unlike it are likely the person.
+    """
+    border = np.concatenate([crop[:, :4], crop[:, -4:]], axis=1).reshape(-1, 3)
+    bg = np.median(border, axis=0).astype(np.float32)
+    dist = np.linalg.norm(crop.astype(np.float32) - bg, axis=2)
+    return np.clip(dist / 40.0, 0.0, 1.0)
+
+
 def embed(crops: np.ndarray, stripes: int = 6) -> np.ndarray:
     """L2-normalised descriptors [N, stripes*32] for BGR uint8 crops [N, 128, 64, 3]."""
     n = crops.shape[0]
@@ -47,12 +64,13 @@ def embed(crops: np.ndarray, stripes: int = 6) -> np.ndarray:
         crop = crops[i]
         if crop.shape[:2] != (CROP_H, CROP_W):
             crop = cv2.resize(crop, (CROP_W, CROP_H), interpolation=cv2.INTER_AREA)
-        hsv = cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_BGR2HSV)
+        crop = np.ascontiguousarray(crop)
+        hsv = cv2.cvtColor(crop, cv2.COLOR_BGR2HSV)
         hq = (hsv[..., 0].astype(np.int32) * H_BINS) // 180
         sq = (hsv[..., 1].astype(np.int32) * S_BINS) // 256
-        vq = (hsv[..., 2].astype(np.int32) * V_BINS) // 256
+        vq = np.minimum((V_LUT[hsv[..., 2]] * V_BINS).astype(np.int32), V_BINS - 1)
         code = (hq * S_BINS + sq) * V_BINS + vq
-        weights = np.broadcast_to(colw, code.shape)
+        weights = colw[None, :] * (0.1 + _foreground(crop))
         for s in range(stripes):
             a, b = bounds[s], bounds[s + 1]
             hist = np.bincount(

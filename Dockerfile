@@ -1,0 +1,29 @@
+# One image for every Vigil service (edge, worker, notifier, projector, api, init);
+# docker-compose.yml picks the `vigil` subcommand per service.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    VIGIL_STATE_DIR=/var/lib/vigil
+
+WORKDIR /app
+
+# Only what the package needs: see .dockerignore for what stays out of the context.
+COPY pyproject.toml README.md ./
+COPY vigil ./vigil
+COPY schemas ./schemas
+COPY edge_producer ./edge_producer
+COPY agents ./agents
+COPY projections ./projections
+COPY api ./api
+RUN pip install . \
+    && useradd --create-home --uid 10001 --user-group vigil \
+    && mkdir -p /var/lib/vigil \
+    && chown vigil:vigil /var/lib/vigil
+
+USER vigil
+VOLUME ["/var/lib/vigil"]
+
+CMD ["vigil", "--help"]

@@ -1,0 +1,434 @@
+"""The edge process: one thread per camera, one outbox thread to Kafka, heartbeats.
+
+Camera threads decode, decimate, encode JPEG and append each `FrameCaptured` to the
+spool (the outbox); the outbox thread sends the spool's head to Kafka in order and
+acknowledges records only once Kafka did. Kafka being unreachable therefore only grows
+the spool; cameras notice the backlog and drop to keyframes so the spool lasts longer.
+A camera that fails backs off and reconnects on its own (1 s doubling to 60 s, with
+jitter, reset by the first good frame) and never stops the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import shutil
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from confluent_kafka import KafkaError, Message
+
+from edge_producer import metrics
+from edge_producer.config import CameraConfig, EdgeConfig
+from edge_producer.recorder import SegmentRecorder
+from edge_producer.sources import SourceError, decode_decimated, file_start_time
+from edge_producer.spool import Position, Spool
+from schemas.events import (
+    EdgeHeartbeat,
+    FrameCaptured,
+    StreamDown,
+    StreamStatus,
+    StreamUp,
+    derived_event_id,
+    utcnow,
+)
+from schemas.topics import topic_name
+from vigil.kafka import EventProducer
+from vigil.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+VERSION = "0.1.0"
+PRODUCER = f"edge_producer/{VERSION}"
+
+
+class SequenceStore:
+    """Per-camera sequence numbers that only grow, across restarts (one small file each)."""
+
+    def __init__(self, directory: Path):
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def next(self, camera_id: str) -> int:
+        p = self.dir / camera_id
+        last = int(p.read_text()) if p.exists() else 0
+        tmp = p.with_suffix(".tmp")
+        tmp.write_text(str(last + 1))
+        tmp.replace(p)
+        return last + 1
+
+
+def resize_longest(img: np.ndarray, max_side: int) -> np.ndarray:
+    h, w = img.shape[:2]
+    scale = max_side / max(h, w)
+    if scale >= 1:
+        return img
+    return cv2.resize(img, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+
+
+class MotionMeter:
+    """Fraction of moving pixels (MOG2 on a small grey copy): cheap, and enough for the
+    inference stage to skip still frames."""
+
+    def __init__(self) -> None:
+        self.mog = cv2.createBackgroundSubtractorMOG2(history=50, detectShadows=False)
+
+    def score(self, img: np.ndarray) -> float:
+        small = cv2.resize(img, (160, max(int(160 * img.shape[0] / img.shape[1]), 1)),
+                           interpolation=cv2.INTER_NEAREST)
+        mask = self.mog.apply(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY))
+        return float(np.count_nonzero(mask)) / mask.size
+
+
+@dataclass
+class CameraState:
+    state: str = "reconnecting"
+    captured: int = 0
+    dropped: int = 0
+    fps: float = 0.0
+    last_frame_at: datetime | None = None
+    finished: bool = False
+    error: str | None = None
+
+
+class Outbox(threading.Thread):
+    """Drains the spool to Kafka in order; acknowledges records Kafka acknowledged."""
+
+    WINDOW = 200
+
+    def __init__(self, spool: Spool, producer: EventProducer, backoff: tuple[float, float]):
+        super().__init__(name="edge-outbox", daemon=True)
+        self.spool = spool
+        self.producer = producer
+        self.backoff_initial, self.backoff_max = backoff
+        self.stop_event = threading.Event()
+        self.kafka_up = True
+        self._inflight: dict[Position, bool | None] = {}
+        self._order: list[Position] = []
+        self._failed = False
+        self._topic = topic_name("frames")
+        self._sent_at: dict[Position, float] = {}
+
+    def _on_delivery(self, pos: Position, key: bytes) -> Any:
+        def cb(err: KafkaError | None, msg: Message) -> None:
+            ok = err is None
+            self._inflight[pos] = ok
+            if ok:
+                metrics.FRAMES_PRODUCED.labels(key.decode()).inc()
+                metrics.PRODUCE_LATENCY.observe(time.monotonic() - self._sent_at.pop(pos, 0))
+                if not self.kafka_up:
+                    log.info("kafka reachable again; replaying spool",
+                             extra={"backlog": self.spool.backlog})
+                self.kafka_up = True
+            else:
+                self._sent_at.pop(pos, None)
+                if self.kafka_up:
+                    log.warning("kafka delivery failed; spooling", extra={"error": str(err)})
+                self._failed = True
+                self.kafka_up = False
+            metrics.KAFKA_UP.set(1 if self.kafka_up else 0)
+        return cb
+
+    def _ack_prefix(self) -> None:
+        last = None
+        while self._order and self._inflight.get(self._order[0]) is True:
+            last = self._order.pop(0)
+            del self._inflight[last]
+        if last is not None:
+            self.spool.ack(last)
+
+    def run(self) -> None:
+        delay = self.backoff_initial
+        while True:
+            self.producer.producer.poll(0.05)
+            self._ack_prefix()
+            if self._failed:
+                # wait for everything in flight to resolve, then resend from the head
+                if all(v is not None for v in self._inflight.values()):
+                    self._inflight = {p: v for p, v in self._inflight.items() if v}
+                    self._order = [p for p in self._order if p in self._inflight]
+                    self._failed = False
+                    if self.stop_event.wait(delay * random.uniform(0.8, 1.2)):
+                        return
+                    delay = min(delay * 2, self.backoff_max)
+                continue
+            if self.kafka_up:
+                delay = self.backoff_initial
+            room = self.WINDOW if self.kafka_up else 1  # probe with one record while down
+            room -= sum(1 for v in self._inflight.values() if v is None)
+            if room > 0:
+                pending = self.spool.peek(room + len(self._order), 0)
+                for rec in pending:
+                    if rec.pos in self._inflight:
+                        continue
+                    self._inflight[rec.pos] = None
+                    self._order.append(rec.pos)
+                    self._sent_at[rec.pos] = time.monotonic()
+                    try:
+                        self.producer.producer.produce(
+                            self._topic, key=rec.key, value=rec.value,
+                            on_delivery=self._on_delivery(rec.pos, rec.key))
+                    except BufferError:
+                        self._inflight.pop(rec.pos)
+                        self._order.remove(rec.pos)
+                        break
+                    room -= 1
+                    if room <= 0:
+                        break
+            metrics.SPOOL_BACKLOG.set(self.spool.backlog)
+            if self.stop_event.is_set() and (self.spool.backlog == 0 or not self.kafka_up):
+                return
+            if not self._inflight and self.spool.backlog == 0:
+                time.sleep(0.02)
+
+
+class Edge:
+    def __init__(self, config: EdgeConfig, producer: EventProducer | None = None):
+        self.cfg = config
+        s = get_settings()
+        self.state_dir = config.state_dir or (s.state_dir / "edge" / config.edge_id)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.producer = producer or EventProducer(**{
+            "message.timeout.ms": int(config.message_timeout_s * 1000),
+            "reconnect.backoff.max.ms": 2000,
+        })
+        self.spool = Spool(self.state_dir / "spool", config.spool_max_bytes,
+                           config.spool_segment_bytes)
+        self.seqs = SequenceStore(self.state_dir / "sequences")
+        self.outbox = Outbox(self.spool, self.producer,
+                             (config.backoff_initial_s, config.backoff_max_s))
+        self.stop_event = threading.Event()
+        self.cameras = {c.camera_id: CameraState() for c in config.cameras if c.enabled}
+        self.threads: list[threading.Thread] = []
+        self._evicted_seen = 0
+        self._codec = self.producer.codec
+
+    # ------------------------------------------------------------------ health
+
+    @property
+    def degraded(self) -> bool:
+        return not self.outbox.kafka_up or self.spool.backlog > self.cfg.spool_high_water
+
+    def _health(self, key: str, event: Any) -> None:
+        try:
+            self.producer.send("health", key, event)
+        except Exception:  # health is best effort; the frames are what must not be lost
+            log.exception("cannot send health event")
+
+    def heartbeat(self) -> EdgeHeartbeat:
+        evicted = self.spool.evicted
+        if evicted > self._evicted_seen:
+            metrics.SPOOL_EVICTED.inc(evicted - self._evicted_seen)
+            self._evicted_seen = evicted
+        streams = [
+            StreamStatus(camera_id=cid, state=st.state, fps=round(st.fps, 3),
+                         frames_captured=st.captured, frames_dropped=st.dropped,
+                         last_frame_at=st.last_frame_at)
+            for cid, st in sorted(self.cameras.items())
+        ]
+        hb = EdgeHeartbeat.create(
+            producer=PRODUCER, edge_id=self.cfg.edge_id, site_id=self.cfg.site_id,
+            version=VERSION, interval_s=self.cfg.heartbeat_interval_s, streams=streams,
+            disk_free_bytes=shutil.disk_usage(self.state_dir).free,
+            memory_rss_bytes=_rss_bytes(), spool_backlog=self.spool.backlog,
+            spool_evicted=evicted,
+        )
+        self.producer.send("heartbeats", self.cfg.edge_id, hb)
+        return hb
+
+    # ------------------------------------------------------------------ cameras
+
+    def _source(self, cam: CameraConfig) -> tuple[str, datetime | None]:
+        if cam.kind == "sim":
+            from edge_producer.sim.scenario import load_scenario
+            from edge_producer.sim.video import cached_scenario_video
+
+            scenario = load_scenario(cam.url)
+            return str(cached_scenario_video(scenario, self.state_dir / "sim-cache")), \
+                scenario.start
+        if cam.kind == "file":
+            return cam.url, cam.start_at or file_start_time(cam.url)
+        return cam.url, None
+
+    def _camera_loop(self, cam: CameraConfig) -> None:
+        st = self.cameras[cam.camera_id]
+        delay = self.cfg.backoff_initial_s
+        attempt = 0
+        down_since: datetime | None = None
+        motion = MotionMeter()
+        loop_offset = 0.0
+        while not self.stop_event.is_set():
+            try:
+                url, start_at = self._source(cam)
+                if start_at is not None and loop_offset:
+                    from datetime import timedelta
+                    start_at = start_at + timedelta(seconds=loop_offset)
+                last_t = 0.0
+                t_win, n_win = time.monotonic(), 0
+                recorder = self._recorder(cam) if cam.record else None
+                frames = decode_decimated(
+                    url, lambda: cam.keyframe_fps if self.degraded else cam.fps,
+                    lambda: self.degraded, start_at, realtime=cam.realtime,
+                    stop=self.stop_event.is_set, max_side=cam.max_side,
+                    on_packet=recorder.packet if recorder else None)
+                for frame in frames:
+                    if st.state != "up":
+                        if down_since is not None:
+                            self._health(cam.camera_id, StreamUp.create(
+                                producer=PRODUCER, edge_id=self.cfg.edge_id,
+                                camera_id=cam.camera_id, down_since=down_since))
+                        st.state, down_since, attempt = "up", None, 0
+                        delay = self.cfg.backoff_initial_s
+                    self._emit(cam, st, frame.image, frame.occurred_at, motion)
+                    last_t = frame.pts_s
+                    n_win += 1
+                    now = time.monotonic()
+                    if now - t_win >= 5:
+                        st.fps = n_win / (now - t_win)
+                        metrics.DECODE_FPS.labels(cam.camera_id).set(st.fps)
+                        t_win, n_win = now, 0
+                if recorder is not None:
+                    recorder.close()
+                if self.stop_event.is_set():
+                    break
+                if cam.kind in ("file", "sim"):
+                    if cam.loop:
+                        loop_offset += last_t + 1.0 / cam.fps
+                        continue
+                    st.state, st.finished = "down", True
+                    log.info("camera %s: source ended", cam.camera_id,
+                             extra={"camera_id": cam.camera_id})
+                    return
+                raise SourceError(f"{cam.url}: stream ended")
+            except Exception as exc:  # any failure: report, back off, reconnect
+                attempt += 1
+                reason = (str(exc) if isinstance(exc, SourceError)
+                          else f"{type(exc).__name__}: {exc}")
+                st.error = reason
+                metrics.RECONNECTS.labels(cam.camera_id).inc()
+                if down_since is None:
+                    down_since = utcnow()
+                st.state = "reconnecting"
+                log.error("camera %s failed (attempt %d): %s", cam.camera_id, attempt, reason,
+                          extra={"camera_id": cam.camera_id, "attempt": attempt})
+                self._health(cam.camera_id, StreamDown.create(
+                    producer=PRODUCER, edge_id=self.cfg.edge_id, camera_id=cam.camera_id,
+                    reason=reason[:1000], attempt=attempt))
+                if self.stop_event.wait(delay * random.uniform(0.5, 1.0)):
+                    break
+                delay = min(delay * 2, self.cfg.backoff_max_s)
+
+    def _recorder(self, cam: CameraConfig) -> SegmentRecorder:
+        from edge_producer.objects import put_bytes
+
+        bucket = get_settings().bucket_segments
+        return SegmentRecorder(
+            self.cfg.edge_id, cam.camera_id, self.cfg.segment_s,
+            upload=lambda key, data: put_bytes(bucket, key, data, "video/mp4"),
+            publish=lambda ev: self.producer.send("recordings", cam.camera_id, ev),
+            producer_name=PRODUCER)
+
+    def _emit(self, cam: CameraConfig, st: CameraState, image: np.ndarray,
+              occurred_at: datetime, motion: MotionMeter) -> None:
+        img = resize_longest(image, cam.max_side)
+        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, cam.jpeg_quality])
+        if not ok:
+            st.dropped += 1
+            metrics.FRAMES_DROPPED.labels(cam.camera_id).inc()
+            return
+        jpeg = buf.tobytes()
+        seq = self.seqs.next(cam.camera_id)
+        kf_only = self.degraded
+        jpeg_field: bytes | None = jpeg
+        ref = None
+        if len(jpeg) > self.cfg.inline_jpeg_max_bytes:
+            from edge_producer.objects import store_frame
+
+            ref = store_frame(jpeg, f"{cam.camera_id}/{seq:012d}.jpg")
+            jpeg_field = None
+        event = FrameCaptured.create(
+            producer=PRODUCER, occurred_at=occurred_at,
+            event_id=derived_event_id(self.cfg.edge_id, cam.camera_id, seq),
+            edge_id=self.cfg.edge_id, camera_id=cam.camera_id, sequence=seq,
+            width=img.shape[1], height=img.shape[0], motion_score=motion.score(img),
+            jpeg=jpeg_field, object_ref=ref, keyframe_only=kf_only,
+        )
+        self.spool.append(cam.camera_id.encode(), self._codec.encode(event))
+        st.captured += 1
+        st.last_frame_at = occurred_at
+        metrics.FRAMES_CAPTURED.labels(cam.camera_id).inc()
+        if not self.outbox.kafka_up:
+            metrics.FRAMES_SPOOLED.labels(cam.camera_id).inc()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        if self.cfg.metrics_port:
+            from prometheus_client import start_http_server
+
+            start_http_server(self.cfg.metrics_port, addr="127.0.0.1")
+        self.outbox.start()
+        for cam in self.cfg.cameras:
+            if not cam.enabled:
+                continue
+            t = threading.Thread(target=self._camera_loop, args=(cam,),
+                                 name=f"camera-{cam.camera_id}", daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    def all_done(self) -> bool:
+        """Every camera either reached its end or is a file that keeps failing to open."""
+        kinds = {c.camera_id: c.kind for c in self.cfg.cameras}
+        return self.spool.backlog == 0 and all(
+            st.finished or (kinds[cid] == "file" and st.error is not None and st.captured == 0)
+            for cid, st in self.cameras.items())
+
+    def run(self, until_done: bool = False) -> int:
+        """Run until SIGTERM/SIGINT (or, with `until_done`, until every file/sim camera
+        ended and the spool is drained); then flush and exit cleanly."""
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: self.stop_event.set())
+        self.start()
+        next_hb = time.monotonic()
+        while not self.stop_event.is_set():
+            if time.monotonic() >= next_hb:
+                self.heartbeat()
+                next_hb += self.cfg.heartbeat_interval_s
+            if until_done and self.all_done():
+                break
+            self.stop_event.wait(min(0.2, max(next_hb - time.monotonic(), 0.01)))
+        return self.shutdown()
+
+    def shutdown(self, timeout: float = 20.0) -> int:
+        self.stop_event.set()
+        for t in self.threads:
+            t.join(timeout)
+        self.outbox.stop_event.set()
+        deadline = time.monotonic() + timeout
+        while self.outbox.is_alive() and time.monotonic() < deadline:
+            self.outbox.join(0.2)
+        try:
+            self.heartbeat()
+        except Exception:
+            log.exception("final heartbeat failed")
+        left = self.producer.flush(max(deadline - time.monotonic(), 1.0))
+        self.spool.close()
+        log.info("edge stopped", extra={"backlog": self.spool.backlog, "unflushed": left})
+        return 0
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0

@@ -1,0 +1,147 @@
+"""CLI: `vigil db upgrade|retention`, `vigil project`, `vigil replay`, `vigil audit`,
+`vigil erase`. Heavy imports happen inside the commands so `vigil --help` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+
+log = logging.getLogger(__name__)
+
+
+def _settings():
+    from projections.settings import get_projector_settings
+    from vigil.settings import get_settings
+
+    return get_settings(), get_projector_settings()
+
+
+def _cmd_upgrade(args: argparse.Namespace) -> int:
+    from projections.migrate import upgrade
+
+    s, ps = _settings()
+    schema = args.schema or ps.schema_name
+    applied = upgrade(s.database_dsn, schema, ps.embedding_dim)
+    print(f"schema {schema}: " + (", ".join(applied) if applied else "up to date"))
+    return 0
+
+
+def _cmd_retention(args: argparse.Namespace) -> int:
+    from projections.retention import run_retention
+
+    s, ps = _settings()
+    report = run_retention(s.database_dsn, args.schema or ps.schema_name, ps)
+    print(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+def _cmd_project(args: argparse.Namespace) -> int:
+    from prometheus_client import start_http_server
+
+    from projections.migrate import upgrade
+    from projections.projector import Projector
+    from vigil.kafka import EventProducer
+
+    s, ps = _settings()
+    schema = args.schema or ps.schema_name
+    upgrade(s.database_dsn, schema, ps.embedding_dim)
+    if ps.metrics_port:
+        start_http_server(ps.metrics_port, addr="127.0.0.1")
+    proj = Projector(dsn=s.database_dsn, schema=schema, prefix=s.topic_prefix, settings=ps,
+                     producer=EventProducer())
+    signal.signal(signal.SIGTERM, lambda *_: proj.stop())
+    signal.signal(signal.SIGINT, lambda *_: proj.stop())
+    log.info("projector running", extra={"schema": schema, "prefix": s.topic_prefix})
+    try:
+        stats = proj.run(max_seconds=args.max_seconds)
+    finally:
+        proj.close()
+    log.info("projector stopped", extra={"messages": stats.messages, "batches": stats.batches})
+    return 0
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from projections.replay import replay_into, verify
+
+    s, ps = _settings()
+    if args.verify:
+        result = verify(s.database_dsn, s.topic_prefix, ps, live_schema=args.live or ps.schema_name,
+                        keep=args.keep)
+        if args.json:
+            print(json.dumps(result.to_dict(), indent=2, default=str))
+        else:
+            print(result.text())
+        return 0 if result.equal else 1
+    if not args.into:
+        print("replay: give --into SCHEMA or --verify", file=sys.stderr)
+        return 2
+    stats = replay_into(s.database_dsn, s.topic_prefix, ps, args.into, force=args.force)
+    print(f"replayed {stats.messages} messages into schema {args.into} "
+          f"({stats.dead_letters} dead letters)")
+    return 0
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from projections.audit import audit_alert
+
+    s, ps = _settings()
+    chain = audit_alert(s.database_dsn, args.schema or ps.schema_name, s.topic_prefix,
+                        args.alert_id)
+    print(json.dumps(chain.to_dict(), indent=2, default=str) if args.json else chain.text())
+    return 0 if chain.found else 1
+
+
+def _cmd_erase(args: argparse.Namespace) -> int:
+    from projections.erasure import erase
+
+    s, ps = _settings()
+    result = erase(s, ps, args.schema or ps.schema_name, args.detection, args.requested_by,
+                   args.reason, extra_refs=args.snapshot)
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    db = sub.add_parser("db", help="read-model database: migrations and retention")
+    dbs = db.add_subparsers(dest="db_command", required=True)
+    p = dbs.add_parser("upgrade", help="apply pending migrations to the read-model schema")
+    p.add_argument("--schema", help="default: VIGIL_PROJECTOR_SCHEMA (vigil)")
+    p.set_defaults(func=_cmd_upgrade)
+    p = dbs.add_parser("retention", help="expire embeddings, aggregate and drop old detections")
+    p.add_argument("--schema")
+    p.set_defaults(func=_cmd_retention)
+
+    p = sub.add_parser("project", help="run the projector (all public topics -> PostgreSQL)")
+    p.add_argument("--schema")
+    p.add_argument("--max-seconds", type=float, default=None, help="stop after this long")
+    p.set_defaults(func=_cmd_project)
+
+    p = sub.add_parser("replay", help="rebuild read models from offset 0 / verify them")
+    p.add_argument("--into", metavar="SCHEMA", help="fresh schema to rebuild into")
+    p.add_argument("--force", action="store_true", help="drop SCHEMA first if it exists")
+    p.add_argument("--verify", action="store_true",
+                   help="rebuild into a temporary schema and compare with the live one")
+    p.add_argument("--live", metavar="SCHEMA", help="live schema to compare (default vigil)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary schema")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_replay)
+
+    p = sub.add_parser("audit", help="explain an alert from the log")
+    asub = p.add_subparsers(dest="audit_command", required=True)
+    a = asub.add_parser("alert", help="alert -> actions -> scene events -> detections -> frames")
+    a.add_argument("alert_id")
+    a.add_argument("--schema")
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(func=_cmd_audit)
+
+    p = sub.add_parser("erase", help="right to erasure: publish AppearanceErased and delete")
+    p.add_argument("--detection", nargs="+", required=True, metavar="ID")
+    p.add_argument("--requested-by", default="operator")
+    p.add_argument("--reason", default="data subject request")
+    p.add_argument("--snapshot", nargs="*", default=[], metavar="S3_REF",
+                   help="more objects to delete (s3://bucket/key)")
+    p.add_argument("--schema")
+    p.set_defaults(func=_cmd_erase)

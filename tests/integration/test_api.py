@@ -1,0 +1,533 @@
+"""The API against the real stack: PostgreSQL read models filled by the real projector
+from events produced to Kafka, commands checked on the real commands topic."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from confluent_kafka import Consumer, TopicPartition
+from starlette.testclient import TestClient
+
+from api.app import create_app
+from api.settings import load_api_settings
+from api.testing import T0, World, make_world, seed_world, serve, wait_for
+from schemas.codec import default_codec
+from schemas.events import AlertAcknowledged, AlertRaised, CommandRejected
+from vigil.settings import get_settings
+
+pytestmark = pytest.mark.integration
+
+
+def _clear() -> None:
+    from schemas.codec import default_codec as dc
+
+    get_settings.cache_clear()
+    dc.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def world(stack: dict[str, str]) -> Iterator[tuple[World, dict[str, Any]]]:
+    mp = pytest.MonkeyPatch()
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    mp.setenv("VIGIL_TOPIC_PREFIX", prefix)
+    _clear()
+    try:
+        with make_world(stack["KAFKA_BOOTSTRAP"], stack["DATABASE_URL"], prefix) as w:
+            ids = seed_world(w)
+            w.add_key("viewer_a", "viewer", ["site-a"])
+            w.add_key("operator_a", "operator", ["site-a"])
+            w.add_key("viewer_b", "viewer", ["site-b"])
+            w.add_key("auditor", "auditor")
+            w.add_key("admin", "admin")
+            w.add_key("admin_b", "admin", ["site-b"])
+            w.add_key("operator", "operator")
+            yield w, ids
+    finally:
+        mp.undo()
+        _clear()
+
+
+def _store() -> Any:
+    from minio import Minio
+
+    s = get_settings()
+    return Minio(s.s3_endpoint.split("://", 1)[-1], access_key=s.s3_access_key,
+                 secret_key=s.s3_secret_key.get_secret_value(),
+                 secure=s.s3_endpoint.startswith("https"), region=s.s3_region)
+
+
+def build(w: World, **api_overrides: Any) -> Any:
+    return create_app(get_settings(), w.engine, w.producer, read_schema=w.schema,
+                      api_settings=load_api_settings(
+                          env={}, keys_schema=w.keys_schema, **api_overrides),
+                      object_store=_store())
+
+
+@pytest.fixture(scope="module")
+def client(world: tuple[World, dict[str, Any]]) -> Iterator[TestClient]:
+    w, _ = world
+    with TestClient(build(w, rate_limit_per_s=10_000, rate_limit_burst=10_000),
+                    raise_server_exceptions=False) as c:
+        yield c
+
+
+def _error_shape(resp: httpx.Response, status: int) -> dict[str, Any]:
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith("application/json")
+    body = resp.json()
+    assert set(body) == {"error", "message", "details"}, body
+    return body
+
+
+def _consume(topic: str, n: int, timeout: float = 20.0) -> list[Any]:
+    s = get_settings()
+    c = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": f"t-{uuid.uuid4()}",
+                  "enable.auto.commit": False})
+    try:
+        md = c.list_topics(topic, timeout=10)
+        c.assign([TopicPartition(topic, p, 0) for p in md.topics[topic].partitions])
+        out: list[Any] = []
+        deadline = time.monotonic() + timeout
+        while len(out) < n and time.monotonic() < deadline:
+            msg = c.poll(0.5)
+            if msg is not None and not msg.error():
+                out.append(msg)
+        return out
+    finally:
+        c.close()
+
+
+# --------------------------------------------------------------------------- health & docs
+def test_health_is_static_and_ready_reports_each_dependency(client: TestClient) -> None:
+    assert client.get("/health").json() == {"status": "ok"}
+    ready = client.get("/health/ready")
+    body = ready.json()
+    assert set(body["checks"]) == {"postgres", "kafka", "object_store"}
+    assert body["checks"]["postgres"]["status"] == "ok"
+    assert body["checks"]["kafka"]["status"] == "ok"
+    assert ready.status_code == (200 if body["status"] == "ok" else 503)
+    deep = client.get("/health/deep").json()
+    assert deep["checks"]["read_model"]["status"] == "ok"
+    assert deep["checks"]["triton"]["status"] in ("fail", "skipped")  # not wired here
+
+
+def test_metrics_exposes_vigil_api_series(client: TestClient) -> None:
+    client.get("/health")
+    text = client.get("/metrics").text
+    assert "vigil_api_requests_total" in text
+    assert 'route="/health"' in text
+
+
+def test_openapi_matches_routes(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    assert spec["openapi"].startswith("3.1")
+    documented = {(path, m.upper()) for path, ops in spec["paths"].items() for m in ops}
+    served = set()
+    for route in client.app.routes:  # type: ignore[attr-defined]
+        for m in route.methods - {"HEAD"}:
+            served.add((route.path, m))
+    assert documented == served
+
+
+# --------------------------------------------------------------------------- auth
+def test_missing_and_bad_keys_are_401_json(client: TestClient) -> None:
+    body = _error_shape(client.get("/api/v1/alerts"), 401)
+    assert body["error"] == "unauthorized"
+    _error_shape(client.get("/api/v1/alerts", headers={"Authorization": "Bearer nope"}), 401)
+    _error_shape(client.get("/api/v1/alerts", headers={"X-API-Key": "vgl_abc_def"}), 401)
+
+
+def _matrix(ids: dict[str, Any]) -> list[tuple[str, str, dict[str, Any], set[str]]]:
+    """(method, path, kwargs, roles allowed) for every protected endpoint."""
+    alert = ids["alerts"]["cam-a1"][0]["alert_id"]
+    event = ids["events"]["cam-a1"][0]
+    det = ids["detections"]["cam-a1"][0]
+    read = {"viewer_a", "operator_a", "auditor", "admin", "operator"}
+    act = {"operator_a", "admin", "operator"}
+    zone = {"camera_id": "cam-a1", "name": "z",
+            "polygon": [{"x": 0.1, "y": 0.1}, {"x": 0.5, "y": 0.1}, {"x": 0.5, "y": 0.5}]}
+    rule = {"camera_id": "cam-a1", "rule_type": "loitering", "zone_id": "zone-a1"}
+    return [
+        ("GET", "/api/v1/alerts", {}, read),
+        ("GET", f"/api/v1/alerts/{alert}", {}, read),
+        ("POST", f"/api/v1/alerts/{alert}/ack", {"json": {}}, act),
+        ("POST", f"/api/v1/alerts/{alert}/resolve", {"json": {}}, act),
+        ("GET", "/api/v1/cameras", {}, read),
+        ("GET", "/api/v1/cameras/cam-a1", {}, read),
+        ("GET", "/api/v1/sites", {}, read),
+        ("GET", "/api/v1/events", {}, read),
+        ("GET", f"/api/v1/events/{event}", {}, read),
+        ("GET", f"/api/v1/search/appearance?detection_id={det}", {}, read),
+        ("GET", "/api/v1/zones", {}, read),
+        ("GET", "/api/v1/rules", {}, read),
+        ("PUT", "/api/v1/zones/zone-x", {"json": zone}, {"admin"}),
+        ("PUT", "/api/v1/rules/rule-x", {"json": rule}, {"admin"}),
+        ("GET", "/api/v1/reports/daily?date=2026-01-15", {}, read),
+        ("GET", "/api/v1/audit/commands", {}, {"auditor", "admin"}),
+        ("GET", "/api/v1/alerts/stream?max_events=1&timeout_s=0.2", {}, read),
+    ]
+
+
+def test_role_matrix(client: TestClient, world: tuple[World, dict[str, Any]]) -> None:
+    w, ids = world
+    roles = ["viewer_a", "operator_a", "auditor", "admin", "operator"]
+    failures = []
+    for method, path, kwargs, allowed in _matrix(ids):
+        _error_shape(client.request(method, path, **kwargs), 401)
+        for role in roles:
+            resp = client.request(method, path, headers=w.auth(role), **kwargs)
+            ok = resp.status_code < 400
+            if ok != (role in allowed):
+                failures.append((method, path, role, resp.status_code, resp.text[:200]))
+            if not ok:
+                body = resp.json()
+                if set(body) != {"error", "message", "details"} or resp.status_code != 403:
+                    failures.append((method, path, role, resp.status_code, "shape"))
+    assert not failures, failures
+
+
+def test_other_sites_resources_are_invisible(client: TestClient,
+                                             world: tuple[World, dict[str, Any]]) -> None:
+    w, ids = world
+    h = w.auth("viewer_a")
+    b_alert = ids["alerts"]["cam-b1"][0]["alert_id"]
+    b_event = ids["events"]["cam-b1"][0]
+    for path in (f"/api/v1/alerts/{b_alert}", "/api/v1/cameras/cam-b1",
+                 f"/api/v1/events/{b_event}",
+                 f"/api/v1/search/appearance?detection_id={ids['detections']['cam-b1'][0]}"):
+        _error_shape(client.get(path, headers=h), 404)
+    op = w.auth("operator_a")
+    _error_shape(client.post(f"/api/v1/alerts/{b_alert}/ack", json={}, headers=op), 404)
+    # Lists only show the key's sites.
+    cams = client.get("/api/v1/cameras", headers=h).json()["items"]
+    assert {c["site_id"] for c in cams} == {"site-a"}
+    alerts = client.get("/api/v1/alerts", headers=h).json()["items"]
+    assert alerts and {a["site_id"] for a in alerts} == {"site-a"}
+    events = client.get("/api/v1/events?limit=500", headers=h).json()["items"]
+    assert events and {e["camera_id"] for e in events} <= {"cam-a1", "cam-a2"}
+    sites = client.get("/api/v1/sites", headers=h).json()["items"]
+    assert [s["site_id"] for s in sites] == ["site-a"]
+    det = ids["detections"]["cam-a1"][0]
+    found = client.get(f"/api/v1/search/appearance?detection_id={det}&k=50", headers=h).json()
+    assert found["matches"] and {m["site_id"] for m in found["matches"]} == {"site-a"}
+    # A site-b admin cannot configure a site-a camera.
+    zone = {"camera_id": "cam-a1", "name": "z",
+            "polygon": [{"x": 0.1, "y": 0.1}, {"x": 0.5, "y": 0.1}, {"x": 0.5, "y": 0.5}]}
+    _error_shape(client.put("/api/v1/zones/z9", json=zone, headers=w.auth("admin_b")), 422)
+    # The stream is scoped too: viewer_b's hub subscriber never sees site-a rows.
+    assert client.get("/api/v1/alerts", headers=w.auth("viewer_b")).json()["items"][0][
+        "site_id"] == "site-b"
+
+
+# --------------------------------------------------------------------------- reads
+def test_events_keyset_pagination(client: TestClient, world: tuple[World, dict[str, Any]]
+                                  ) -> None:
+    w, ids = world
+    h = w.auth("auditor")
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        q = "/api/v1/events?limit=3&camera=cam-a1" + (f"&cursor={cursor}" if cursor else "")
+        page = client.get(q, headers=h).json()
+        seen += [e["event_id"] for e in page["items"]]
+        pages += 1
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert sorted(seen) == sorted(ids["events"]["cam-a1"])
+    assert len(seen) == len(set(seen)) and pages == 3
+    typed = client.get("/api/v1/events?type=RuleTriggered", headers=h).json()["items"]
+    assert {e["event_type"] for e in typed} == {"RuleTriggered"} and len(typed) == 3
+    ranged = client.get("/api/v1/events", headers=h, params={
+        "since": T0.isoformat(), "until": (T0 + timedelta(seconds=2)).isoformat(),
+        "camera": "cam-a1"}).json()["items"]
+    assert len(ranged) == 2
+    _error_shape(client.get("/api/v1/events?cursor=garbage!!", headers=h), 400)
+    _error_shape(client.get("/api/v1/events?limit=0", headers=h), 422)
+    _error_shape(client.get("/api/v1/events?since=notadate", headers=h), 422)
+    _error_shape(client.get("/api/v1/events?bogus=1", headers=h), 400)
+    big = client.get("/api/v1/events?limit=100000", headers=h)
+    assert big.status_code == 200  # capped, not refused
+
+
+def test_event_detail_has_presigned_snapshot(client: TestClient,
+                                              world: tuple[World, dict[str, Any]]) -> None:
+    w, ids = world
+    trig = ids["events"]["cam-a1"][-1]
+    body = client.get(f"/api/v1/events/{trig}", headers=w.auth("viewer_a")).json()
+    assert body["event_type"] == "RuleTriggered"
+    assert body["snapshot_url"] and "X-Amz-Expires=300" in body["snapshot_url"]
+    assert "snap.jpg" in body["snapshot_url"]
+
+
+def test_alert_list_filters_and_detail(client: TestClient,
+                                       world: tuple[World, dict[str, Any]]) -> None:
+    w, ids = world
+    h = w.auth("auditor")
+    all_alerts = client.get("/api/v1/alerts", headers=h).json()["items"]
+    assert len(all_alerts) == 3
+    assert client.get("/api/v1/alerts?state=RESOLVED", headers=h).json()["items"] == []
+    cam = client.get("/api/v1/alerts?camera=cam-b1&severity=warning", headers=h).json()
+    assert [a["camera_id"] for a in cam["items"]] == ["cam-b1"]
+    _error_shape(client.get("/api/v1/alerts?state=BOGUS", headers=h), 422)
+    alert = ids["alerts"]["cam-a1"][0]["alert_id"]
+    detail = client.get(f"/api/v1/alerts/{alert}", headers=h).json()
+    assert detail["history"][0]["event_type"] == "AlertRaised"
+    assert "snapshot_ref" not in detail
+    cam_detail = client.get("/api/v1/cameras/cam-a1", headers=h).json()
+    assert [z["zone_id"] for z in cam_detail["zones"]] == ["zone-a1"]
+    assert [r["rule_id"] for r in cam_detail["rules"]] == ["rule-a1"]
+    report = client.get("/api/v1/reports/daily?date=2026-01-15", headers=h).json()
+    assert report["alerts_raised"] == 3
+
+
+def test_search_caps_k_and_never_returns_vectors(client: TestClient,
+                                                 world: tuple[World, dict[str, Any]]) -> None:
+    w, ids = world
+    det = ids["detections"]["cam-a1"][0]
+    resp = client.get(f"/api/v1/search/appearance?detection_id={det}&k=100000",
+                      headers=w.auth("auditor"))
+    body = resp.json()
+    assert resp.status_code == 200
+    assert len(body["matches"]) == sum(len(v) for v in ids["detections"].values()) - 1
+    assert "embedding" not in json.dumps(body) and "vector" not in json.dumps(body)
+    dists = [m["distance"] for m in body["matches"]]
+    assert dists == sorted(dists)
+    filtered = client.get(f"/api/v1/search/appearance?detection_id={det}&camera=cam-b1",
+                          headers=w.auth("auditor")).json()
+    assert {m["camera_id"] for m in filtered["matches"]} == {"cam-b1"}
+    # No Triton wired into this app: image search is a 503 JSON, not a hang.
+    up = client.post("/api/v1/search/appearance", files={"image": ("a.jpg", b"\xff\xd8x")},
+                     headers=w.auth("auditor"))
+    _error_shape(up, 503)
+
+
+# --------------------------------------------------------------------------- commands
+def test_ack_publishes_command_keyed_by_incident(client: TestClient,
+                                                 world: tuple[World, dict[str, Any]]) -> None:
+    w, ids = world
+    alert = ids["alerts"]["cam-a2"][0]
+    resp = client.post(f"/api/v1/alerts/{alert['alert_id']}/ack", json={"note": "on it"},
+                       headers=w.auth("operator_a"))
+    assert resp.status_code == 202, resp.text
+    command_id = resp.json()["command_id"]
+    codec = default_codec()
+    msgs = _consume(f"{w.prefix}.commands", 1)
+    mine = [m for m in msgs if codec.decode(m.value()).event_id == command_id]
+    assert mine, "command not on the commands topic"
+    cmd = codec.decode(mine[0].value())
+    assert mine[0].key().decode() == alert["incident_key"]
+    assert cmd.event_type == "AcknowledgeAlert" and cmd.operator == "operator_a-name"
+    assert cmd.alert_id == alert["alert_id"] and cmd.note == "on it"
+    pending = client.get(f"/api/v1/commands/{command_id}", headers=w.auth("operator_a"))
+    assert pending.json()["status"] in ("pending", "applied")
+
+    # The alerts agent's answer (simulated here: the agent is not this component) goes
+    # through the real projector; the API reports it.
+    w.send("alerts", alert["incident_key"], AlertAcknowledged.create(
+        producer="alerts-agent", cause=cmd, alert_id=alert["alert_id"],
+        incident_key=alert["incident_key"], operator=cmd.operator, note=cmd.note,
+        command_id=command_id, version=2))
+    w.project()
+    done = client.get(f"/api/v1/commands/{command_id}", headers=w.auth("operator_a")).json()
+    assert done["status"] == "applied" and done["outcome_event_type"] == "AlertAcknowledged"
+    detail = client.get(f"/api/v1/alerts/{alert['alert_id']}", headers=w.auth("viewer_a")
+                        ).json()
+    assert detail["state"] == "ACKNOWLEDGED"
+    assert detail["acknowledged_by"] == "operator_a-name"
+    # Another site's key cannot read the command.
+    _error_shape(client.get(f"/api/v1/commands/{command_id}", headers=w.auth("viewer_b")),
+                 404)
+    audit = client.get("/api/v1/audit/commands", headers=w.auth("auditor")).json()["items"]
+    assert any(a["command_id"] == command_id and a["outcome"] == "AlertAcknowledged"
+               for a in audit)
+
+
+def test_wait_long_polls_until_rejection(client: TestClient,
+                                         world: tuple[World, dict[str, Any]]) -> None:
+    w, ids = world
+    alert = ids["alerts"]["cam-a1"][0]
+    codec = default_codec()
+
+    def agent_rejects() -> None:
+        # Stand-in for the alerts agent: read the command, reject it, project.
+        def find() -> Any:
+            for m in _consume(f"{w.prefix}.commands", 100, timeout=3):
+                ev = codec.decode(m.value())
+                if ev.event_type == "ResolveAlert" and ev.resolution == "wait-test":
+                    return ev
+            return None
+        cmd = wait_for(find, timeout=20, interval=0.1)
+        w.send("alerts", alert["incident_key"], CommandRejected.create(
+            producer="alerts-agent", cause=cmd, command_id=cmd.event_id,
+            command_type="ResolveAlert", alert_id=alert["alert_id"], operator=cmd.operator,
+            reason="stale version"))
+        w.project()
+
+    import threading
+
+    t = threading.Thread(target=agent_rejects)
+    t.start()
+    resp = client.post(f"/api/v1/alerts/{alert['alert_id']}/resolve?wait=25",
+                       json={"resolution": "wait-test", "expected_version": 0},
+                       headers=w.auth("operator"))
+    t.join(30)
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["status"] == "rejected" and body["reason"] == "stale version"
+
+
+def test_fifty_concurrent_acks_publish_fifty_commands_on_one_key(
+        world: tuple[World, dict[str, Any]]) -> None:
+    """The API publishes every ack with the incident key; the agent (not tested here)
+    applies one. Fifty concurrent requests against a real server all get a 202."""
+    w, ids = world
+    alert = ids["alerts"]["cam-b1"][0]
+    app = build(w, rate_limit_per_s=10_000, rate_limit_burst=10_000)
+
+    async def go(base: str) -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=base, timeout=30) as c:
+            return await asyncio.gather(*(
+                c.post(f"/api/v1/alerts/{alert['alert_id']}/ack", json={"note": f"n{i}"},
+                       headers=w.auth("operator")) for i in range(50)))
+
+    with serve(app) as base:
+        responses = asyncio.run(go(base))
+    assert [r.status_code for r in responses] == [202] * 50
+    command_ids = {r.json()["command_id"] for r in responses}
+    assert len(command_ids) == 50
+    codec = default_codec()
+    msgs = [m for m in _consume(f"{w.prefix}.commands", 200, timeout=5)
+            if codec.decode(m.value()).event_id in command_ids]
+    assert len(msgs) == 50
+    assert {m.key().decode() for m in msgs} == {alert["incident_key"]}
+    assert len({m.partition() for m in msgs}) == 1
+
+
+# --------------------------------------------------------------------------- config
+def test_zone_and_rule_validation_and_publishing(client: TestClient,
+                                                 world: tuple[World, dict[str, Any]]) -> None:
+    w, _ = world
+    h = w.auth("admin")
+    bowtie = {"camera_id": "cam-a1", "name": "bad", "polygon": [
+        {"x": 0.1, "y": 0.1}, {"x": 0.9, "y": 0.9}, {"x": 0.9, "y": 0.1}, {"x": 0.1, "y": 0.9}]}
+    body = _error_shape(client.put("/api/v1/zones/z-bad", json=bowtie, headers=h), 422)
+    assert "self-intersecting" in json.dumps(body["details"])
+    unknown = {"camera_id": "nope", "name": "z", "polygon": [
+        {"x": 0.1, "y": 0.1}, {"x": 0.5, "y": 0.1}, {"x": 0.5, "y": 0.5}]}
+    _error_shape(client.put("/api/v1/zones/z-u", json=unknown, headers=h), 422)
+    neg = {"camera_id": "cam-a1", "rule_type": "loitering", "zone_id": "zone-a1",
+           "dwell_s": -1}
+    _error_shape(client.put("/api/v1/rules/r-neg", json=neg, headers=h), 422)
+    _error_shape(client.put("/api/v1/rules/r-nz", json={
+        "camera_id": "cam-a1", "rule_type": "crowd", "zone_id": "zone-none"}, headers=h), 422)
+    _error_shape(client.put("/api/v1/zones/z1", content=b"{not json",
+                            headers={**h, "content-type": "application/json"}), 400)
+    good = {"camera_id": "cam-a1", "name": "Lobby", "kind": "zone", "polygon": [
+        {"x": 0.1, "y": 0.1}, {"x": 0.6, "y": 0.1}, {"x": 0.6, "y": 0.6}, {"x": 0.1, "y": 0.6}]}
+    resp = client.put("/api/v1/zones/zone-lobby", json=good, headers=h)
+    assert resp.status_code == 202, resp.text
+    assert resp.json()["key"] == "zone/zone-lobby"
+    rule = {"camera_id": "cam-a1", "rule_type": "crowd", "zone_id": "zone-a1",
+            "min_people": 4, "clear_below": 2, "schedule": {"kind": "night"}}
+    assert client.put("/api/v1/rules/rule-crowd", json=rule, headers=h).status_code == 202
+    codec = default_codec()
+    msgs = _consume(f"{w.prefix}.config", 100, timeout=5)
+    keyed = {m.key().decode(): codec.decode(m.value()) for m in msgs if m.value()}
+    assert keyed["zone/zone-lobby"].event_type == "ZoneConfigured"
+    assert keyed["rule/rule-crowd"].min_people == 4
+    w.project()
+    zones = client.get("/api/v1/zones?camera=cam-a1", headers=w.auth("viewer_a")).json()
+    assert "zone-lobby" in {z["zone_id"] for z in zones["items"]}
+
+
+# --------------------------------------------------------------------------- limits
+def test_rate_limit_and_body_limit(world: tuple[World, dict[str, Any]]) -> None:
+    w, _ = world
+    app = build(w, rate_limit_per_s=1, rate_limit_burst=3, max_body_bytes=1024)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        codes = [c.get("/api/v1/sites", headers=w.auth("viewer_a")).status_code
+                 for _ in range(5)]
+        assert codes[:3] == [200, 200, 200] and codes[-1] == 429
+        body = _error_shape(c.get("/api/v1/sites", headers=w.auth("viewer_a")), 429)
+        assert body["error"] == "rate_limited"
+        # Other keys keep their own budget.
+        assert c.get("/api/v1/sites", headers=w.auth("auditor")).status_code == 200
+        big = c.put("/api/v1/zones/z", content=b"x" * 5000,
+                    headers={**w.auth("admin"), "content-type": "application/json"})
+        _error_shape(big, 413)
+
+
+def test_cors_is_configurable(world: tuple[World, dict[str, Any]]) -> None:
+    w, _ = world
+    app = build(w, cors_origins=["https://ops.example"])
+    with TestClient(app) as c:
+        r = c.options("/api/v1/alerts", headers={"Origin": "https://ops.example",
+                                                 "Access-Control-Request-Method": "GET"})
+        assert r.headers["access-control-allow-origin"] == "https://ops.example"
+
+
+# --------------------------------------------------------------------------- live stream
+def test_stream_delivers_alert_within_a_second_of_projection(
+        world: tuple[World, dict[str, Any]]) -> None:
+    w, _ = world
+    app = build(w, rate_limit_per_s=1000, rate_limit_burst=1000, stream_poll_s=0.1)
+    received: dict[str, float] = {}
+    new_alert = f"alert-live-{uuid.uuid4().hex[:6]}"
+    other_alert = f"alert-live-b-{uuid.uuid4().hex[:6]}"
+
+    async def listen(base: str, key: str, sink: list[dict[str, Any]]) -> None:
+        async with httpx.AsyncClient(base_url=base, timeout=30) as c, c.stream(
+                "GET", "/api/v1/alerts/stream?max_events=1&timeout_s=20",
+                headers={"Authorization": f"Bearer {key}"}) as resp:
+            assert resp.status_code == 200
+            async for line in resp.aiter_lines():
+                if line.startswith("data: "):
+                    sink.append(json.loads(line[6:]))
+                    received[key] = time.monotonic()
+
+    def projected_at(alert_id: str) -> float:
+        from projections.tables import alerts, in_schema
+
+        def present() -> bool:
+            with w.engine.connect() as conn:
+                c = in_schema(conn, w.schema)
+                return c.execute(sa.select(alerts.c.alert_id).where(
+                    alerts.c.alert_id == alert_id)).first() is not None
+        wait_for(present, timeout=30, interval=0.02)
+        return time.monotonic()
+
+    async def main(base: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]], float]:
+        got_a: list[dict[str, Any]] = []
+        got_b: list[dict[str, Any]] = []
+        ta = asyncio.create_task(listen(base, w.keys["viewer_a"], got_a))
+        tb = asyncio.create_task(listen(base, w.keys["viewer_b"], got_b))
+        await asyncio.sleep(1.0)  # subscribed and watermark taken
+        # A site-b alert first (viewer_a must never see it), then a site-a one.
+        for alert_id, site, cam in ((other_alert, "site-b", "cam-b1"),
+                                    (new_alert, "site-a", "cam-a1")):
+            w.send("alerts", f"inc-{alert_id}", AlertRaised.create(
+                producer="t", alert_id=alert_id, incident_key=f"inc-{alert_id}",
+                site_id=site, camera_id=cam, zone_id=None, rule_id="rule-a1",
+                rule_type="loitering", severity="critical", first_evidence_at=T0,
+                last_evidence_at=T0, snapshot_ref=None, version=1))
+        await asyncio.to_thread(w.project)
+        t_proj = await asyncio.to_thread(projected_at, new_alert)
+        await asyncio.wait_for(asyncio.gather(ta, tb), 15)
+        return got_a, got_b, t_proj
+
+    with serve(app) as base:
+        got_a, got_b, t_proj = asyncio.run(main(base))
+    assert [m["alert_id"] for m in got_a] == [new_alert]
+    assert [m["alert_id"] for m in got_b] == [other_alert]
+    assert received[w.keys["viewer_a"]] - t_proj < 1.0
