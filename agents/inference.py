@@ -330,10 +330,16 @@ class InferencePipeline:
         if len(items) == 1:
             it = items[0]
             it.attempts += 1
-            if it.attempts >= self.s.poison_retries:
-                it.poison = f"rejected by Triton after {it.attempts} attempts: {exc}"
-                return []
-            return items
+            if it.attempts < self.s.poison_retries:
+                return items
+            if not await self.client.ready():
+                # A crashed model stub also answers with errors: that is Triton's fault,
+                # not the frame's, so wait like for any outage instead of dead-lettering.
+                it.attempts = 0
+                await self.sleep(self.s.backoff_initial_s)
+                return items
+            it.poison = f"rejected by Triton after {it.attempts} attempts: {exc}"
+            return []
         for it in items:
             await self._infer_until_done([it])
         return []

@@ -33,14 +33,6 @@ import numpy as np
 from vigil.bench import BenchResult
 
 ROOT = Path(__file__).resolve().parent.parent
-#: Run agents.app with only the configured agent modules (Faust's `origin` scan would
-#: import every agents.* module).
-WORKER_MAIN = (
-    "import sys; from agents.app import app; app.conf.origin = None; "
-    "sys.argv = ['faust', 'worker', '-l', 'warning']; app.main()"
-)
-
-
 def demo_jpegs(count: int) -> tuple[list[bytes], int, int]:
     """JPEG frames of the demo scenario (people walking), cycled to `count`."""
     from edge_producer.sim.render import iter_frames
@@ -107,7 +99,6 @@ def run(quick: bool = False) -> BenchResult:
     prefix = f"bench{uuid.uuid4().hex[:8]}"
     apply_topics(st.kafka_bootstrap, prefix, partitions_override=2)
     state = Path(tempfile.mkdtemp(prefix="vigil-bench-inference-"))
-    (state / "worker").mkdir()
     env = {
         **os.environ, "VIGIL_TOPIC_PREFIX": prefix, "VIGIL_STATE_DIR": str(state),
         "VIGIL_WORKER_AGENTS": "inference", "VIGIL_WORKER_WEB_PORT": str(_free_port()),
@@ -130,8 +121,10 @@ def run(quick: bool = False) -> BenchResult:
     consumer.subscribe([f"{prefix}.detections"])
     codec = default_codec()
     log = (state / "worker.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-c", WORKER_MAIN], env=env, cwd=ROOT,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agents.cli", "worker", "-l", "warn"],
+        env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
     seen: list[float] = []
     latencies: list[float] = []
     try:

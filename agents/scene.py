@@ -51,6 +51,21 @@ class ConfigTable(GlobalTable):  # type: ignore[misc]
 
     version = 0
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The store decodes values with the table's own serializers (derived from
+        # key_type/value_type, default JSON), not the changelog topic's: config values
+        # are Avro events, so use the "vigil" codec (never raises: bad values arrive as
+        # Undecodable and are skipped when compiling).
+        self.key_serializer = "raw"
+        self.value_serializer = "vigil"
+
+    def _changelog_topic_name(self) -> str:
+        # Faust's assignor looks global tables up by this name, not by the topic given as
+        # changelog_topic; left at its default ("<app>-scene-config-changelog") the lookup
+        # raises inside the assignor and the group hangs in "performing assignments".
+        return str(topics.config.get_topic_name())
+
     def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
         super().apply_changelog_batch(batch)
         type(self).version += 1

@@ -100,6 +100,8 @@ def state_table(name: str, partitions: int) -> faust.TableT:
     (``agents.app.table`` passes key_serializer/value_serializer straight to
     ``faust.Table``, which does not accept them in faust-streaming 0.15; serialisers go
     through a ``faust.Schema``.)
+
+    Values are JSON dicts (pure states' ``to_json``); keys are bytes.
     """
     from agents.app import app, table_options
 
@@ -107,5 +109,9 @@ def state_table(name: str, partitions: int) -> faust.TableT:
         name,
         partitions=partitions,
         options=table_options(),
-        schema=faust.Schema(key_serializer="raw", value_serializer="json"),
+        # key_type=bytes matters: Faust derives the changelog's key serializer from
+        # key_type (json when unset), and recovery from the changelog then fails on raw
+        # keys ("Error in recovery Expecting value") and silently restores nothing.
+        key_type=bytes,
+        schema=faust.Schema(key_type=bytes, key_serializer="raw", value_serializer="json"),
     )

@@ -25,7 +25,7 @@ TRITON_REQS=(nvidia-pytriton==0.7.0 "opencv-python-headless>=4.9,<5" numpy)
 export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 mkdir -p "$STAMPS"
 
-say() { printf '\033[1mbootstrap:\033[0m %s\n' "$*"; }
+say() { printf "bootstrap: %s\n" "$*"; }
 die() { printf 'bootstrap: error: %s\n' "$*" >&2; exit 1; }
 
 # done_already NAME INPUT... : true if the stamp NAME matches the hash of the inputs
@@ -42,7 +42,7 @@ apt_packages() {
   local pkgs=(ca-certificates python3 python3-venv python3-dev libpython3.11
               openjdk-17-jre-headless maven make)
   if [[ -f infra/apt-packages.txt ]]; then
-    while read -r line; do
+    while read -r line || [[ -n "$line" ]]; do
       line="${line%%#*}"; line="$(echo "$line" | xargs)"
       [[ -n "$line" ]] && pkgs+=($line)
     done < infra/apt-packages.txt
@@ -82,7 +82,6 @@ project_venv() {
     || die "$PYTHON is older than 3.11"
   [[ -x .venv/bin/python ]] || { say ".venv: creating"; "$PYTHON" -m venv .venv; }
   say ".venv: pip install -e '.[dev]'"
-  .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e '.[dev]'
   mark_done venv "${inputs[@]}"
 }
@@ -90,14 +89,20 @@ project_venv() {
 # ---------------------------------------------------------------- Triton venv
 triton_venv() {
   if [[ -n "${TRITON_URL:-}" ]]; then say "Triton: TRITON_URL set, skipping"; return; fi
-  local inputs=("${TRITON_REQS[@]}" "$("$PYTHON" --version 2>&1)")
+  # model code may need more packages: infra/triton/requirements.txt (optional)
+  local reqs=("${TRITON_REQS[@]}")
+  if [[ -f infra/triton/requirements.txt ]]; then
+    reqs+=(-r infra/triton/requirements.txt)
+  fi
+  local inputs=("${reqs[@]}" "$(cat infra/triton/requirements.txt 2>/dev/null)"
+                "$("$PYTHON" --version 2>&1)")
   if [[ -x "$TRITON_VENV/bin/python" ]] && done_already triton-venv "${inputs[@]}"; then
     say "Triton venv: up to date"
     return
   fi
   [[ -x "$TRITON_VENV/bin/python" ]] || { say "Triton venv: creating"; "$PYTHON" -m venv "$TRITON_VENV"; }
-  say "Triton venv: pip install ${TRITON_REQS[*]}"
-  "$TRITON_VENV/bin/python" -m pip install -q "${TRITON_REQS[@]}"
+  say "Triton venv: pip install ${reqs[*]}"
+  "$TRITON_VENV/bin/python" -m pip install -q "${reqs[@]}"
   mark_done triton-venv "${inputs[@]}"
 }
 
@@ -114,9 +119,15 @@ kafka_jars() {
   fi
   command -v mvn >/dev/null || die "mvn missing (apt-get install maven)"
   say "Kafka jars: mvn dependency:copy-dependencies -> $libs"
-  rm -rf "$libs"
-  mkdir -p "$libs"
-  mvn -q -B -f infra/kafka/pom.xml dependency:copy-dependencies -DoutputDirectory="$libs"
+  # Download into a fresh folder and swap it in: no stale jars from an older pom, and a
+  # broker running from the old folder keeps its (unlinked) jars open.
+  local fresh="$libs.new.$$"
+  rm -rf "$fresh"
+  mkdir -p "$fresh"
+  mvn -q -B -Dstyle.color=never -f infra/kafka/pom.xml dependency:copy-dependencies -DoutputDirectory="$fresh"
+  if [[ -d "$libs" ]]; then mv "$libs" "$libs.old.$$"; fi
+  mv "$fresh" "$libs"
+  rm -rf "$libs.old.$$"
   mark_done kafka-jars "${inputs[@]}"
 }
 

@@ -1,8 +1,12 @@
 """A worker SIGKILLed while an escalation deadline is pending: after restart the
-escalation fires exactly once, late, with deadline_at = when it was due."""
+escalation fires exactly once, late, with deadline_at = when it was due.
+
+The restarted worker gets an empty data directory (a new host), so the deadline must come
+back from the table's changelog, not from local RocksDB files."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -41,6 +45,8 @@ def test_escalation_survives_sigkill_and_fires_once(env: dict[str, str], tmp_pat
         raised = of_type(evs, "AlertRaised")[0]
         time.sleep(1.0)  # let the state write reach the changelog
         worker.kill9()
+        shutil.rmtree(Path(env["VIGIL_STATE_DIR"]) / "worker")
+        (Path(env["VIGIL_STATE_DIR"]) / "worker").mkdir()
         due = raised.occurred_at + timedelta(seconds=ESCALATION_S)
         while datetime.now(UTC) < due + timedelta(seconds=2):
             time.sleep(0.5)

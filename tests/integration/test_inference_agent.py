@@ -61,17 +61,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-#: `faust -A agents.app worker`, except that Faust's `origin` scan is switched off: with
-#: ``origin="agents"`` Faust imports *every* agents.* module (scene, alerts, health with
-#: their tables), whatever VIGIL_WORKER_AGENTS says. Remove once agents/app.py stops it.
-WORKER_MAIN = (
-    "import sys; from agents.app import app; app.conf.origin = None; "
-    "sys.argv = ['faust', 'worker', '-l', 'info']; app.main()"
-)
-
-
 class Worker:
-    """A Faust worker subprocess of agents.app running only the inference agent."""
+    """`python -m agents.cli worker` (= `vigil worker`: agents.app with only the agents in
+    VIGIL_WORKER_AGENTS) as a subprocess in its own process group."""
 
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.env, self.log = env, log
@@ -80,7 +72,7 @@ class Worker:
     def __enter__(self) -> Worker:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", WORKER_MAIN],
+                [sys.executable, "-m", "agents.cli", "worker", "-l", "info"],
                 env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True,
             )
@@ -97,8 +89,6 @@ class Worker:
 
 
 def worker_env(vigil_env: dict[str, str], triton: TritonServer) -> dict[str, str]:
-    # Faust creates only the last level of its datadir (state/worker/<id>).
-    (Path(vigil_env["VIGIL_STATE_DIR"]) / "worker").mkdir(parents=True, exist_ok=True)
     return {
         **vigil_env,
         "VIGIL_WORKER_AGENTS": "inference",

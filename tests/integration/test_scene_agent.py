@@ -108,6 +108,22 @@ def read_scene(expected_ids: set[str], timeout: float, worker: Worker) -> dict[s
     return got
 
 
+def committed_frames() -> int:
+    """Sum of the scene worker group's committed offsets on vigil.detections."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from vigil.kafka import consumer_config
+
+    name = topic_name("detections")
+    c = Consumer(consumer_config(f"{os.environ['VIGIL_TOPIC_PREFIX']}-worker"))
+    try:
+        parts = c.list_topics(name, timeout=10).topics[name].partitions
+        offs = c.committed([TopicPartition(name, p) for p in parts], timeout=10)
+    finally:
+        c.close()
+    return sum(max(tp.offset, 0) for tp in offs)
+
+
 def reference_run() -> dict[str, Event]:
     """The uninterrupted run: the pure engine over every camera's frames."""
     entities = [ev for _, ev in config_events(parse_site(demo_site()))]
@@ -161,6 +177,10 @@ def test_scene_agent_rules_and_crash_resume(
         producer.send("detections", f.camera_id, f)
     producer.flush()
     w.kill9()
+    # evidence that the kill landed mid-stream: the group's committed position is short
+    # of the end, so the restarted worker re-reads frames (some already applied to state)
+    committed = committed_frames()
+    assert committed < len(frames) + 1, "worker had committed everything before the kill"
 
     w2 = Worker(worker_env, log)
     workers.append(w2)

@@ -125,7 +125,9 @@ def test_taken_port_names_the_service(tmp_path: Path) -> None:
     assert not (tmp_path / "state" / "run" / "s3.pid").exists()
 
 
-def test_missing_kafka_jars_and_triton_say_what_to_do(tmp_path: Path) -> None:
+def test_missing_java_jars_and_triton_say_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ports = Ports(*(_free_port() for _ in range(7)))
     st = Stack(tmp_path / "state", ports, kafka_home=str(tmp_path / "no-kafka"),
                triton_venv=tmp_path / "no-venv")
@@ -133,6 +135,9 @@ def test_missing_kafka_jars_and_triton_say_what_to_do(tmp_path: Path) -> None:
         st.up(["kafka"])
     with pytest.raises(StackError, match=r"triton: tritonserver not found .*bootstrap"):
         st.up(["triton"])
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(StackError, match=r"kafka: Java is missing"):
+        st.up(["kafka"])
 
 
 def test_external_override_starts_nothing(stack: dict[str, str], tmp_path: Path) -> None:

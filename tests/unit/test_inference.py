@@ -219,3 +219,41 @@ def test_settings_fail_fast() -> None:
         load_inference_settings({"VIGIL_INFERENCE_BATCH_SIZE": "0"})
     s = load_inference_settings({"VIGIL_INFERENCE_SKIP_STILL": "true", "PATH": "/bin"})
     assert s.skip_still and s.batch_size == 8
+
+
+def test_object_ref_frames_are_fetched_and_missing_objects_dead_lettered() -> None:
+    from agents.inference import PoisonFrame
+
+    stored = {"frames/cam-1/0.jpg": jpeg(seed=7)}
+
+    async def fetch(ref: str) -> bytes:
+        if ref not in stored:
+            raise PoisonFrame(f"object {ref} not found")
+        return stored[ref]
+
+    ok = frame(0).evolve(jpeg=None, object_ref="frames/cam-1/0.jpg")
+    missing = frame(1).evolve(jpeg=None, object_ref="frames/cam-1/1.jpg")
+    sink = ListSink()
+    pipe = InferencePipeline(FakeTriton(), sink, InferenceSettings(), "w",  # type: ignore[arg-type]
+                             fetch=fetch, sleep=_no_sleep)
+    asyncio.run(pipe.handle([Item(value=ok), Item(value=missing)]))
+    out = analyzed(sink)
+    assert [(a.frame_sequence, a.frame_ref) for a in out] == [(0, "frames/cam-1/0.jpg")]
+    assert "not found" in sink.dlq[0][1]
+
+
+def test_rejections_while_the_model_is_not_ready_are_not_dead_lettered() -> None:
+    f = frame(0)
+    assert f.jpeg is not None
+    client = FakeTriton(reject={f.jpeg})
+    probes: list[bool] = []
+
+    async def ready() -> bool:
+        probes.append(False)
+        client.reject.clear()  # not ready now; serving again by the next attempt
+        return False
+
+    client.ready = ready  # type: ignore[method-assign]
+    sink = run([f], client, poison_retries=2)
+    assert [a.frame_sequence for a in analyzed(sink)] == [0]
+    assert not sink.dlq and probes

@@ -32,6 +32,7 @@ import base64
 import contextlib
 import ctypes.util
 import dataclasses
+import fcntl
 import json
 import logging
 import os
@@ -43,7 +44,7 @@ import sys
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
@@ -722,6 +723,7 @@ class Stack:
         model_repository: Path = MODEL_REPOSITORY,
         kafka_heap: str = "768m",
         fast_unsafe: bool = False,
+        leased: bool = False,
     ) -> None:
         self.state_dir = Path(state_dir).resolve()
         self.ports = ports
@@ -733,6 +735,7 @@ class Stack:
         self.model_repository = model_repository
         self.kafka_heap = kafka_heap
         self.fast_unsafe = fast_unsafe
+        self.leased = leased
         self.services: dict[str, Service] = {
             "postgres": Postgres(self), "kafka": Kafka(self),
             "s3": ObjectStore(self), "triton": Triton(self),
@@ -771,6 +774,7 @@ class Stack:
             kafka_home=os.environ.get("KAFKA_HOME"),
             kafka_heap="512m",
             fast_unsafe=True,
+            leased=True,
         )
 
     def select(self, names: Iterable[str] | None) -> list[Service]:
@@ -797,7 +801,41 @@ class Stack:
         are left alone) and StackError names the service, the reason and the log file.
         """
         services = self.select(names)
+        with self._locked():
+            if self.leased:
+                self._lease_dir().mkdir(parents=True, exist_ok=True)
+                (self._lease_dir() / str(os.getpid())).write_text("")
+            return self._up(services)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Serialise up/down of one state folder across processes (two test sessions or
+        two terminals starting at once would otherwise race for the same ports)."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        with (self.state_dir / "stack.lock").open("w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _lease_dir(self) -> Path:
+        return self.state_dir / "leases"
+
+    def _other_leases(self) -> list[int]:
+        """Live processes other than us that use this (shared test) stack."""
+        others = []
+        for f in self._lease_dir().glob("*"):
+            pid = int(f.name) if f.name.isdigit() else -1
+            if pid == os.getpid():
+                continue
+            if pid > 0 and Path(f"/proc/{pid}").exists():
+                others.append(pid)
+            else:
+                f.unlink(missing_ok=True)
+        return others
+
+    def _up(self, services: list[Service]) -> dict[str, str]:
         (self.state_dir / PORTS_FILE).write_text(json.dumps(dataclasses.asdict(self.ports)))
         started: list[Service] = []
         begun: dict[str, float] = {}
@@ -817,12 +855,24 @@ class Stack:
         return self.env()
 
     def down(self, names: Iterable[str] | None = None) -> list[str]:
-        """Stop the processes this stack started; returns the names that were running."""
-        stopped = []
-        for svc in reversed(self.select(names)):
-            if svc.stop():
-                stopped.append(svc.name)
-        return stopped
+        """Stop the processes this stack started; returns the names that were running.
+
+        A leased (test) stack is shared by concurrent test sessions in the same tree: it
+        is only stopped by the last session that leaves.
+        """
+        services = self.select(names)
+        with self._locked():
+            if self.leased:
+                (self._lease_dir() / str(os.getpid())).unlink(missing_ok=True)
+                others = self._other_leases()
+                if others:
+                    log.info("test stack still used by pid(s) %s; leaving it up", others)
+                    return []
+            stopped = []
+            for svc in reversed(services):
+                if svc.stop():
+                    stopped.append(svc.name)
+            return stopped
 
     def status(self, names: Iterable[str] | None = None) -> list[ServiceStatus]:
         return [svc.status() for svc in self.select(names)]

@@ -62,7 +62,9 @@ class HogDetector:
         p = self.p
         h, w = image.shape[:2]
         f = float(p["upscale_factor"]) if w < int(p["upscale_below_width"]) else 1.0
-        img = cv2.resize(image, None, fx=f, fy=f, interpolation=cv2.INTER_LINEAR) if f != 1.0 else image
+        img = image
+        if f != 1.0:
+            img = cv2.resize(image, None, fx=f, fy=f, interpolation=cv2.INTER_LINEAR)
         gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) if img.ndim == 3 else img
         stride = int(p["win_stride"])
         pad = int(p["padding"])
@@ -137,10 +139,13 @@ class TritonPythonModel:
                 outs: list[list[np.ndarray]] = [[], [], [], []]
                 for item in images.reshape(-1):
                     data = item if isinstance(item, bytes) else bytes(item)
-                    for acc, arr in zip(outs, pad_outputs(*self.detector.detect_jpeg(data))):
+                    padded = pad_outputs(*self.detector.detect_jpeg(data))
+                    for acc, arr in zip(outs, padded, strict=True):
                         acc.append(arr)
                 names = ("boxes", "scores", "classes", "count")
-                tensors = [pb_utils.Tensor(n, np.stack(a)) for n, a in zip(names, outs)]
+                tensors = [
+                    pb_utils.Tensor(n, np.stack(a)) for n, a in zip(names, outs, strict=True)
+                ]
                 responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
             except Exception as exc:  # one poison image must not fail the whole batch
                 responses.append(
