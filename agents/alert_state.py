@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from aiokafka.partitioner import murmur2
+
 from schemas.events import (
     AcknowledgeAlert,
     AlertAcknowledged,
@@ -62,6 +64,16 @@ def incident_key(camera_id: str, zone_id: str | None, rule_id: str) -> str:
     return f"{camera_id}|{zone_id or '-'}|{rule_id}"
 
 
+def home_partition(key: bytes, partitions: int) -> int:
+    """The partition Faust/aiokafka (murmur2, Java-compatible) assigns to `key`.
+
+    librdkafka's default partitioner (CRC32) puts the same key elsewhere, so a command
+    produced by a confluent-kafka client without ``partitioner=murmur2_random`` lands on a
+    partition that does not hold the incident's state (the commands agent re-routes it).
+    """
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
 @dataclass(frozen=True, slots=True)
 class Policy:
     """Per-incident knobs, captured when the alert is raised (a later config change does
@@ -71,6 +83,9 @@ class Policy:
     escalation_s: float = 900.0
     max_level: int = 3
     auto_resolve: bool = False
+    #: a raise must persist this long (not cleared meanwhile) before it becomes an alert;
+    #: used for flapping signals such as StreamDown. 0 = raise at once.
+    debounce_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +109,20 @@ class Signal:
     correlation_id: str | None = None
     #: health alerts always auto-resolve; rule alerts follow the policy.
     auto_resolve: bool | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("occurred_at", "first_evidence_at", "last_evidence_at"):
+            d[k] = d[k].isoformat() if d[k] is not None else None
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Signal:
+        d = dict(d)
+        for k in ("occurred_at", "first_evidence_at", "last_evidence_at"):
+            if d.get(k) is not None:
+                d[k] = datetime.fromisoformat(d[k])
+        return cls(**d)
 
 
 def signal_from(event: Event) -> Signal | None:
@@ -169,6 +198,8 @@ class IncidentState:
     policy: Policy = field(default_factory=Policy)
     correlation_id: str | None = None
     processed: tuple[str, ...] = ()
+    #: a debounced raise waiting for `deadline` (Signal JSON); None when nothing pending.
+    pending: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ persistence
     def to_json(self) -> dict[str, Any]:
@@ -251,10 +282,23 @@ def _raise(st: IncidentState, sig: Signal, policy: Policy) -> Decision:
         return Decision(new.remember(sig.event_id), [ev])
     if sig.auto_resolve is not None:
         policy = replace(policy, auto_resolve=sig.auto_resolve)
+    if policy.debounce_s > 0:
+        if st.pending is not None:  # already waiting: the first raise keeps its time
+            return Decision(st.remember(sig.event_id), [])
+        pend = replace(st, pending={"signal": sig.to_json(), "policy": asdict(policy)},
+                       deadline=sig.occurred_at + _d(policy.debounce_s))
+        return Decision(pend.remember(sig.event_id), [])
+    return _open(st, sig, policy, sig.occurred_at)
+
+
+def _open(st: IncidentState, sig: Signal, policy: Policy, at: datetime) -> Decision:
+    """A new alert for the incident, raised at `at` (the signal's time, or the end of its
+    debounce)."""
+    last = sig.last_evidence_at or sig.occurred_at
     alert_id = derived_event_id("alert", sig.event_id)
     ev = AlertRaised.create(
         producer=PRODUCER, event_id=derived_event_id("AlertRaised", sig.event_id),
-        occurred_at=sig.occurred_at, causation_id=sig.event_id,
+        occurred_at=at, causation_id=sig.event_id,
         correlation_id=sig.correlation_id, alert_id=alert_id, incident_key=sig.incident_key,
         site_id=sig.site_id, camera_id=sig.camera_id, zone_id=sig.zone_id, rule_id=sig.rule_id,
         rule_type=sig.rule_type, severity=sig.severity,
@@ -263,14 +307,16 @@ def _raise(st: IncidentState, sig: Signal, policy: Policy) -> Decision:
     )
     new = IncidentState(
         incident_key=sig.incident_key, alert_id=alert_id, status=OPEN, version=1, level=0,
-        occurrences=1, severity=sig.severity, raised_at=sig.occurred_at, last_evidence_at=last,
-        deadline=(sig.occurred_at + _d(policy.escalation_s)) if policy.max_level > 0 else None,
+        occurrences=1, severity=sig.severity, raised_at=at, last_evidence_at=last,
+        deadline=(at + _d(policy.escalation_s)) if policy.max_level > 0 else None,
         policy=policy, correlation_id=sig.correlation_id, processed=st.processed,
     )
     return Decision(new.remember(sig.event_id), [ev])
 
 
 def _clear(st: IncidentState, sig: Signal) -> Decision:
+    if st.pending is not None:  # cleared within the debounce: it never was an alert
+        return Decision(replace(st, pending=None, deadline=None).remember(sig.event_id), [])
     if not st.is_active or not st.policy.auto_resolve or st.alert_id is None:
         return Decision(st.remember(sig.event_id), [])
     version = st.version + 1
@@ -354,7 +400,17 @@ def escalate(state: IncidentState, now: datetime) -> Decision:
     missed deadline, so an outage does not make every level fire at once on recovery.
     The event id is derived from (alert, level): a re-fire after a crash between send and
     state write repeats the same id, which downstream dedups.
+
+    The same clock ends a debounce: a pending raise whose deadline passed becomes an
+    alert raised at the deadline (deterministic: a function of the input and the policy).
     """
+    if state.pending is not None:
+        if state.deadline is None or now < state.deadline:
+            return Decision(state, [])
+        sig = Signal.from_json(state.pending["signal"])
+        policy = replace(Policy(**state.pending["policy"]), debounce_s=0.0)
+        d = _open(replace(state, pending=None), sig, policy, state.deadline)
+        return Decision(replace(d.state, pending=None), d.events)
     if (
         state.status != OPEN
         or state.deadline is None

@@ -31,7 +31,6 @@ from collections.abc import Callable
 from typing import Any
 
 import faust
-from aiokafka.partitioner import murmur2
 
 from agents.alert_state import (
     Decision,
@@ -39,6 +38,7 @@ from agents.alert_state import (
     apply_command,
     apply_signal,
     escalate,
+    home_partition,
     signal_from,
 )
 from agents.app import app, topics
@@ -68,16 +68,6 @@ _lock = asyncio.Lock()
 
 HEALTH_TYPES = ("EdgeOffline", "EdgeOnline", "StreamDown", "StreamUp", "InferenceDegraded",
                 "InferenceRecovered")
-
-
-def home_partition(key: bytes, partitions: int) -> int:
-    """The partition Faust/aiokafka (murmur2, Java-compatible) assigns to `key`.
-
-    librdkafka's default partitioner (CRC32) puts the same key elsewhere, so a command
-    produced by a confluent-kafka client without ``partitioner=murmur2_random`` lands on a
-    partition that does not hold the incident's state.
-    """
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def _key(event: faust.types.EventT) -> str:
@@ -156,7 +146,7 @@ async def alert_inputs(stream: Any) -> None:
                 await dead_letter(value, f"not an alert input: {type(value).__name__}",
                                   "alerts.input", event)
                 continue
-            policy = cfg.policy_for(sig.severity)
+            policy = cfg.policy_for(sig.severity, sig.rule_type)
             async with _lock:
                 await _apply(sig.incident_key, event.message.partition,
                              lambda st, s=sig, p=policy: apply_signal(st, s, p))

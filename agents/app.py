@@ -18,11 +18,13 @@ import faust
 
 import agents.codec  # noqa: F401  (registers the "vigil" codec)
 from agents.settings import get_worker_settings
-from schemas.topics import CATALOG
+from schemas.topics import BY_SUFFIX, CATALOG
 from vigil.settings import get_settings
 
 settings = get_settings()
 worker = get_worker_settings()
+# Faust creates its data directory without parents.
+(settings.state_dir / "worker").mkdir(parents=True, exist_ok=True)
 
 app = faust.App(
     f"{settings.topic_prefix}-worker",
@@ -37,8 +39,9 @@ app = faust.App(
     web_host="127.0.0.1",
     web_port=worker.web_port,
     web_in_thread=False,
+    # The agent modules to import, named explicitly. No `origin`: Faust appends the origin
+    # package to this list and would then import every agent module, whatever the setting.
     autodiscover=worker.agent_modules,
-    origin="agents",
     broker_commit_every=1000,
     broker_commit_interval=1.0,
     consumer_auto_offset_reset="earliest",
@@ -47,7 +50,7 @@ app = faust.App(
 
 
 def _declare(suffix: str) -> faust.TopicT:
-    raw = suffix in ("dlq", "alert-ticks")
+    raw = not BY_SUFFIX[suffix].events  # the DLQ and tick topics carry no Avro events
     return app.topic(
         f"{settings.topic_prefix}.{suffix}",
         key_serializer="raw",
@@ -68,11 +71,3 @@ def table_options() -> dict[str, Any]:
         "write_buffer_size": worker.rocksdb_write_buffer,
         "max_write_buffer_number": 2,
     }
-
-
-def table(name: str, **kwargs: Any) -> faust.TableT:
-    """A RocksDB-backed table with Vigil's options; values are stored as JSON by default."""
-    kwargs.setdefault("partitions", 8)
-    kwargs.setdefault("key_serializer", "raw")
-    kwargs.setdefault("value_serializer", "json")
-    return app.Table(name, options=table_options(), **kwargs)

@@ -69,10 +69,12 @@ class AlertsSettings(BaseSettings):
     escalation_critical_s: float | None = Field(None, gt=0)
     max_level: int = Field(3, ge=0, le=10)
     auto_resolve: bool = False
+    #: a StreamDown must last this long (no StreamUp meanwhile) to become an alert.
+    stream_debounce_s: float = Field(30.0, ge=0)
     #: how often the leader announces the time on alert-ticks (escalation resolution).
     tick_s: float = Field(5.0, gt=0)
 
-    def policy_for(self, severity: str) -> Policy:
+    def policy_for(self, severity: str, rule_type: str = "") -> Policy:
         per = {
             "info": self.escalation_info_s,
             "warning": self.escalation_warning_s,
@@ -83,6 +85,7 @@ class AlertsSettings(BaseSettings):
             escalation_s=per or self.escalation_s,
             max_level=self.max_level,
             auto_resolve=self.auto_resolve,
+            debounce_s=self.stream_debounce_s if rule_type == "stream_down" else 0.0,
         )
 
 

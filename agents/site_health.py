@@ -32,7 +32,6 @@ from agents.ticks import (
     state_table,
 )
 from schemas.events import EdgeHeartbeat, Event
-from vigil.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +41,7 @@ ensure_changelog(app, "edges", PARTITIONS)
 
 edges_table = state_table("edges", PARTITIONS)
 
-#: the app declares health-ticks with the Avro codec; ticks are raw JSON.
-health_ticks = app.topic(f"{get_settings().topic_prefix}.health-ticks",
-                         key_serializer="raw", value_serializer="raw", allow_empty=True)
+health_ticks = topics.health_ticks
 
 _lock = asyncio.Lock()
 

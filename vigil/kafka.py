@@ -29,6 +29,9 @@ def producer_config(**overrides: Any) -> dict[str, Any]:
         "enable.idempotence": True,
         "acks": "all",
         "compression.type": "lz4",
+        # Java's (and so Faust's/aiokafka's) partitioner: a key lands on the same partition
+        # whichever client wrote it, which co-partitioned state (alerts + commands) needs.
+        "partitioner": "murmur2_random",
         "linger.ms": 20,
         "batch.size": 262_144,
         "message.max.bytes": 2_097_152,

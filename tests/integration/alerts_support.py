@@ -98,6 +98,7 @@ class Worker:
                 if b"Worker ready" in f.read():
                     return
             time.sleep(0.5)
+        self.stop()  # never leave a half-started worker behind
         raise RuntimeError(f"worker not ready: {self.log.read_bytes()[-3000:]!r}")
 
     def kill9(self) -> None:

@@ -206,3 +206,40 @@ def test_health_signals_auto_resolve() -> None:
     assert isinstance(d.events[0], AlertRaised) and d.events[0].severity == "critical"
     d2 = apply_signal(d.state, s_on, Policy())
     assert isinstance(d2.events[0], AlertResolved) and d2.events[0].automatic
+
+
+def _stream(kind: str, eid: str, at: datetime):
+    from schemas.events import StreamDown, StreamUp
+
+    if kind == "down":
+        return StreamDown.create(producer="e", event_id=eid, occurred_at=at, edge_id="e1",
+                                 camera_id="cam-9", reason="rtsp timeout")
+    return StreamUp.create(producer="e", event_id=eid, occurred_at=at, edge_id="e1",
+                           camera_id="cam-9")
+
+
+def test_stream_down_is_debounced() -> None:
+    pol = Policy(escalation_s=900, debounce_s=30)
+    down = signal_from(_stream("down", "d1", T0))
+    up = signal_from(_stream("up", "u1", T0 + timedelta(seconds=10)))
+    assert down is not None and up is not None and down.incident_key == "stream|cam-9|down"
+    d = apply_signal(None, down, pol)
+    assert d.noop and d.state.pending is not None
+    assert d.state.deadline == T0 + timedelta(seconds=30)
+    st = IncidentState.from_json(d.state.to_json())
+    assert st == d.state
+    # flapped back within the debounce: never an alert, nothing left to fire
+    d2 = apply_signal(st, up, pol)
+    assert d2.noop and d2.state.pending is None and d2.state.deadline is None
+    assert escalate(d2.state, T0 + timedelta(hours=1)).noop
+    # stays down past the debounce: raised at the debounce deadline, then escalates
+    assert escalate(st, T0 + timedelta(seconds=29)).noop
+    d3 = escalate(st, T0 + timedelta(seconds=45))
+    (raised,) = d3.events
+    assert isinstance(raised, AlertRaised) and raised.occurred_at == T0 + timedelta(seconds=30)
+    assert d3.state.status == OPEN and d3.state.pending is None
+    assert d3.state.deadline == T0 + timedelta(seconds=930)
+    assert escalate(d3.state, T0 + timedelta(seconds=45)).noop
+    d4 = apply_signal(d3.state, signal_from(_stream("up", "u2", T0 + timedelta(seconds=60))),
+                      pol)  # type: ignore[arg-type]
+    assert isinstance(d4.events[0], AlertResolved) and d4.events[0].automatic
