@@ -46,6 +46,10 @@ app = faust.App(
     broker_commit_interval=1.0,
     consumer_auto_offset_reset="earliest",
     producer_acks=-1,
+    # A worker restarted after a crash gets its partitions back within seconds rather than
+    # after the 60 s default session timeout.
+    broker_session_timeout=15.0,
+    broker_heartbeat_interval=3.0,
 )
 
 

@@ -220,9 +220,11 @@ async def _run(quick: bool, result_cls: type) -> object:
     out = AIOKafkaConsumer(topic_name("scene"), bootstrap_servers=s.kafka_bootstrap,
                            auto_offset_reset="latest", enable_auto_commit=False)
     await out.start()
-    proc = subprocess.Popen([sys.executable, "-m", "agents.cli", "worker", "-l", "warning"],
-                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    log_path = Path(env["VIGIL_STATE_DIR"]) / "worker.log"
+    with log_path.open("ab") as log_fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agents.cli", "worker", "-l", "warning"],
+            env=env, cwd=ROOT, stdout=log_fh, stderr=subprocess.STDOUT)
     lat: list[float] = []
     try:
         # 1. latency, one frame at a time through the warm, otherwise idle worker; the
@@ -232,8 +234,8 @@ async def _run(quick: bool, result_cls: type) -> object:
         for i in range(21 if quick else 101):
             people = [Person([(0, 0.1 + 0.1 * k, 0.6), (1, 0.1 + 0.1 * k, 0.6)])
                       for k in range(6 if i % 2 == 0 else 0)]
-            f = frames(FrameSpec("lat-cam", later + timedelta(seconds=15 * i), 0, people))[0]
-            f = f.evolve(event_id=str(uuid.uuid4()), frame_sequence=i)
+            f = frames(FrameSpec(cameras[0], later + timedelta(seconds=15 * i), 0, people))[0]
+            f = f.evolve(event_id=str(uuid.uuid4()), frame_sequence=i)  # same camera, a day earlier
             t_send = time.perf_counter()
             lp.send("detections", f.camera_id, f)
             lp.flush()
