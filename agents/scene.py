@@ -11,10 +11,14 @@ State:
   re-delivery idempotent: at-least-once may hand us a frame again whose state change is
   already in the changelog; such a frame is skipped, since its outputs were published
   before the state was stored (below).
-- ``scene-config`` (GlobalTable over the compacted vigil.config topic, in memory, rebuilt
-  from the topic at start): typed config events keyed "camera/ID", "zone/ID", …;
-  tombstones delete. Compiled per-camera specs are cached and the cache is dropped on
-  every applied config change.
+- configuration: the compacted vigil.config topic, read in full (it is small) before the
+  first frame and again whenever its end offset moves (checked every CONFIG_POLL_S of
+  wall clock); per-camera compiled specs are cached and dropped on every change. A Faust
+  GlobalTable over the topic (``ConfigTable``) is kept behind
+  VIGIL_SCENE_CONFIG_GLOBALTABLE=1: with faust-streaming 0.15.3 it needed two fixes
+  (assignor lookup by changelog name, store serializers) and even then the worker
+  intermittently consumed nothing after "Worker ready", or agents ran before its values
+  were readable, so frames met an empty configuration and missed rule hits.
 
 Ordering for crash safety: outputs are sent and *acknowledged* before the state is
 written. A crash in between re-processes the frame from the old state and re-publishes
@@ -23,7 +27,10 @@ the same events with the same derived ids, which downstream deduplicates.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -66,8 +73,14 @@ class ConfigTable(GlobalTable):  # type: ignore[misc]
         # raises inside the assignor and the group hangs in "performing assignments".
         return str(topics.config.get_topic_name())
 
+    #: next offset to apply on the config topic's partition 0 (it has one partition)
+    applied_until = 0
+
     def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
-        super().apply_changelog_batch(batch)
+        events = list(batch)
+        super().apply_changelog_batch(events)
+        for ev in events:
+            type(self).applied_until = max(type(self).applied_until, ev.message.offset + 1)
         type(self).version += 1
 
 
@@ -76,21 +89,79 @@ class ConfigTable(GlobalTable):  # type: ignore[misc]
 _partitions = source_partitions("detections")
 ensure_changelog(app, STATE_TABLE, _partitions)
 scene_state: faust.TableT = state_table(STATE_TABLE, _partitions)
-config_table: faust.TableT = app.tables.add(
-    ConfigTable(
-        app,
-        name=CONFIG_TABLE,
-        beacon=app.tables.beacon,
-        partitions=1,
-        standby_buffer_size=1,
-        recovery_buffer_size=1,
-        is_global=True,
-        changelog_topic=topics.config,  # decoded by the topic's "vigil" codec
-        key_type=bytes,
-        store="memory://",
-        help="site configuration (compacted vigil.config)",
+#: Off by default: with faust-streaming 0.15.3 a GlobalTable over vigil.config made the
+#: worker intermittently stall (no partition consumed after "Worker ready") or serve no
+#: values for tens of seconds; see refresh_config. VIGIL_SCENE_CONFIG_GLOBALTABLE=1 on.
+USE_GLOBAL_TABLE = os.environ.get("VIGIL_SCENE_CONFIG_GLOBALTABLE") == "1"
+if USE_GLOBAL_TABLE:
+    config_table: faust.TableT | None = app.tables.add(
+        ConfigTable(
+            app,
+            name=CONFIG_TABLE,
+            beacon=app.tables.beacon,
+            partitions=1,
+            standby_buffer_size=1,
+            recovery_buffer_size=1,
+            is_global=True,
+            changelog_topic=topics.config,
+            key_type=bytes,
+            help="site configuration (compacted vigil.config)",
+        )
     )
-)
+else:
+    config_table = None
+
+#: seconds between checks of the config topic's end offset (change detection)
+CONFIG_POLL_S = 2.0
+_last_check = 0.0
+_config_high = -1
+
+
+def _config_high_watermark() -> int:
+    from confluent_kafka import Consumer, TopicPartition
+
+    from vigil.kafka import consumer_config
+
+    c = Consumer(consumer_config(f"{app.conf.id}-scene-config-probe"))
+    try:
+        _, high = c.get_watermark_offsets(
+            TopicPartition(topics.config.get_topic_name(), 0), timeout=10)
+        return int(high)
+    finally:
+        c.close()
+
+
+_entities: list[Event] | None = None
+_entities_version = -1
+
+
+async def refresh_config() -> None:
+    """Load the configuration from the compacted topic itself when needed.
+
+    Faust lets agents consume while a GlobalTable is still being restored (standby
+    mode), and in tests its values were not readable for tens of seconds after start;
+    frames processed meanwhile would meet an empty configuration and miss rule hits. So
+    the table serves as the *change signal* (its version moves on every applied batch)
+    and the entities are read straight from the topic (small, compacted) in a thread:
+    once before the first frame and again after every change."""
+    global _entities, _entities_version, _last_check, _config_high
+    loop = asyncio.get_running_loop()
+    if not USE_GLOBAL_TABLE and time.monotonic() - _last_check > CONFIG_POLL_S:
+        _last_check = time.monotonic()
+        high = await loop.run_in_executor(None, _config_high_watermark)
+        if high != _config_high:
+            _config_high = high
+            ConfigTable.version += 1
+    if _entities is not None and _entities_version == ConfigTable.version:
+        return
+    from vigil.config_cli import read_config_state
+
+    seen = ConfigTable.version
+    state = await loop.run_in_executor(None, read_config_state)
+    _entities = [v for v in state.values() if v is not None]
+    _entities_version = seen
+    _spec_cache.clear()
+
 
 _spec_cache: dict[str, tuple[int, CameraSpec]] = {}
 
@@ -98,16 +169,16 @@ _spec_cache: dict[str, tuple[int, CameraSpec]] = {}
 def camera_spec(camera_id: str) -> CameraSpec:
     """The compiled config of one camera, recompiled only after a config change."""
     cached = _spec_cache.get(camera_id)
-    if cached is not None and cached[0] == ConfigTable.version:
+    if cached is not None and cached[0] == _entities_version:
         return cached[1]
-    entities = [v for v in config_table.values() if isinstance(v, Event)]
-    spec = compile_camera(camera_id, entities)
-    _spec_cache[camera_id] = (ConfigTable.version, spec)
+    spec = compile_camera(camera_id, _entities or [])
+    _spec_cache[camera_id] = (_entities_version, spec)
     return spec
 
 
 async def handle_frame(frame: FrameAnalyzed, partition: int, offset: int) -> int:
     """Process one frame; returns how many events were published."""
+    await refresh_config()
     key = frame.camera_id.encode()
     stored: dict[str, Any] | None = scene_state.get(key)
     if stored and stored.get("partition") == partition and offset <= stored.get("offset", -1):

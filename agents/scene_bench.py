@@ -223,7 +223,7 @@ async def _run(quick: bool, result_cls: type) -> object:
     log_path = Path(env["VIGIL_STATE_DIR"]) / "worker.log"
     with log_path.open("ab") as log_fh:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "agents.cli", "worker", "-l", "warning"],
+            [sys.executable, "-m", "agents.cli", "worker", "-l", "warn"],
             env=env, cwd=ROOT, stdout=log_fh, stderr=subprocess.STDOUT)
     lat: list[float] = []
     try:

@@ -20,7 +20,7 @@ class ProjectorSettings(BaseSettings):
     #: Name under which offsets are stored in projector_offsets.
     consumer: str = "projector"
     #: Dimension of the appearance embeddings column (the embedder's output size).
-    embedding_dim: int = Field(128, ge=1, le=16000)
+    embedding_dim: int = Field(192, ge=1, le=16000)  # appearance_embedder output
     #: Embeddings are personal data: rows older than this are deleted by retention.
     embedding_retention_h: float = Field(72.0, gt=0)
     #: Detections older than this many days are aggregated into daily counts and dropped.

@@ -171,7 +171,7 @@ def test_scene_agent_rules_and_crash_resume(
     # wait until the worker is demonstrably mid-stream (some outputs exist), then kill -9
     first_ids = {i for i, e in expected.items()
                  if e.occurred_at <= frames[cut // 2].occurred_at}
-    partial = read_scene(first_ids, timeout=120, worker=w)
+    partial = read_scene(first_ids, timeout=60, worker=w)
     assert first_ids <= set(partial), f"worker produced nothing; see {log}"
     for f in frames[cut:]:
         producer.send("detections", f.camera_id, f)
