@@ -251,17 +251,25 @@ def _d(seconds: float) -> timedelta:
 # ---------------------------------------------------------------------------- inputs
 
 
-def apply_signal(state: IncidentState | None, sig: Signal, policy: Policy) -> Decision:
-    """A rule hit or clear (or a health raise/clear) for one incident."""
+def apply_signal(state: IncidentState | None, sig: Signal, policy: Policy,
+                 now: datetime | None = None) -> Decision:
+    """A rule hit or clear (or a health raise/clear) for one incident.
+
+    `now` is the wall-clock time the worker sees the signal. The first escalation
+    deadline runs from the later of the signal's event time and `now`: operators get
+    their full acknowledgement window from when the alert could first appear on screen,
+    even when the rule stage was catching up on old event time (a backlog, a replayed
+    or synthetic scene)."""
     st = state or IncidentState(incident_key=sig.incident_key)
     if st.seen(sig.event_id):
         return Decision(st, [])
     if sig.kind == "raise":
-        return _raise(st, sig, policy)
+        return _raise(st, sig, policy, now)
     return _clear(st, sig)
 
 
-def _raise(st: IncidentState, sig: Signal, policy: Policy) -> Decision:
+def _raise(st: IncidentState, sig: Signal, policy: Policy,
+           now: datetime | None = None) -> Decision:
     last = sig.last_evidence_at or sig.occurred_at
     in_cooldown = (
         st.status == RESOLVED
@@ -288,12 +296,13 @@ def _raise(st: IncidentState, sig: Signal, policy: Policy) -> Decision:
         pend = replace(st, pending={"signal": sig.to_json(), "policy": asdict(policy)},
                        deadline=sig.occurred_at + _d(policy.debounce_s))
         return Decision(pend.remember(sig.event_id), [])
-    return _open(st, sig, policy, sig.occurred_at)
+    return _open(st, sig, policy, sig.occurred_at, now)
 
 
-def _open(st: IncidentState, sig: Signal, policy: Policy, at: datetime) -> Decision:
+def _open(st: IncidentState, sig: Signal, policy: Policy, at: datetime,
+          now: datetime | None = None) -> Decision:
     """A new alert for the incident, raised at `at` (the signal's time, or the end of its
-    debounce)."""
+    debounce); escalation runs from the later of `at` and the wall-clock `now`."""
     last = sig.last_evidence_at or sig.occurred_at
     alert_id = derived_event_id("alert", sig.event_id)
     ev = AlertRaised.create(
@@ -308,7 +317,8 @@ def _open(st: IncidentState, sig: Signal, policy: Policy, at: datetime) -> Decis
     new = IncidentState(
         incident_key=sig.incident_key, alert_id=alert_id, status=OPEN, version=1, level=0,
         occurrences=1, severity=sig.severity, raised_at=at, last_evidence_at=last,
-        deadline=(at + _d(policy.escalation_s)) if policy.max_level > 0 else None,
+        deadline=(max(at, now or at) + _d(policy.escalation_s)) if policy.max_level > 0
+        else None,
         policy=policy, correlation_id=sig.correlation_id, processed=st.processed,
     )
     return Decision(new.remember(sig.event_id), [ev])

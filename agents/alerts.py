@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import faust
@@ -149,7 +150,7 @@ async def alert_inputs(stream: Any) -> None:
             policy = cfg.policy_for(sig.severity, sig.rule_type)
             async with _lock:
                 await _apply(sig.incident_key, event.message.partition,
-                             lambda st, s=sig, p=policy: apply_signal(st, s, p))
+                             lambda st, s=sig, p=policy: apply_signal(st, s, p, datetime.now(UTC)))
         except Exception as exc:
             log.exception("alert input failed")
             await dead_letter(value, f"{type(exc).__name__}: {exc}", "alerts.input", event)

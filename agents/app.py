@@ -23,14 +23,16 @@ from vigil.settings import get_settings
 
 settings = get_settings()
 worker = get_worker_settings()
-# Faust creates its data directory without parents.
-(settings.state_dir / "worker").mkdir(parents=True, exist_ok=True)
+#: RocksDB lives under state_dir/worker/<topic prefix>/<worker id>: the prefix is part of the
+#: app id and of every changelog name, so state of another prefix must never be reused.
+DATADIR = settings.state_dir / "worker" / settings.topic_prefix / worker.id
+DATADIR.parent.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
 
 app = faust.App(
     f"{settings.topic_prefix}-worker",
     broker=f"kafka://{settings.kafka_bootstrap}",
     store="rocksdb://",
-    datadir=str(settings.state_dir / "worker" / worker.id),
+    datadir=str(DATADIR),
     processing_guarantee="at_least_once",
     topic_partitions=8,
     topic_replication_factor=1,

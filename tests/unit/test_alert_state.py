@@ -243,3 +243,17 @@ def test_stream_down_is_debounced() -> None:
     d4 = apply_signal(d3.state, signal_from(_stream("up", "u2", T0 + timedelta(seconds=60))),
                       pol)  # type: ignore[arg-type]
     assert isinstance(d4.events[0], AlertResolved) and d4.events[0].automatic
+
+
+def test_escalation_window_runs_from_when_the_alert_is_seen() -> None:
+    """A rule hit with old event time (backlog, replayed or synthetic scene) still gives
+    operators the whole acknowledgement window, counted from the wall clock."""
+    sig = signal_from(trig("old", at=T0))
+    assert sig is not None
+    seen = T0 + timedelta(days=30)
+    d = apply_signal(None, sig, POLICY, now=seen)
+    assert d.state.deadline == seen + timedelta(seconds=900)
+    assert escalate(d.state, seen + timedelta(seconds=899)).noop
+    assert not escalate(d.state, seen + timedelta(seconds=900)).noop
+    live = apply_signal(None, sig, POLICY, now=T0 - timedelta(seconds=5))
+    assert live.state.deadline == T0 + timedelta(seconds=900)
