@@ -128,15 +128,18 @@ def to_route(ep: Endpoint) -> Route:
             raise ApiError(400, "this endpoint takes no query parameters")
         if ep.body is not None:
             ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-            if ctype != "application/json":
-                raise ApiError(415, "send the body as application/json")
             raw = await request.body()
-            try:
-                data = json.loads(raw) if raw else None
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise ApiError(
-                    400, "the body is not valid JSON", details={"reason": str(exc)}
-                ) from None
+            if not raw and not ctype:
+                data: Any = {}  # no body at all: every optional field takes its default
+            elif ctype != "application/json":
+                raise ApiError(415, "send the body as application/json")
+            else:
+                try:
+                    data = json.loads(raw) if raw else None
+                except (ValueError, UnicodeDecodeError) as exc:
+                    raise ApiError(
+                        400, "the body is not valid JSON", details={"reason": str(exc)}
+                    ) from None
             if not isinstance(data, dict):
                 raise ApiError(422, "the body must be a JSON object")
             if _has_nul(data):

@@ -255,7 +255,9 @@ def run_demo(args: argparse.Namespace) -> int:
         if args.check:
             return 1 if problems else 0
         print("the API stays up until Ctrl-C")
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        stop = {signal.SIGINT, signal.SIGTERM}
+        signal.pthread_sigmask(signal.SIG_BLOCK, stop)  # sigwait needs them blocked
+        signal.sigwait(stop)
         return 0
     finally:
         for c in reversed(children):
