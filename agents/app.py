@@ -38,7 +38,8 @@ app = faust.App(
     topic_replication_factor=1,
     topic_allow_declare=False,
     table_standby_replicas=worker.standby_replicas,
-    web_host="127.0.0.1",
+    web_host=settings.metrics_host,
+    web_bind=settings.metrics_host,  # Faust binds all interfaces unless told otherwise
     web_port=worker.web_port,
     web_in_thread=False,
     # The agent modules to import, named explicitly. No `origin`: Faust appends the origin
@@ -77,3 +78,6 @@ def table_options() -> dict[str, Any]:
         "write_buffer_size": worker.rocksdb_write_buffer,
         "max_write_buffer_number": 2,
     }
+
+
+from agents import metrics as _metrics  # noqa: E402,F401  (/metrics page, lag timer; needs `app`)

@@ -14,6 +14,7 @@ from faust.types import EventT
 from agents.codec import Undecodable
 from schemas.codec import default_codec
 from schemas.events import Event
+from vigil.metrics import DLQ_MESSAGES
 
 log = logging.getLogger(__name__)
 
@@ -53,3 +54,4 @@ async def dead_letter(
         key = key.encode()
     log.warning("dead-lettered", extra={"stage": stage, "reason": reason[:500]})
     await topics.dlq.send(key=key, value=_raw_value(value), headers=headers)
+    DLQ_MESSAGES.labels(stage).inc()

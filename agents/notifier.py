@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import signal
 import time
 import uuid
 from functools import cache
@@ -51,6 +52,7 @@ from schemas.events import (
 )
 from schemas.topics import topic_name
 from vigil.errors import ConfigError
+from vigil.metrics import DLQ_MESSAGES
 from vigil.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,9 @@ class NotifySettings(BaseSettings):
     rate_per_min: float = Field(60.0, gt=0)
     cooldown_s: float = Field(300.0, ge=0)
     group: str = "notifier"
+    #: Prometheus endpoint (vigil_dlq_messages_total, process metrics) on
+    #: VIGIL_METRICS_HOST; 0 = none.
+    metrics_port: int = Field(0, ge=0, le=65535)
 
     def destinations(self) -> list[Destination]:
         dests: list[Destination] = []
@@ -179,6 +184,7 @@ class Notifier:
             topic_name("dlq"), key=alert_id.encode(), value=raw,
             headers=[("vigil.error", f"{dest.name}: {outcome.reason}"[:2000].encode()),
                      ("vigil.stage", b"notifier")])
+        DLQ_MESSAGES.labels("notifier").inc()
 
     async def close(self) -> None:
         for c in self.channels.values():
@@ -189,6 +195,10 @@ async def run(stop: asyncio.Event | None = None) -> None:
     cfg = get_notify_settings()
     s = get_settings()
     stop = stop or asyncio.Event()
+    if cfg.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(cfg.metrics_port, addr=s.metrics_host)
     consumer = AIOKafkaConsumer(
         topic_name("alerts"), bootstrap_servers=s.kafka_bootstrap,
         group_id=f"{s.topic_prefix}-{cfg.group}", enable_auto_commit=False,
@@ -212,6 +222,7 @@ async def run(stop: asyncio.Event | None = None) -> None:
                             topic_name("dlq"), key=msg.key, value=msg.value,
                             headers=[("vigil.error", str(exc)[:2000].encode()),
                                      ("vigil.stage", b"notifier")])
+                        DLQ_MESSAGES.labels("notifier").inc()
                         continue
                     try:
                         await notifier.handle(event, msg.value)
@@ -221,6 +232,7 @@ async def run(stop: asyncio.Event | None = None) -> None:
                             topic_name("dlq"), key=msg.key, value=msg.value,
                             headers=[("vigil.error", repr(exc)[:2000].encode()),
                                      ("vigil.stage", b"notifier")])
+                        DLQ_MESSAGES.labels("notifier").inc()
             if batch:
                 await consumer.commit()
     finally:
@@ -229,8 +241,20 @@ async def run(stop: asyncio.Event | None = None) -> None:
         await producer.stop()
 
 
+async def _run_until_signalled() -> None:
+    """SIGTERM/SIGINT end the loop after the batch in hand is delivered and committed, then
+    consumer and producer close cleanly: a restart neither skips nor (beyond the batch being
+    retried, deduplicated downstream by event id) repeats notifications."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await run(stop)
+    log.info("notifier stopped")
+
+
 def main() -> int:
     logging.basicConfig(level=logging.INFO)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run())
+        asyncio.run(_run_until_signalled())
     return 0

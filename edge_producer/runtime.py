@@ -286,6 +286,7 @@ class Edge:
                                 producer=PRODUCER, edge_id=self.cfg.edge_id,
                                 camera_id=cam.camera_id, down_since=down_since))
                         st.state, down_since, attempt = "up", None, 0
+                        metrics.STREAM_UP.labels(self.cfg.edge_id, cam.camera_id).set(1)
                         delay = self.cfg.backoff_initial_s
                     self._emit(cam, st, frame.image, frame.occurred_at, motion)
                     last_t = frame.pts_s
@@ -317,6 +318,7 @@ class Edge:
                 if down_since is None:
                     down_since = utcnow()
                 st.state = "reconnecting"
+                metrics.STREAM_UP.labels(self.cfg.edge_id, cam.camera_id).set(0)
                 log.error("camera %s failed (attempt %d): %s", cam.camera_id, attempt, reason,
                           extra={"camera_id": cam.camera_id, "attempt": attempt})
                 self._health(cam.camera_id, StreamDown.create(
@@ -374,7 +376,7 @@ class Edge:
         if self.cfg.metrics_port:
             from prometheus_client import start_http_server
 
-            start_http_server(self.cfg.metrics_port, addr="127.0.0.1")
+            start_http_server(self.cfg.metrics_port, addr=get_settings().metrics_host)
         self.outbox.start()
         for cam in self.cfg.cameras:
             if not cam.enabled:

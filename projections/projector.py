@@ -146,7 +146,15 @@ class Projector:
     # ------------------------------------------------------------------ database
     def _db(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
-            conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=5)
+            # Keepalives on both ends: after a network cut the server must notice the dead
+            # session within seconds, or its advisory lock (below) would keep the
+            # reconnected projector waiting until the kernel gives up (hours).
+            conn = psycopg.connect(
+                self.dsn, autocommit=True, connect_timeout=5,
+                keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=3,
+                options="-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2"
+                        " -c tcp_keepalives_count=3",
+            )
             set_search_path(conn, self.schema)
             # One projector per (schema, consumer): a second one would fight over offsets.
             # The session lock goes away with the connection, also on SIGKILL.

@@ -23,7 +23,7 @@ def _id(seed: int, *parts: object) -> str:
 
 
 def mixed_workload(*, seed: int = 1, cameras: int = 2, frames_per_camera: int = 20,
-                   detections_per_frame: int = 3, embedding_dim: int = 128,
+                   detections_per_frame: int = 3, embedding_dim: int = 192,
                    alerts: int = 2, erase: int = 1) -> list[Item]:
     """Config, heartbeats, frames, detections, embeddings, scene, alerts, commands,
     notifications, health, recordings and an erasure, in a plausible order."""

@@ -23,6 +23,7 @@ BENCHMARKS: dict[str, str] = {
     "alerts": "agents.alerts_bench",
     "projection": "projections.bench",
     "api": "api.bench",
+    "e2e": "vigil.e2e_bench",
 }
 
 

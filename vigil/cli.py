@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "api.cli",  # api serve
     "vigil.bench",  # bench NAME --json FILE
     "vigil.demo",  # demo
+    "vigil.faults.cli",  # faults run
 )
 
 

@@ -16,6 +16,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from schemas.codec import default_codec
 from schemas.events import Event
 from schemas.topics import topic_name
+from vigil.metrics import DLQ_MESSAGES
 from vigil.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ class EventProducer:
             headers["vigil.source_offset"] = str(source.offset()).encode()
         log.warning("dead-lettered", extra={"stage": stage, "reason": reason[:500]})
         self.send_raw(topic_name("dlq"), key, value, headers)
+        DLQ_MESSAGES.labels(stage).inc()
 
     def flush(self, timeout: float = 30.0) -> int:
         """Wait for outstanding deliveries; returns how many are still undelivered."""

@@ -14,8 +14,16 @@ from __future__ import annotations
 import os
 from functools import cache
 from pathlib import Path
+from typing import Any
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from vigil.errors import ConfigError
@@ -47,9 +55,23 @@ class Settings(BaseSettings):
 
     api_host: str = Field("127.0.0.1", validation_alias="VIGIL_API_HOST")
     api_port: int = Field(18080, ge=1, le=65535, validation_alias="VIGIL_API_PORT")
+    #: Interface every metrics/web listener binds (worker web, edge, projector, notifier,
+    #: API default): loopback by default so a dev box exposes nothing; containers set
+    #: 0.0.0.0 so Prometheus can scrape them over the compose network.
+    metrics_host: str = Field("127.0.0.1", validation_alias="VIGIL_METRICS_HOST")
     worker_web_port: int = Field(
         16066, ge=1, le=65535, validation_alias=AliasChoices("VIGIL_WORKER_WEB_PORT")
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _api_host_follows_metrics_host(cls, data: Any) -> Any:
+        """The API serves /metrics on its own port, so without an explicit VIGIL_API_HOST
+        it binds where every other metrics endpoint does: one knob for a container."""
+        if isinstance(data, dict) and "VIGIL_METRICS_HOST" in data and not (
+                {"VIGIL_API_HOST", "api_host"} & data.keys()):
+            data = {**data, "VIGIL_API_HOST": data["VIGIL_METRICS_HOST"]}
+        return data
 
     @field_validator("topic_prefix")
     @classmethod

@@ -24,7 +24,7 @@ def test_audit_chain_comes_from_the_log(
     dsn = get_settings().database_dsn
     monkeypatch.setenv("VIGIL_PROJECTOR_SCHEMA", topic_prefix)
     get_projector_settings.cache_clear()
-    upgrade(dsn, topic_prefix, 128)
+    upgrade(dsn, topic_prefix, 192)
     try:
         publish(mixed_workload(seed=9, cameras=1, frames_per_camera=5, alerts=1, erase=0))
         proj = Projector(dsn=dsn, schema=topic_prefix, prefix=topic_prefix,

@@ -34,7 +34,7 @@ from vigil.settings import get_settings
 
 pytestmark = pytest.mark.integration
 
-DIM = 128
+DIM = 192
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ def test_erase_publishes_deletes_and_survives_reprojection(
     dsn = s.database_dsn
     monkeypatch.setenv("VIGIL_PROJECTOR_SCHEMA", topic_prefix)
     get_projector_settings.cache_clear()
-    upgrade(dsn, topic_prefix, 128)
+    upgrade(dsn, topic_prefix, 192)
     try:
         publish(mixed_workload(seed=5, cameras=1, frames_per_camera=4, alerts=1, erase=0))
         _project(topic_prefix)

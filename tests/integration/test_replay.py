@@ -25,7 +25,7 @@ def live(topic_prefix: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     dsn = get_settings().database_dsn
     monkeypatch.setenv("VIGIL_PROJECTOR_SCHEMA", topic_prefix)
     get_projector_settings.cache_clear()
-    upgrade(dsn, topic_prefix, 128)
+    upgrade(dsn, topic_prefix, 192)
     publish(mixed_workload(seed=7, cameras=2, frames_per_camera=15, alerts=3, erase=2))
     proj = Projector(dsn=dsn, schema=topic_prefix, prefix=topic_prefix,
                      settings=ProjectorSettings(), stop_at="end", producer=EventProducer())

@@ -1,0 +1,1 @@
+"""Fault scenarios against real processes: `vigil faults run` (see vigil.faults.cli)."""
