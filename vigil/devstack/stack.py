@@ -766,9 +766,18 @@ class Stack:
         ``VIGIL_TEST_STACK=external`` for that), so tests never write into a developer's
         services; ``KAFKA_HOME`` is still honoured.
         """
+        # VIGIL_TEST_PORT_OFFSET shifts every test port, so two checkouts (a fresh CI clone
+        # beside a developer's tree) can run their test sessions at the same time.
+        raw_offset = os.environ.get("VIGIL_TEST_PORT_OFFSET", "0")
+        try:
+            offset = int(raw_offset)
+        except ValueError:
+            raise VigilError(
+                f"VIGIL_TEST_PORT_OFFSET must be an integer, not {raw_offset!r}") from None
+        ports = Ports(*(p + offset for p in dataclasses.astuple(TEST_PORTS)))
         return cls(
             state_dir,
-            TEST_PORTS,
+            ports,
             overrides={},
             settings=Settings(),
             kafka_home=os.environ.get("KAFKA_HOME"),
