@@ -14,6 +14,7 @@ proxy keeps talking through it, everyone else uses the direct listener.
 
 from __future__ import annotations
 
+import signal
 import time
 
 from vigil.devstack.process import port_is_free
@@ -103,7 +104,7 @@ def _restart_dead(p: Pipeline, res: ScenarioResult, during: str) -> None:
 
 
 def _outage(ctx: Ctx, name: str, scen: list[str], down_s: float, outages: int,
-            fault: str) -> ScenarioResult:
+            fault: str, hard: bool = False) -> ScenarioResult:
     res = ScenarioResult(name)
     st = fault_stack()
     env = _env(ctx, st)
@@ -131,9 +132,10 @@ def _outage(ctx: Ctx, name: str, scen: list[str], down_s: float, outages: int,
                 proxy.restore()
             else:
                 svc = st.services[fault]
-                svc.stop()
-                res.faults.append(f"stop {fault} for {down_s:.0f} s at {target}+ analysed "
-                                  f"frames")
+                # hard: a crash (no flush, no controlled shutdown), else a clean stop
+                svc.process.stop(timeout=30, sig=signal.SIGKILL if hard else signal.SIGTERM)
+                res.faults.append(f"{'SIGKILL' if hard else 'stop'} {fault}, down "
+                                  f"{down_s:.0f} s, at {target}+ analysed frames")
                 time.sleep(down_s)
                 st.up([fault])
             t0 = time.monotonic()
@@ -170,13 +172,15 @@ def network_cut(ctx: Ctx) -> ScenarioResult:
 
 
 def broker_restart(ctx: Ctx) -> ScenarioResult:
-    """Scenario 6a: the (dedicated) Kafka broker stops and starts mid-stream."""
+    """Scenario 6a: the (dedicated) Kafka broker stops (SIGKILL unless --quick) and starts
+    again mid-stream."""
     return _outage(ctx, "broker_restart", ["loiterer"], 3 if ctx.quick else 10,
-                   1, "kafka")
+                   1, "kafka", hard=not ctx.quick)
 
 
 def postgres_restart(ctx: Ctx) -> ScenarioResult:
-    """Scenario 6b: the (dedicated) PostgreSQL stops and starts mid-stream."""
+    """Scenario 6b: the (dedicated) PostgreSQL stops (SIGKILL unless --quick) and starts
+    again mid-stream."""
     return _outage(ctx, "postgres_restart", ["loiterer"], 3 if ctx.quick else 10,
-                   1, "postgres")
+                   1, "postgres", hard=not ctx.quick)
 
