@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from starlette.requests import Request
 from starlette.responses import Response
 
+from agents.geometry import polygon_area, polygon_self_intersects
 from api.auth import principal_of
 from api.cameras import RuleOut, ZoneOut, visible_camera
 from api.common import check_id, json_response, site_filter
@@ -35,36 +36,6 @@ PRODUCER = "vigil-api"
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 
 
-def _orient(a: PointIn, b: PointIn, c: PointIn) -> float:
-    return (b.x - a.x) * (c.y - a.y) - (b.y - a.y) * (c.x - a.x)
-
-
-def _on_segment(a: PointIn, b: PointIn, c: PointIn) -> bool:
-    return (min(a.x, b.x) <= c.x <= max(a.x, b.x)) and (min(a.y, b.y) <= c.y <= max(a.y, b.y))
-
-
-def segments_intersect(p1: PointIn, p2: PointIn, p3: PointIn, p4: PointIn) -> bool:
-    d1, d2 = _orient(p3, p4, p1), _orient(p3, p4, p2)
-    d3, d4 = _orient(p1, p2, p3), _orient(p1, p2, p4)
-    if ((d1 > 0 > d2) or (d1 < 0 < d2)) and ((d3 > 0 > d4) or (d3 < 0 < d4)):
-        return True
-    return ((d1 == 0 and _on_segment(p3, p4, p1)) or (d2 == 0 and _on_segment(p3, p4, p2))
-            or (d3 == 0 and _on_segment(p1, p2, p3)) or (d4 == 0 and _on_segment(p1, p2, p4)))
-
-
-def self_intersection(polygon: list[PointIn]) -> tuple[int, int] | None:
-    """The first pair of non-adjacent edges that touch, or None for a simple polygon."""
-    n = len(polygon)
-    edges = [(polygon[i], polygon[(i + 1) % n]) for i in range(n)]
-    for i in range(n):
-        for j in range(i + 1, n):
-            if j == i + 1 or (i == 0 and j == n - 1):
-                continue  # adjacent edges share a vertex by construction
-            if segments_intersect(*edges[i], *edges[j]):
-                return i, j
-    return None
-
-
 class PointIn(BaseModel):
     x: float = Field(..., ge=0, le=1)
     y: float = Field(..., ge=0, le=1)
@@ -81,12 +52,10 @@ class ZoneIn(BaseModel):
         pts = self.polygon
         if len({(p.x, p.y) for p in pts}) != len(pts):
             raise ValueError("polygon has repeated vertices")
-        hit = self_intersection(pts)
-        if hit is not None:
-            raise ValueError(f"polygon is self-intersecting (edges {hit[0]} and {hit[1]})")
-        area2 = sum(pts[i].x * pts[(i + 1) % len(pts)].y - pts[(i + 1) % len(pts)].x * pts[i].y
-                    for i in range(len(pts)))
-        if abs(area2) < 1e-12:
+        coords = [(p.x, p.y) for p in pts]
+        if polygon_self_intersects(coords):
+            raise ValueError("polygon is self-intersecting")
+        if polygon_area(coords) < 1e-12:
             raise ValueError("polygon has no area")
         return self
 

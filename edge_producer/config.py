@@ -12,11 +12,11 @@ import os
 from datetime import datetime
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edge_producer.sim.scenario import format_validation_error
 from vigil.errors import ConfigError
+from vigil.yamlfile import load_yaml
 
 ENV_PREFIX = "VIGIL_EDGE_"
 
@@ -110,11 +110,4 @@ def parse_edge_config(data: object, env: dict[str, str] | None = None,
 
 
 def load_edge_config(path: str | Path, env: dict[str, str] | None = None) -> EdgeConfig:
-    p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read edge config {p}: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"edge config {p} is not valid YAML: {exc}") from None
-    return parse_edge_config(data, env, str(p))
+    return parse_edge_config(load_yaml(path, "edge config"), env, str(path))

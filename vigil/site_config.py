@@ -17,7 +17,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agents.geometry import polygon_area, polygon_self_intersects
@@ -32,6 +31,7 @@ from schemas.events import (
     ZoneConfigured,
 )
 from vigil.errors import ConfigError
+from vigil.yamlfile import load_yaml
 
 _ID = r"^[A-Za-z0-9_.:-]+$"
 Coord = tuple[float, float]
@@ -264,14 +264,7 @@ def parse_site(data: Any, source: str = "site config") -> SiteConfig:
 
 
 def load_site(path: str | Path) -> SiteConfig:
-    p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read {p}: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p} is not valid YAML: {exc}") from exc
-    return parse_site(data, source=str(p))
+    return parse_site(load_yaml(path, "site config"), source=str(path))
 
 
 def config_events(

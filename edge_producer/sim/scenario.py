@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from vigil.errors import ConfigError
+from vigil.yamlfile import load_yaml
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 
@@ -287,13 +287,7 @@ def parse_scenario(data: object, source: str = "scenario") -> Scenario:
 def load_scenario(path: str | Path) -> Scenario:
     """Load a scenario by path, or by bare name from the shipped `scenarios/` folder."""
     p = resolve_scenario_path(path)
-    try:
-        data = yaml.safe_load(p.read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read scenario {p}: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"scenario {p} is not valid YAML: {exc}") from None
-    return parse_scenario(data, str(p))
+    return parse_scenario(load_yaml(p, "scenario"), str(p))
 
 
 def resolve_scenario_path(path: str | Path) -> Path:

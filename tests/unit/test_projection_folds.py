@@ -50,7 +50,7 @@ def test_append_columns_exist_in_tables() -> None:
 def test_fold_of_a_workload_fills_every_kind_of_write() -> None:
     b = Batch()
     for i, (_suffix, _key, e) in enumerate(mixed_workload(cameras=1, frames_per_camera=3)):
-        fold(b, e, Position("t", 0, i), 128)
+        fold(b, e, Position("t", 0, i), 192)
     assert {"frames", "detections", "embeddings", "scene_events", "alert_events", "commands",
             "notifications", "health_events", "erasures", "recordings"} <= set(b.appends)
     assert {k for k, _ in b.ops} <= set(OPS)
@@ -62,9 +62,9 @@ def test_last_frame_reduction_is_order_independent() -> None:
     items = [e for s, _, e in mixed_workload(cameras=1, frames_per_camera=5) if s == "frames"]
     a, b = Batch(), Batch()
     for e in items:
-        fold(a, e, P, 128)
+        fold(a, e, P, 192)
     for e in reversed(items):
-        fold(b, e, P, 128)
+        fold(b, e, P, 192)
     assert a.last_frame == b.last_frame
     assert next(iter(a.last_frame.values()))[1] == 4
 
@@ -74,14 +74,14 @@ def test_wrong_embedding_dimension_is_a_handler_error_without_rows() -> None:
                                      frame_sequence=1, model="m", vector=[0.1] * 3)
     b = Batch()
     with pytest.raises(HandlerError):
-        fold(b, e, P, 128)
+        fold(b, e, P, 192)
     assert not b.appends and b.events == 0
 
 
 def test_entity_deleted_of_unknown_kind_is_rejected() -> None:
     e = ev.EntityDeleted.create(producer="t", entity_kind="planet", entity_id="x")
     with pytest.raises(HandlerError):
-        fold(Batch(), e, P, 128)
+        fold(Batch(), e, P, 192)
 
 
 def test_payload_is_canonical_json() -> None:
