@@ -47,10 +47,8 @@ from agents.codec import Undecodable
 from agents.dlq import dead_letter
 from agents.escalation import due_incidents, get_alerts_settings, index_key, set_deadline
 from agents.ticks import (
-    ensure_changelog,
     parse_tick,
     send_ticks,
-    source_partitions,
     state_table,
 )
 from schemas.events import AcknowledgeAlert, ResolveAlert, RuleCleared, RuleTriggered
@@ -58,11 +56,10 @@ from schemas.events import AcknowledgeAlert, ResolveAlert, RuleCleared, RuleTrig
 log = logging.getLogger(__name__)
 
 cfg = get_alerts_settings()
-PARTITIONS = source_partitions("alerts")
-ensure_changelog(app, "alerts", PARTITIONS)
 
 #: incident_key -> IncidentState JSON, and "deadlines-<p>" -> {incident_key: due ISO}.
-alerts_table = state_table("alerts", PARTITIONS)
+alerts_table = state_table("alerts", "alerts")
+PARTITIONS = alerts_table.partitions
 
 #: Serialises the handlers: one incident's read-send-write is never interleaved.
 _lock = asyncio.Lock()

@@ -41,7 +41,7 @@ from agents.app import app, topics
 from agents.codec import Undecodable
 from agents.dlq import dead_letter
 from agents.scene_rules import CameraSpec, compile_camera, process
-from agents.ticks import ensure_changelog, source_partitions, state_table
+from agents.ticks import state_table
 from schemas.events import Event, FrameAnalyzed
 
 log = logging.getLogger(__name__)
@@ -86,9 +86,7 @@ class ConfigTable(GlobalTable):  # type: ignore[misc]
 
 # The app runs with topic_allow_declare=False: create the state changelog (with the
 # detections topic's partition count) and the leader topic before Faust subscribes.
-_partitions = source_partitions("detections")
-ensure_changelog(app, STATE_TABLE, _partitions)
-scene_state: faust.TableT = state_table(STATE_TABLE, _partitions)
+scene_state: faust.TableT = state_table(STATE_TABLE, "detections")
 #: Off by default: with faust-streaming 0.15.3 a GlobalTable over vigil.config made the
 #: worker intermittently stall (no partition consumed after "Worker ready") or serve no
 #: values for tens of seconds; see refresh_config. VIGIL_SCENE_CONFIG_GLOBALTABLE=1 on.

@@ -25,10 +25,8 @@ from agents.codec import Undecodable
 from agents.dlq import dead_letter
 from agents.health_state import EdgeState, check, get_health_settings, on_heartbeat
 from agents.ticks import (
-    ensure_changelog,
     parse_tick,
     send_ticks,
-    source_partitions,
     state_table,
 )
 from schemas.events import EdgeHeartbeat, Event
@@ -36,10 +34,9 @@ from schemas.events import EdgeHeartbeat, Event
 log = logging.getLogger(__name__)
 
 cfg = get_health_settings()
-PARTITIONS = source_partitions("heartbeats")
-ensure_changelog(app, "edges", PARTITIONS)
 
-edges_table = state_table("edges", PARTITIONS)
+edges_table = state_table("edges", "heartbeats")
+PARTITIONS = edges_table.partitions
 
 health_ticks = topics.health_ticks
 

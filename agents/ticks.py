@@ -94,17 +94,19 @@ async def send_ticks(topic: faust.TopicT, partitions: int) -> None:
         await topic.send(key=str(p).encode(), value=value, partition=p, force=True)
 
 
-def state_table(name: str, partitions: int) -> faust.TableT:
-    """A RocksDB table with raw keys and JSON values and Vigil's RocksDB options.
+def state_table(name: str, source: str) -> faust.TableT:
+    """A RocksDB table co-partitioned with catalog topic `source`, raw keys, JSON values.
 
-    (``agents.app.table`` passes key_serializer/value_serializer straight to
-    ``faust.Table``, which does not accept them in faust-streaming 0.15; serialisers go
-    through a ``faust.Schema``.)
+    Its changelog (and the leader topic) are created first with exactly the source
+    topic's partition count; `table.partitions` tells the caller that count.
 
-    Values are JSON dicts (pure states' ``to_json``); keys are bytes.
+    (Serialisers go through a ``faust.Schema``: faust-streaming 0.15's ``Table`` does not
+    accept key_serializer/value_serializer.)
     """
     from agents.app import app, table_options
 
+    partitions = source_partitions(source)
+    ensure_changelog(app, name, partitions)
     return app.Table(
         name,
         partitions=partitions,
