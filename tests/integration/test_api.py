@@ -88,7 +88,10 @@ def _error_shape(resp: httpx.Response, status: int) -> dict[str, Any]:
     return body
 
 
-def _consume(topic: str, n: int, timeout: float = 20.0) -> list[Any]:
+def _consume(topic: str, n: int, timeout: float = 20.0,
+             until: Any = None) -> list[Any]:
+    """Read up to `n` messages from the start of `topic` (or, with `until`, read until a
+    message satisfies it: earlier tests of this module may have written there too)."""
     s = get_settings()
     c = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": f"t-{uuid.uuid4()}",
                   "enable.auto.commit": False})
@@ -101,6 +104,8 @@ def _consume(topic: str, n: int, timeout: float = 20.0) -> list[Any]:
             msg = c.poll(0.5)
             if msg is not None and not msg.error():
                 out.append(msg)
+                if until is not None and until(msg):
+                    break
         return out
     finally:
         c.close()
@@ -322,8 +327,12 @@ def test_ack_publishes_command_keyed_by_incident(client: TestClient,
     assert resp.status_code == 202, resp.text
     command_id = resp.json()["command_id"]
     codec = default_codec()
-    msgs = _consume(f"{w.prefix}.commands", 1)
-    mine = [m for m in msgs if codec.decode(m.value()).event_id == command_id]
+
+    def is_mine(m: Any) -> bool:
+        return codec.decode(m.value()).event_id == command_id
+
+    msgs = _consume(f"{w.prefix}.commands", 10_000, until=is_mine)
+    mine = [m for m in msgs if is_mine(m)]
     assert mine, "command not on the commands topic"
     cmd = codec.decode(mine[0].value())
     assert mine[0].key().decode() == alert["incident_key"]
