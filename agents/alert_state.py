@@ -107,8 +107,10 @@ class Signal:
     snapshot_ref: str | None = None
     reason: str = ""
     correlation_id: str | None = None
-    #: health alerts always auto-resolve; rule alerts follow the policy.
+    #: health alerts always auto-resolve; rule alerts follow their rule, else the policy.
     auto_resolve: bool | None = None
+    #: the rule's own cooldown (seconds), else the policy's.
+    cooldown_s: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -137,7 +139,8 @@ def signal_from(event: Event) -> Signal | None:
             camera_id=event.camera_id, zone_id=event.zone_id, rule_id=event.rule_id,
             rule_type=event.rule_type, severity=event.severity,
             first_evidence_at=event.first_evidence_at, last_evidence_at=event.last_evidence_at,
-            snapshot_ref=event.frame_ref, **common,
+            snapshot_ref=event.frame_ref, auto_resolve=event.auto_resolve,
+            cooldown_s=event.cooldown_s, **common,
         )
     if isinstance(event, RuleCleared):
         return Signal(
@@ -290,6 +293,8 @@ def _raise(st: IncidentState, sig: Signal, policy: Policy,
         return Decision(new.remember(sig.event_id), [ev])
     if sig.auto_resolve is not None:
         policy = replace(policy, auto_resolve=sig.auto_resolve)
+    if sig.cooldown_s is not None:
+        policy = replace(policy, cooldown_s=sig.cooldown_s)
     if policy.debounce_s > 0:
         if st.pending is not None:  # already waiting: the first raise keeps its time
             return Decision(st.remember(sig.event_id), [])

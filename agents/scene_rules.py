@@ -173,6 +173,12 @@ class _Out:
         self.frame = frame
         self.events: list[Event] = []
 
+    def trigger(self, rule: RuleConfigured, *id_parts: object, **fields: Any) -> None:
+        """A RuleTriggered carrying the rule's own alert policy (auto-resolve, cooldown),
+        so the alerts stage applies what the rule says without reading the config."""
+        self.emit(RuleTriggered, rule.rule_id, *id_parts, auto_resolve=rule.auto_resolve,
+                  cooldown_s=rule.cooldown_s, **fields)
+
     def emit(self, cls: type[E], *id_parts: object, **fields: Any) -> None:
         f = self.frame
         self.events.append(
@@ -268,7 +274,7 @@ def process(
                 for r in perimeter_rules:
                     if o.label in r.classes and _armed(r, spec, frame.occurred_at):
                         fired.append(r.rule_id)
-                        out.emit(RuleTriggered, r.rule_id, tid, zone_id=zid,
+                        out.trigger(r, tid, zone_id=zid,
                                  rule_id=r.rule_id, rule_type="perimeter",
                                  severity=r.severity, value=1.0, threshold=1.0,
                                  track_ids=[tid], first_evidence_at=from_us(pres["entered"]),
@@ -295,7 +301,7 @@ def process(
                     continue
                 if not _armed(r, spec, frame.occurred_at):
                     continue
-                out.emit(RuleTriggered, r.rule_id, tid, zone_id=r.zone_id, rule_id=r.rule_id,
+                out.trigger(r, tid, zone_id=r.zone_id, rule_id=r.rule_id,
                          rule_type="line_crossing", severity=r.severity, value=1.0,
                          threshold=1.0, track_ids=[tid], first_evidence_at=frame.occurred_at,
                          last_evidence_at=frame.occurred_at, evidence_event_ids=[ev_id],
@@ -322,7 +328,7 @@ def process(
                          reason=f"track {tid} away from zone {r.zone_id} "
                                 f"> {r.gap_tolerance_s:g}s")
             for tid, p in lstep.fired:
-                out.emit(RuleTriggered, r.rule_id, tid, zone_id=r.zone_id, rule_id=r.rule_id,
+                out.trigger(r, tid, zone_id=r.zone_id, rule_id=r.rule_id,
                          rule_type="loitering", severity=r.severity,
                          value=(t_us - p["entered"]) / 1_000_000, threshold=r.dwell_s,
                          track_ids=[tid], first_evidence_at=from_us(p["entered"]),
@@ -345,7 +351,7 @@ def process(
                          reason=f"at most {w['max']} people (< {r.clear_below}) "
                                 f"for {r.window_s:g}s")
             for w in cstep.fired:
-                out.emit(RuleTriggered, r.rule_id, w["start"], zone_id=r.zone_id,
+                out.trigger(r, w["start"], zone_id=r.zone_id,
                          rule_id=r.rule_id, rule_type="crowd", severity=r.severity,
                          value=float(w["min"]), threshold=float(r.min_people),
                          track_ids=list(w["tracks"]), first_evidence_at=from_us(w["first"]),

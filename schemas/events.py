@@ -259,6 +259,10 @@ class RuleTriggered(Event):
     last_evidence_at: datetime
     evidence_event_ids: list[str]
     frame_ref: str | None = None
+    #: The rule's alert policy (v2): auto-resolve on RuleCleared, and the cooldown in
+    #: seconds during which a new hit counts as a repeat. None = the site-wide default.
+    auto_resolve: bool | None = None
+    cooldown_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

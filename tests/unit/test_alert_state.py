@@ -257,3 +257,26 @@ def test_escalation_window_runs_from_when_the_alert_is_seen() -> None:
     assert not escalate(d.state, seen + timedelta(seconds=900)).noop
     live = apply_signal(None, sig, POLICY, now=T0 - timedelta(seconds=5))
     assert live.state.deadline == T0 + timedelta(seconds=900)
+
+
+def test_the_rules_own_policy_wins_over_the_site_default() -> None:
+    """auto_resolve and cooldown travel on RuleTriggered (schema v2); v1 hits carry None
+    and fall back to the site-wide policy."""
+    site = Policy(cooldown_s=300, escalation_s=900, max_level=2, auto_resolve=False)
+    hit = trig("p1").evolve(auto_resolve=True, cooldown_s=10.0)
+    sig = signal_from(hit)
+    assert sig is not None and sig.auto_resolve is True and sig.cooldown_s == 10.0
+    opened = apply_signal(None, sig, site, now=T0)
+    assert opened.state.policy.auto_resolve and opened.state.policy.cooldown_s == 10.0
+    clr = signal_from(clear("c1", T0 + timedelta(seconds=30)))
+    assert clr is not None
+    resolved = apply_signal(opened.state, clr, site)
+    assert [type(e).__name__ for e in resolved.events] == ["AlertResolved"]
+    # 20 s after resolution is past the rule's 10 s cooldown: a new alert, not a repeat
+    again = signal_from(trig("p2", at=T0 + timedelta(seconds=50)).evolve(cooldown_s=10.0))
+    assert again is not None
+    reopened = apply_signal(resolved.state, again, site, now=T0 + timedelta(seconds=50))
+    assert [type(e).__name__ for e in reopened.events] == ["AlertRaised"]
+    # a v1 hit (no policy on it) keeps the site default: no auto-resolve
+    v1 = apply_signal(None, signal_from(trig("p3")), site, now=T0)  # type: ignore[arg-type]
+    assert not v1.state.policy.auto_resolve

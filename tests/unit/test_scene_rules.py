@@ -110,3 +110,12 @@ def test_unknown_camera_and_disabled_camera() -> None:
     assert events == []
     state, events = process(CameraSpec("loit"), f, None)  # no config: tracks only
     assert events == [] and state["tracker"]["tracks"]
+
+
+def test_rule_triggered_carries_the_rules_alert_policy() -> None:
+    """The alerts stage applies what the rule says (auto-resolve, cooldown) from the hit
+    itself, without a second read of the configuration."""
+    (ev,) = rules(run("loit")[0])
+    rule = next(c for c in CONFIG if getattr(c, "rule_id", None) == ev.rule_id)
+    assert ev.auto_resolve == rule.auto_resolve
+    assert ev.cooldown_s == rule.cooldown_s
