@@ -22,11 +22,11 @@ from __future__ import annotations
 from datetime import datetime
 from functools import cache
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agents.alert_state import Policy
-from vigil.errors import ConfigError
+from vigil.settings import load_component_settings
 
 #: {incident_key: ISO-8601 due time}; JSON-serialisable as stored in the table.
 DeadlineIndex = dict[str, str]
@@ -91,10 +91,4 @@ class AlertsSettings(BaseSettings):
 
 @cache
 def get_alerts_settings() -> AlertsSettings:
-    try:
-        return AlertsSettings()
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"VIGIL_ALERTS_{str(e['loc'][0]).upper()}: {e['msg']}" for e in exc.errors()
-        )
-        raise ConfigError(f"invalid alerts settings: {problems}") from None
+    return load_component_settings(AlertsSettings, "VIGIL_ALERTS_")

@@ -22,11 +22,11 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.events import EdgeHeartbeat, EdgeOffline, EdgeOnline, Event, derived_event_id
-from vigil.errors import ConfigError
+from vigil.settings import load_component_settings
 
 PRODUCER = "vigil-health/1"
 
@@ -44,13 +44,7 @@ class HealthSettings(BaseSettings):
 
 @cache
 def get_health_settings() -> HealthSettings:
-    try:
-        return HealthSettings()
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"VIGIL_HEALTH_{str(e['loc'][0]).upper()}: {e['msg']}" for e in exc.errors()
-        )
-        raise ConfigError(f"invalid health settings: {problems}") from None
+    return load_component_settings(HealthSettings, "VIGIL_HEALTH_")
 
 
 @dataclass(frozen=True, slots=True)

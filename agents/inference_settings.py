@@ -7,14 +7,13 @@ silently doing nothing (``extra="forbid"``).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from functools import cache
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from vigil.errors import ConfigError
+from vigil.settings import load_component_settings
 
 
 class InferenceSettings(BaseSettings):
@@ -65,20 +64,7 @@ def load_inference_settings(env: Mapping[str, str] | None = None) -> InferenceSe
     pydantic-settings ignores unknown *environment* keys even with ``extra="forbid"``, so
     they are checked here: a misspelt knob must not silently do nothing.
     """
-    env = dict(os.environ if env is None else env)
-    known = {PREFIX + name.upper() for name in InferenceSettings.model_fields}
-    unknown = sorted(k for k in env if k.upper().startswith(PREFIX) and k.upper() not in known)
-    if unknown:
-        raise ConfigError(f"unknown inference setting(s) {', '.join(unknown)}")
-    values = {k.upper()[len(PREFIX):].lower(): v for k, v in env.items()
-              if k.upper().startswith(PREFIX)}
-    try:
-        return InferenceSettings(_env_prefix="VIGIL_INFERENCE_UNUSED_", **values)  # type: ignore[call-arg]
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"VIGIL_INFERENCE_{str(e['loc'][0]).upper()}: {e['msg']}" for e in exc.errors()
-        )
-        raise ConfigError(f"invalid inference settings: {problems}") from None
+    return load_component_settings(InferenceSettings, PREFIX, env)
 
 
 @cache

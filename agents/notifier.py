@@ -37,7 +37,7 @@ from typing import Any
 
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agents.notify_channels import CHANNELS, Channel, Destination
@@ -53,7 +53,7 @@ from schemas.events import (
 from schemas.topics import topic_name
 from vigil.errors import ConfigError
 from vigil.metrics import DLQ_MESSAGES
-from vigil.settings import get_settings
+from vigil.settings import get_settings, load_component_settings
 
 log = logging.getLogger(__name__)
 PRODUCER = "vigil-notifier/1"
@@ -95,10 +95,7 @@ class NotifySettings(BaseSettings):
 
 @cache
 def get_notify_settings() -> NotifySettings:
-    try:
-        return NotifySettings()
-    except ValidationError as exc:
-        raise ConfigError(f"invalid notifier settings: {exc}") from None
+    return load_component_settings(NotifySettings, "VIGIL_NOTIFY_")
 
 
 class TokenBucket:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from functools import cache
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from vigil.errors import ConfigError
+from vigil.settings import load_component_settings
 
 AGENT_MODULES = {
     "inference": "agents.inference",
@@ -48,10 +48,4 @@ class WorkerSettings(BaseSettings):
 
 @cache
 def get_worker_settings() -> WorkerSettings:
-    try:
-        return WorkerSettings()
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"VIGIL_WORKER_{str(e['loc'][0]).upper()}: {e['msg']}" for e in exc.errors()
-        )
-        raise ConfigError(f"invalid worker settings: {problems}") from None
+    return load_component_settings(WorkerSettings, "VIGIL_WORKER_")

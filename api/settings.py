@@ -7,12 +7,10 @@ lives here.
 
 from __future__ import annotations
 
-import os
-
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from vigil.errors import ConfigError
+from vigil.settings import load_component_settings
 
 #: VIGIL_API_* names read by vigil.settings, not by this class.
 _SHARED = {"VIGIL_API_HOST", "VIGIL_API_PORT"}
@@ -66,22 +64,5 @@ class ApiSettings(BaseSettings):
 def load_api_settings(env: dict[str, str] | None = None, **overrides: object) -> ApiSettings:
     """Validate ``VIGIL_API_*`` into ApiSettings; unknown names fail fast (a typo'd knob
     that silently does nothing is worse than a crash at start-up)."""
-    env = dict(os.environ if env is None else env)
-    known = {f"VIGIL_API_{name.upper()}" for name in ApiSettings.model_fields} | _SHARED
-    unknown = sorted(k for k in env if k.startswith("VIGIL_API_") and k not in known)
-    if unknown:
-        raise ConfigError(f"unknown API setting(s) {', '.join(unknown)}")
-    values: dict[str, object] = {}
-    for name in ApiSettings.model_fields:
-        key = f"VIGIL_API_{name.upper()}"
-        if key in env:
-            values[name] = env[key]
-    values.update(overrides)
-    try:
-        return ApiSettings.model_validate(values)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"VIGIL_API_{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
-            for e in exc.errors()
-        )
-        raise ConfigError(f"invalid API settings: {problems}") from None
+    return load_component_settings(ApiSettings, "VIGIL_API_", env, also_known=_SHARED,
+                                   **overrides)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from functools import cache
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from vigil.errors import ConfigError
+from vigil.settings import load_component_settings
 
 
 class ProjectorSettings(BaseSettings):
@@ -44,23 +43,7 @@ class ProjectorSettings(BaseSettings):
         return v.lower()
 
 
-def _known_env() -> set[str]:
-    return {
-        f.validation_alias if isinstance(f.validation_alias, str)
-        else f"VIGIL_PROJECTOR_{name.upper()}"
-        for name, f in ProjectorSettings.model_fields.items()
-    }
-
-
 @cache
 def get_projector_settings() -> ProjectorSettings:
     """Validated settings; a misspelt VIGIL_PROJECTOR_* variable is an error, not a no-op."""
-    unknown = sorted(k for k in os.environ
-                     if k.startswith("VIGIL_PROJECTOR_") and k not in _known_env())
-    if unknown:
-        raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; known: {sorted(_known_env())}")
-    try:
-        return ProjectorSettings()
-    except ValidationError as exc:
-        problems = "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid projector settings (VIGIL_PROJECTOR_*): {problems}") from None
+    return load_component_settings(ProjectorSettings, "VIGIL_PROJECTOR_")

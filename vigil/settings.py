@@ -12,12 +12,14 @@ non-default so that nothing clashes with system services.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import (
     AliasChoices,
+    BaseModel,
     Field,
     SecretStr,
     ValidationError,
@@ -149,3 +151,53 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
 @cache
 def get_settings() -> Settings:
     return load_settings()
+
+
+S = TypeVar("S", bound=BaseModel)
+
+
+def load_component_settings(
+    cls: type[S],
+    prefix: str,
+    env: Mapping[str, str] | None = None,
+    *,
+    also_known: Iterable[str] = (),
+    **overrides: object,
+) -> S:
+    """A component's settings from its ``PREFIX*`` variables, or ConfigError naming the
+    variable.
+
+    pydantic-settings ignores unknown environment keys even with ``extra="forbid"``, so
+    they are rejected here: a misspelt knob must not silently do nothing. Values are read
+    from `env` (the process environment by default) and validated with `model_validate`,
+    so a test can pass its own mapping without the real environment leaking in.
+    """
+    environ = os.environ if env is None else env
+    keys: dict[str, str] = {}  # environment variable -> field name or alias
+    for name, f in cls.model_fields.items():
+        alias = f.validation_alias
+        if isinstance(alias, str):
+            keys[alias] = alias
+        else:
+            keys[prefix + name.upper()] = name
+    known = set(keys) | set(also_known)
+    unknown = sorted(k for k in environ if k.startswith(prefix) and k not in known)
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; "
+                          f"known: {', '.join(sorted(keys))}")
+    values: dict[str, object] = {key: environ[var] for var, key in keys.items() if var in environ}
+    values.update(overrides)
+    try:
+        return cls.model_validate(values)
+    except ValidationError as exc:
+        var_of = {key: var for var, key in keys.items()}
+        problems = "; ".join(f"{_variable(e['loc'], var_of, prefix)}: {e['msg']}"
+                             for e in exc.errors())
+        raise ConfigError(f"invalid {prefix}* settings: {problems}") from None
+
+
+def _variable(loc: tuple[int | str, ...], var_of: Mapping[str, str], prefix: str) -> str:
+    """The environment variable a validation error is about."""
+    if not loc:
+        return prefix + "*"
+    return var_of.get(str(loc[0]), prefix + str(loc[0]).upper())
