@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -111,22 +110,40 @@ else:
 
 #: seconds between checks of the config topic's end offset (change detection)
 CONFIG_POLL_S = 2.0
-_last_check = 0.0
 _config_high = -1
+_probe: Any = None  # one confluent Consumer, reused by every check
 
 
 def _config_high_watermark() -> int:
+    global _probe
     from confluent_kafka import Consumer, TopicPartition
 
     from vigil.kafka import consumer_config
 
-    c = Consumer(consumer_config(f"{app.conf.id}-scene-config-probe"))
-    try:
-        _, high = c.get_watermark_offsets(
-            TopicPartition(topics.config.get_topic_name(), 0), timeout=10)
-        return int(high)
-    finally:
-        c.close()
+    if _probe is None:
+        _probe = Consumer(consumer_config(f"{app.conf.id}-scene-config-probe"))
+    _, high = _probe.get_watermark_offsets(
+        TopicPartition(topics.config.get_topic_name(), 0), timeout=10)
+    return int(high)
+
+
+if not USE_GLOBAL_TABLE:
+
+    @app.timer(CONFIG_POLL_S)
+    async def watch_config() -> None:
+        """Notice configuration changes off the frame path: a moved end offset of the
+        config topic bumps the version, and the next frame reloads. Runs on every worker
+        (each keeps its own in-memory copy; no table is written)."""
+        global _config_high
+        try:
+            high = await asyncio.get_running_loop().run_in_executor(
+                None, _config_high_watermark)
+        except Exception as exc:  # a broker hiccup: try again at the next tick
+            log.warning("scene: cannot read the config topic's end offset: %s", exc)
+            return
+        if high != _config_high:
+            _config_high = high
+            ConfigTable.version += 1
 
 
 _entities: list[Event] | None = None
@@ -139,17 +156,11 @@ async def refresh_config() -> None:
     Faust lets agents consume while a GlobalTable is still being restored (standby
     mode), and in tests its values were not readable for tens of seconds after start;
     frames processed meanwhile would meet an empty configuration and miss rule hits. So
-    the table serves as the *change signal* (its version moves on every applied batch)
-    and the entities are read straight from the topic (small, compacted) in a thread:
-    once before the first frame and again after every change."""
-    global _entities, _entities_version, _last_check, _config_high
+    the table (or, by default, `watch_config`) serves as the *change signal* (a version
+    that moves on every change) and the entities are read straight from the topic (small,
+    compacted) in a thread: once before the first frame and again after every change."""
+    global _entities, _entities_version
     loop = asyncio.get_running_loop()
-    if not USE_GLOBAL_TABLE and time.monotonic() - _last_check > CONFIG_POLL_S:
-        _last_check = time.monotonic()
-        high = await loop.run_in_executor(None, _config_high_watermark)
-        if high != _config_high:
-            _config_high = high
-            ConfigTable.version += 1
     if _entities is not None and _entities_version == ConfigTable.version:
         return
     from vigil.config_cli import read_config_state
