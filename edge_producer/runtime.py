@@ -217,6 +217,22 @@ class Edge:
     def degraded(self) -> bool:
         return not self.outbox.kafka_up or self.spool.backlog > self.cfg.spool_high_water
 
+    def degraded_for(self, cam: CameraConfig) -> bool:
+        """Whether `cam` should send keyframes only right now.
+
+        A live source (a stream, or a file paced in real time) cannot wait, so it drops to
+        keyframes while the spool is backed up. A recorded file or scene played flat out
+        can wait, so it waits for the backlog to drain instead: it loses no frame just
+        because it reads faster than the broker takes them. While Kafka is unreachable
+        every source drops to keyframes, as the spool is bounded.
+        """
+        if cam.kind == "stream" or cam.realtime:
+            return self.degraded
+        while (self.outbox.kafka_up and self.spool.backlog > self.cfg.spool_high_water
+               and not self.stop_event.is_set()):
+            time.sleep(0.05)
+        return not self.outbox.kafka_up
+
     def _health(self, key: str, event: Any) -> None:
         try:
             self.producer.send("health", key, event)
@@ -275,8 +291,8 @@ class Edge:
                 t_win, n_win = time.monotonic(), 0
                 recorder = self._recorder(cam) if cam.record else None
                 frames = decode_decimated(
-                    url, lambda: cam.keyframe_fps if self.degraded else cam.fps,
-                    lambda: self.degraded, start_at, realtime=cam.realtime,
+                    url, lambda: cam.keyframe_fps if self.degraded_for(cam) else cam.fps,
+                    lambda: self.degraded_for(cam), start_at, realtime=cam.realtime,
                     stop=self.stop_event.is_set, max_side=cam.max_side,
                     on_packet=recorder.packet if recorder else None)
                 for frame in frames:
@@ -348,7 +364,7 @@ class Edge:
             return
         jpeg = buf.tobytes()
         seq = self.seqs.next(cam.camera_id)
-        kf_only = self.degraded
+        kf_only = self.degraded_for(cam)
         jpeg_field: bytes | None = jpeg
         ref = None
         if len(jpeg) > self.cfg.inline_jpeg_max_bytes:

@@ -4,6 +4,7 @@ as a real camera file or stream."""
 from __future__ import annotations
 
 import hashlib
+import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -44,5 +45,8 @@ def cached_scenario_video(scenario: Scenario, cache_dir: Path) -> Path:
     digest = hashlib.sha256(scenario.model_dump_json().encode()).hexdigest()[:16]
     path = cache_dir / f"{scenario.name}-{digest}.mp4"
     if not path.exists():
-        encode_scenario(scenario, path)
+        # render beside it and rename: a render cut short never passes for the cache
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.mp4")
+        encode_scenario(scenario, tmp)
+        tmp.replace(path)
     return path
