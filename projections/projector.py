@@ -26,6 +26,7 @@ import contextlib
 import json
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -120,6 +121,9 @@ class Projector:
         self.privacy_topic = f"{prefix}.privacy"
         self._stopping = False
         self._conn: psycopg.Connection | None = None
+        #: names this projector's PostgreSQL sessions (application_name), so a stale one of
+        #: its own can be recognised after a network cut
+        self._session_name = f"vigil-projector:{uuid.uuid4().hex[:12]}"
         from projections.writer import Writer
 
         self.writer = Writer(settings.partitions_ahead)
@@ -151,6 +155,7 @@ class Projector:
             # reconnected projector waiting until the kernel gives up (hours).
             conn = psycopg.connect(
                 self.dsn, autocommit=True, connect_timeout=5,
+                application_name=self._session_name,
                 keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=3,
                 options="-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2"
                         " -c tcp_keepalives_count=3",
@@ -162,6 +167,13 @@ class Projector:
             waited = 0.0
             while not conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))",
                                    (lock,)).fetchone()[0]:  # type: ignore[index]
+                # A session of our own earlier connection, cut off by a network failure
+                # but still alive on the server (a half-open path), keeps the lock. It
+                # is ours beyond doubt (same session name), so end it; other projectors'
+                # sessions are never touched.
+                conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                             " WHERE application_name = %s AND pid <> pg_backend_pid()",
+                             (self._session_name,))
                 if waited == 0.0:
                     log.warning("another projector holds this schema; waiting",
                                 extra={"schema": self.schema})
