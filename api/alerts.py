@@ -12,6 +12,7 @@ fifty concurrent acks are fifty commands, and the agent applies exactly one.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import OrderedDict
 from datetime import datetime
@@ -26,18 +27,20 @@ from api.auth import Principal, principal_of
 from api.common import (
     Page,
     PageQuery,
+    bound_page,
+    bound_sites,
     check_id,
     check_range,
     decode_cursor,
-    encode_cursor,
     json_response,
+    page_response,
     page_size,
     site_filter,
 )
 from api.deps import deps_of
 from api.errors import ApiError
 from api.routing import Endpoint
-from projections.tables import alert_events, alerts, cameras, commands
+from projections.tables import TS, alert_events, alerts, cameras, commands
 from schemas.events import AcknowledgeAlert, ResolveAlert, new_event_id
 
 PRODUCER = "vigil-api"
@@ -154,32 +157,48 @@ async def _visible_alert(request: Request, alert_id: str) -> sa.Row[Any]:
     return row
 
 
+@functools.lru_cache(maxsize=256)
+def _list_stmt(scoped: bool, state: bool, severity: bool, camera: bool, since: bool,
+               until: bool, cursor: bool) -> sa.Select[Any]:
+    """The listing for one combination of filters, built once (see `bound_page`)."""
+    stmt = sa.select(*_ALERT_COLS, _SITE.label("site_id")).select_from(_FROM)
+    if scoped:
+        stmt = stmt.where(bound_sites(_SITE))
+    if state:
+        stmt = stmt.where(alerts.c.state.in_(sa.bindparam("state", expanding=True)))
+    if severity:
+        stmt = stmt.where(alerts.c.severity.in_(sa.bindparam("severity", expanding=True)))
+    if camera:
+        stmt = stmt.where(alerts.c.camera_id == sa.bindparam("camera", type_=sa.Text))
+    if since:
+        stmt = stmt.where(alerts.c.raised_at >= sa.bindparam("since", type_=TS))
+    if until:
+        stmt = stmt.where(alerts.c.raised_at < sa.bindparam("until", type_=TS))
+    if cursor:
+        stmt = stmt.where(sa.tuple_(alerts.c.raised_at, alerts.c.alert_id) < sa.tuple_(
+            sa.bindparam("c_at", type_=TS), sa.bindparam("c_id", type_=sa.Text)))
+    order = [alerts.c.raised_at.desc(), alerts.c.alert_id.desc()]
+    return bound_page(stmt, AlertOut, order, ("raised_at", "alert_id"))
+
+
 async def list_alerts(request: Request, query: AlertQuery) -> Response:
     principal = principal_of(request)
     check_range(query.since, query.until)
     limit = page_size(request, query.limit)
-    stmt = _alert_select(principal)
-    if query.state:
-        stmt = stmt.where(alerts.c.state.in_(query.state))
-    if query.severity:
-        stmt = stmt.where(alerts.c.severity.in_(query.severity))
-    if query.camera:
-        stmt = stmt.where(alerts.c.camera_id == query.camera)
-    if query.since:
-        stmt = stmt.where(alerts.c.raised_at >= query.since)
-    if query.until:
-        stmt = stmt.where(alerts.c.raised_at < query.until)
+    params: dict[str, Any] = {"lim": limit, "lim1": limit + 1}
+    if principal.sites is not None:
+        params["sites"] = sorted(principal.sites)
     if query.cursor:
-        at, aid = decode_cursor(query.cursor, (datetime, str))
-        stmt = stmt.where(sa.tuple_(alerts.c.raised_at, alerts.c.alert_id) < (at, aid))
-    stmt = stmt.order_by(alerts.c.raised_at.desc(), alerts.c.alert_id.desc()).limit(limit + 1)
-    rows = await deps_of(request).read(lambda conn: conn.execute(stmt).all())
-    items = [AlertOut.model_validate(r._mapping) for r in rows[:limit]]
-    cursor = None
-    if len(rows) > limit:
-        last = items[-1]
-        cursor = encode_cursor(last.raised_at, last.alert_id)
-    return json_response(AlertPage(items=items, next_cursor=cursor))
+        params["c_at"], params["c_id"] = decode_cursor(query.cursor, (datetime, str))
+    for name in ("state", "severity", "camera", "since", "until"):
+        value = getattr(query, name)
+        if value:
+            params[name] = value
+    stmt = _list_stmt(principal.sites is not None, bool(query.state), bool(query.severity),
+                      bool(query.camera), bool(query.since), bool(query.until),
+                      bool(query.cursor))
+    row = await deps_of(request).read(lambda conn: conn.execute(stmt, params).one())
+    return page_response(row, limit)
 
 
 async def get_alert(request: Request) -> Response:

@@ -80,6 +80,7 @@ def create_app(
         settings=settings, api=api, engine=db_engine, read_schema=schema,
         publisher=Publisher(producer), keys=keys,
         limiter=RateLimiter(api.rate_limit_per_s, api.rate_limit_burst),
+        anon_limiter=RateLimiter(api.anon_rate_limit_per_s, api.anon_rate_limit_burst),
         metrics=metrics, object_store=object_store, embed_image=embed_image,
     )
     if triton_probe is not None:

@@ -91,9 +91,18 @@ class KeyStore:
         self._cache: dict[str, tuple[float, Principal | None, str]] = {}
 
     def ensure_schema(self) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
-            self.table.metadata.create_all(conn)
+        # Several API worker processes start at once: serialise the check-then-create
+        # (a session lock, since the API's engine runs in autocommit).
+        lock = sa.text("SELECT pg_advisory_lock(hashtext(:k))")
+        unlock = sa.text("SELECT pg_advisory_unlock(hashtext(:k))")
+        with self.engine.connect() as conn:
+            conn.execute(lock, {"k": f"vigil-api-keys:{self.schema}"})
+            try:
+                conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
+                self.table.metadata.create_all(conn)
+                conn.commit()
+            finally:
+                conn.execute(unlock, {"k": f"vigil-api-keys:{self.schema}"})
 
     def create(self, name: str, role: str, sites: list[str] | None = None) -> tuple[str, str]:
         """Create a key; returns (key_id, key). The key is shown once and never stored."""
@@ -127,6 +136,17 @@ class KeyStore:
                     self.table.c.key_id == key_id, self.table.c.revoked_at.is_(None)
                 )
             ).first()
+
+    def cached(self, key: str) -> Principal | None:
+        """The principal if `key` is verified and still cached: no I/O, so the caller can
+        tell a known-good key from one that would cost a database lookup."""
+        parts = key.split("_", 2)
+        if len(parts) != 3 or parts[0] != KEY_PREFIX:
+            return None
+        cached = self._cache.get(parts[1])
+        if cached is None or cached[0] < time.monotonic() or cached[1] is None:
+            return None
+        return cached[1] if hmac.compare_digest(cached[2], hash_key(key)) else None
 
     async def authenticate(self, key: str) -> Principal | None:
         parts = key.split("_", 2)

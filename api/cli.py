@@ -40,7 +40,8 @@ def build_app():  # type: ignore[no-untyped-def]
         return "model ready"
 
     return create_app(
-        settings, make_engine(settings.database_url), EventProducer(), api_settings=api,
+        settings, make_engine(settings.database_url, pool_size=api.db_pool_size),
+        EventProducer(), api_settings=api,
         object_store=store, embed_image=triton_embedder(settings.triton_url, api.triton_model),
         triton_probe=triton_probe,
     )
@@ -49,11 +50,17 @@ def build_app():  # type: ignore[no-untyped-def]
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from api.settings import load_api_settings
     from vigil.settings import get_settings
 
     settings = get_settings()
+    workers = args.workers or load_api_settings().workers
+    # Several workers need the app as an import string (each process builds its own);
+    # one worker builds it here so that bad configuration fails before binding.
+    app = "api.cli:build_app" if workers > 1 else build_app()
     uvicorn.run(
-        build_app(), host=args.host or settings.api_host, port=args.port or settings.api_port,
+        app, factory=workers > 1, workers=workers,
+        host=args.host or settings.api_host, port=args.port or settings.api_port,
         log_level="warning", access_log=False,  # access logs would carry query strings
         proxy_headers=False,
     )
@@ -93,6 +100,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     serve = api_sub.add_parser("serve", help="run the API with uvicorn")
     serve.add_argument("--host", help="default VIGIL_API_HOST")
     serve.add_argument("--port", type=int, help="default VIGIL_API_PORT")
+    serve.add_argument("--workers", type=int, help="default VIGIL_API_WORKERS (1)")
     serve.set_defaults(func=_serve)
     keys = api_sub.add_parser("keys", help="manage API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)

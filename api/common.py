@@ -12,8 +12,9 @@ from typing import Any
 import anyio.to_thread
 import sqlalchemy as sa
 from pydantic import BaseModel, Field
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from api.auth import Principal
 from api.deps import deps_of
@@ -98,6 +99,51 @@ def iso(value: datetime | None) -> str | None:
 
 def json_response(model: BaseModel, status: int = 200) -> JSONResponse:
     return JSONResponse(model.model_dump(mode="json"), status_code=status)
+
+
+def bound_page(stmt: sa.Select[Any], model: type[BaseModel], order: list[Any],
+               keys: tuple[str, str]) -> sa.Select[Any]:
+    """Wrap a page query (`stmt`: the model's columns by name, filtered with bound
+    parameters only) so that PostgreSQL returns the page already as JSON text, plus the
+    row count (``:lim`` + 1 means there is a next page) and the sort `keys` of the
+    page's last row (for the cursor). Parameters: ``lim`` (page size) and ``lim1``
+    (``lim`` + 1) besides the caller's own.
+
+    This is the listings' hot path, and both halves of it were Python work that cost
+    several times the query: parsing 50 rows x 25 columns into objects and encoding
+    them again (PostgreSQL's JSON encoder does it in C while reading the rows), and
+    building the SQLAlchemy statement (callers cache the result of this function per
+    query shape and pass values as parameters). Timestamps come out as ISO 8601 in UTC
+    (the API's sessions run in UTC).
+    """
+    lim = sa.bindparam("lim", type_=sa.Integer)
+    page = (stmt.add_columns(sa.func.row_number().over(order_by=order).label("_rn"))
+            .order_by(*order).limit(sa.bindparam("lim1", type_=sa.Integer))
+            .subquery("page"))
+    fields = [x for n in model.model_fields for x in (sa.literal_column(f"'{n}'"), page.c[n])]
+    obj = sa.func.json_build_object(*fields)
+    rn = page.c._rn
+    return sa.select(
+        sa.cast(sa.func.coalesce(
+            sa.func.json_agg(aggregate_order_by(obj, rn)).filter(rn <= lim),
+            sa.literal_column("'[]'::json")), sa.Text),
+        sa.func.count(),
+        sa.func.max(page.c[keys[0]]).filter(rn == lim),
+        sa.func.max(page.c[keys[1]]).filter(rn == lim),
+    )
+
+
+def bound_sites(column: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
+    """`site_filter` for cached statements: the key's sites as parameter ``sites``."""
+    return column.in_(sa.bindparam("sites", expanding=True))
+
+
+def page_response(row: Any, limit: int) -> Response:
+    """The JSON page from a `json_page` row; the items are passed through untouched."""
+    items, count, k1, k2 = row
+    cursor = encode_cursor(k1, k2) if count > limit else None
+    body = f'{{"items":{items},"next_cursor":{json.dumps(cursor)}}}'
+    return Response(body.encode(), media_type="application/json")
 
 
 def split_ref(ref: str, default_bucket: str, known: tuple[str, ...]) -> tuple[str, str]:

@@ -1,5 +1,6 @@
-"""Zones and rules: validated here, then published as config events on the compacted
-``vigil.config`` topic (key ``zone/ID`` / ``rule/ID``), where every agent reads them.
+"""Zones, lines and rules: validated here, then published as config events on the
+compacted ``vigil.config`` topic (key ``zone/ID`` / ``line/ID`` / ``rule/ID``), where
+every agent reads them.
 
 The API does not write the read model: the projector folds the published event like any
 other, so the zones table, the scene agent and a replay all agree. Validation happens
@@ -8,10 +9,12 @@ before publishing, because a bad polygon on a compacted topic would live forever
 
 from __future__ import annotations
 
+import math
+from datetime import datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -25,6 +28,7 @@ from api.routing import Endpoint
 from projections.tables import cameras, lines, rules, zones
 from schemas.events import (
     EntityDeleted,
+    LineConfigured,
     Point,
     RuleConfigured,
     Schedule,
@@ -58,6 +62,35 @@ class ZoneIn(BaseModel):
         if polygon_area(coords) < 1e-12:
             raise ValueError("polygon has no area")
         return self
+
+
+class LineIn(BaseModel):
+    """A directed line a->b in normalised image coordinates; "forward" is crossing from
+    its left side to its right side (agents/lines.py)."""
+
+    camera_id: str = Field(..., min_length=1, max_length=200)
+    name: str = Field(..., min_length=1, max_length=200)
+    a: PointIn
+    b: PointIn
+
+    @field_validator("b")
+    @classmethod
+    def _not_degenerate(cls, b: PointIn, info: ValidationInfo) -> PointIn:
+        # Checked on `b` so the 422 names the field; a zero-length line has no sides,
+        # so nothing could ever cross it.
+        a = info.data.get("a")
+        if isinstance(a, PointIn) and math.dist((a.x, a.y), (b.x, b.y)) < 1e-9:
+            raise ValueError("degenerate line: a and b are the same point")
+        return b
+
+
+class LineOut(BaseModel):
+    line_id: str
+    camera_id: str
+    name: str
+    a: dict[str, float]
+    b: dict[str, float]
+    configured_at: datetime
 
 
 class ScheduleIn(BaseModel):
@@ -125,6 +158,10 @@ class RuleList(BaseModel):
     items: list[RuleOut]
 
 
+class LineList(BaseModel):
+    items: list[LineOut]
+
+
 class ConfigQuery(BaseModel):
     camera: str | None = Field(None, max_length=200)
 
@@ -163,6 +200,16 @@ async def put_zone(request: Request, body: ZoneIn) -> Response:
         kind=body.kind, polygon=[Point(x=p.x, y=p.y) for p in body.polygon],
     )
     return await _publish(request, f"zone/{zone_id}", event)
+
+
+async def put_line(request: Request, body: LineIn) -> Response:
+    line_id = _check_entity_id(request.path_params["line_id"], "line")
+    await _known_camera(request, body.camera_id)
+    event = LineConfigured.create(
+        producer=PRODUCER, line_id=line_id, camera_id=body.camera_id, name=body.name,
+        a=Point(x=body.a.x, y=body.a.y), b=Point(x=body.b.x, y=body.b.y),
+    )
+    return await _publish(request, f"line/{line_id}", event)
 
 
 async def put_rule(request: Request, body: RuleIn) -> Response:
@@ -218,31 +265,39 @@ async def delete_zone(request: Request) -> Response:
     return await _delete(request, "zone", zones, zones.c.zone_id)
 
 
+async def delete_line(request: Request) -> Response:
+    return await _delete(request, "line", lines, lines.c.line_id)
+
+
 async def delete_rule(request: Request) -> Response:
     return await _delete(request, "rule", rules, rules.c.rule_id)
 
 
-async def list_zones(request: Request, query: ConfigQuery) -> Response:
+async def _list(request: Request, query: ConfigQuery, table: sa.Table, id_col: str
+                ) -> list[sa.Row[Any]]:
+    """Live (not deleted) entities on the key's sites' cameras, from the read model."""
     principal = principal_of(request)
-    stmt = (sa.select(zones).select_from(zones.join(cameras,
-                                                    cameras.c.camera_id == zones.c.camera_id))
-            .where(zones.c.deleted_at.is_(None), site_filter(principal, cameras.c.site_id))
-            .order_by(zones.c.zone_id).limit(10_000))
+    stmt = (sa.select(table).select_from(table.join(cameras,
+                                                    cameras.c.camera_id == table.c.camera_id))
+            .where(table.c.deleted_at.is_(None), site_filter(principal, cameras.c.site_id))
+            .order_by(table.c[id_col]).limit(10_000))
     if query.camera:
-        stmt = stmt.where(zones.c.camera_id == query.camera)
-    rows = await deps_of(request).read(lambda conn: conn.execute(stmt).all())
+        stmt = stmt.where(table.c.camera_id == query.camera)
+    return await deps_of(request).read(lambda conn: conn.execute(stmt).all())
+
+
+async def list_zones(request: Request, query: ConfigQuery) -> Response:
+    rows = await _list(request, query, zones, "zone_id")
     return json_response(ZoneList(items=[ZoneOut.model_validate(r._mapping) for r in rows]))
 
 
+async def list_lines(request: Request, query: ConfigQuery) -> Response:
+    rows = await _list(request, query, lines, "line_id")
+    return json_response(LineList(items=[LineOut.model_validate(r._mapping) for r in rows]))
+
+
 async def list_rules(request: Request, query: ConfigQuery) -> Response:
-    principal = principal_of(request)
-    stmt = (sa.select(rules).select_from(rules.join(cameras,
-                                                    cameras.c.camera_id == rules.c.camera_id))
-            .where(rules.c.deleted_at.is_(None), site_filter(principal, cameras.c.site_id))
-            .order_by(rules.c.rule_id).limit(10_000))
-    if query.camera:
-        stmt = stmt.where(rules.c.camera_id == query.camera)
-    rows = await deps_of(request).read(lambda conn: conn.execute(stmt).all())
+    rows = await _list(request, query, rules, "rule_id")
     return json_response(RuleList(items=[RuleOut.model_validate(r._mapping) for r in rows]))
 
 
@@ -256,6 +311,15 @@ ROUTES = [
              tag="config"),
     Endpoint("DELETE", "/api/v1/zones/{zone_id}", delete_zone,
              "Delete a zone: EntityDeleted plus a tombstone", permission="configure",
+             responses={202: Published, 503: None}, tag="config"),
+    Endpoint("GET", "/api/v1/lines", list_lines, "Configured directed lines",
+             query=ConfigQuery, responses={200: LineList}, tag="config"),
+    Endpoint("PUT", "/api/v1/lines/{line_id}", put_line,
+             "Create or replace a directed line: validated, published as LineConfigured",
+             permission="configure", body=LineIn, responses={202: Published, 503: None},
+             tag="config"),
+    Endpoint("DELETE", "/api/v1/lines/{line_id}", delete_line,
+             "Delete a line: EntityDeleted plus a tombstone", permission="configure",
              responses={202: Published, 503: None}, tag="config"),
     Endpoint("GET", "/api/v1/rules", list_rules, "Configured rules", query=ConfigQuery,
              responses={200: RuleList}, tag="config"),

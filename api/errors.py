@@ -12,7 +12,8 @@ import uuid
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -103,6 +104,16 @@ async def _data_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(400, "a parameter has a value the database cannot use")
 
 
+async def _db_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """The database is down, restarting, too slow (statement timeout) or the pool is
+    exhausted: the service is unavailable for now, which is not the client's fault
+    nor a bug. A dead pooled connection also lands here once, then is replaced."""
+    log.warning("database unavailable", extra={"path": request.url.path,
+                                               "reason": type(exc).__name__})
+    return error_response(503, "the read model is unavailable; retry shortly",
+                          headers={"Retry-After": "1"})
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     request_id = str(uuid.uuid4())
     log.exception(
@@ -117,5 +128,8 @@ EXCEPTION_HANDLERS = {
     HTTPException: _http_error,
     ValidationError: _validation_error,
     DataError: _data_error,
+    OperationalError: _db_unavailable,
+    InterfaceError: _db_unavailable,
+    PoolTimeout: _db_unavailable,
     Exception: _unexpected,
 }

@@ -7,6 +7,7 @@ inserted meanwhile never shift a page (unlike OFFSET).
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any, Literal
 
@@ -19,11 +20,13 @@ from api.auth import principal_of
 from api.common import (
     Page,
     PageQuery,
+    bound_page,
+    bound_sites,
     check_id,
     check_range,
     decode_cursor,
-    encode_cursor,
     json_response,
+    page_response,
     page_size,
     presign,
     site_filter,
@@ -31,7 +34,7 @@ from api.common import (
 from api.deps import deps_of
 from api.errors import ApiError
 from api.routing import Endpoint
-from projections.tables import cameras, scene_events
+from projections.tables import TS, cameras, scene_events
 
 EventType = Literal["ZoneEntered", "ZoneExited", "LineCrossed", "RuleTriggered",
                     "RuleCleared", "TrackSummary"]
@@ -73,34 +76,50 @@ _FROM = scene_events.outerjoin(cameras, cameras.c.camera_id == scene_events.c.ca
 _COLS = [scene_events.c[n] for n in EventOut.model_fields if n != "site_id"]
 
 
+@functools.lru_cache(maxsize=256)
+def _list_stmt(scoped: bool, camera: bool, type_: bool, since: bool, until: bool,
+               cursor: bool) -> sa.Select[Any]:
+    """The listing for one combination of filters, built once (see `bound_page`)."""
+    stmt = sa.select(*_COLS, cameras.c.site_id).select_from(_FROM)
+    if scoped:
+        stmt = stmt.where(bound_sites(cameras.c.site_id))
+    if camera:
+        stmt = stmt.where(scene_events.c.camera_id.in_(sa.bindparam("camera",
+                                                                    expanding=True)))
+    if type_:
+        stmt = stmt.where(scene_events.c.event_type.in_(sa.bindparam("type",
+                                                                     expanding=True)))
+    if since:
+        stmt = stmt.where(scene_events.c.occurred_at >= sa.bindparam("since", type_=TS))
+    if until:
+        stmt = stmt.where(scene_events.c.occurred_at < sa.bindparam("until", type_=TS))
+    if cursor:
+        stmt = stmt.where(sa.tuple_(scene_events.c.occurred_at, scene_events.c.event_id)
+                          < sa.tuple_(sa.bindparam("c_at", type_=TS),
+                                      sa.bindparam("c_id", type_=sa.Text)))
+    order = [scene_events.c.occurred_at.desc(), scene_events.c.event_id.desc()]
+    return bound_page(stmt, EventOut, order, ("occurred_at", "event_id"))
+
+
 async def list_events(request: Request, query: EventQuery) -> Response:
     principal = principal_of(request)
     check_range(query.since, query.until)
     if query.camera and any(len(c) > 200 for c in query.camera):
         raise ApiError(422, "camera ids are at most 200 characters")
     limit = page_size(request, query.limit)
-    stmt = (sa.select(*_COLS, cameras.c.site_id).select_from(_FROM)
-            .where(site_filter(principal, cameras.c.site_id)))
-    if query.camera:
-        stmt = stmt.where(scene_events.c.camera_id.in_(query.camera))
-    if query.type:
-        stmt = stmt.where(scene_events.c.event_type.in_(query.type))
-    if query.since:
-        stmt = stmt.where(scene_events.c.occurred_at >= query.since)
-    if query.until:
-        stmt = stmt.where(scene_events.c.occurred_at < query.until)
+    params: dict[str, Any] = {"lim": limit, "lim1": limit + 1}
+    if principal.sites is not None:
+        params["sites"] = sorted(principal.sites)
     if query.cursor:
-        at, eid = decode_cursor(query.cursor, (datetime, str))
-        stmt = stmt.where(sa.tuple_(scene_events.c.occurred_at, scene_events.c.event_id)
-                          < (at, eid))
-    stmt = stmt.order_by(scene_events.c.occurred_at.desc(),
-                         scene_events.c.event_id.desc()).limit(limit + 1)
-    rows = await deps_of(request).read(lambda conn: conn.execute(stmt).all())
-    items = [EventOut.model_validate(r._mapping) for r in rows[:limit]]
-    cursor = None
-    if len(rows) > limit:
-        cursor = encode_cursor(items[-1].occurred_at, items[-1].event_id)
-    return json_response(EventPage(items=items, next_cursor=cursor))
+        params["c_at"], params["c_id"] = decode_cursor(query.cursor, (datetime, str))
+    for name in ("camera", "type", "since", "until"):
+        value = getattr(query, name)
+        if value:
+            params[name] = value
+    stmt = _list_stmt(principal.sites is not None, bool(query.camera), bool(query.type),
+                      bool(query.since), bool(query.until), bool(query.cursor))
+    row = await deps_of(request).read(lambda conn: conn.execute(stmt, params).one())
+    return page_response(row, limit)
 
 
 async def get_event(request: Request) -> Response:

@@ -1,4 +1,5 @@
-"""Per-key token buckets: a noisy client slows down itself, not everyone else.
+"""Token buckets per API key, and per client address for requests without a valid key:
+a noisy client slows down itself, not everyone else.
 
 In-process on purpose: one API process per host behind a load balancer gives each
 process its own budget, which is good enough to stop a runaway script; a shared limiter
@@ -22,6 +23,15 @@ class RateLimiter:
         self.rate = rate_per_s
         self.burst = float(burst)
         self._buckets: dict[str, _Bucket] = {}
+
+    def waiting(self, key: str, now: float | None = None) -> float:
+        """Seconds until `key` may spend a token again (0 = now); spends nothing."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return 0.0
+        now = time.monotonic() if now is None else now
+        tokens = min(self.burst, bucket.tokens + (now - bucket.stamp) * self.rate)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
 
     def take(self, key: str, now: float | None = None) -> float:
         """Spend one token; returns 0 when allowed, else the seconds to wait."""

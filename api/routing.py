@@ -8,6 +8,7 @@ role checks and the per-key rate limit happen here, before any handler runs.
 from __future__ import annotations
 
 import json
+import math
 import types
 import typing
 from collections.abc import Awaitable, Callable
@@ -52,28 +53,48 @@ def parse_model(model: type[BaseModel], data: dict[str, Any], where: str) -> Bas
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ApiError(
-            422, f"invalid {where}", details={"errors": validation_details(exc)}
-        ) from None
+        # Locations start with "query"/"body", like the checks made after parsing
+        # (unknown camera, zone or line), so a client finds the field the same way.
+        errors = [{**e, "loc": [where, *e["loc"]]} for e in validation_details(exc)]
+        raise ApiError(422, f"invalid {where}", details={"errors": errors}) from None
+
+
+def _too_many(deps: Any, wait: float, message: str) -> ApiError:
+    deps.metrics.rate_limited.inc()
+    return ApiError(429, message, details={"retry_after_s": round(wait, 3)},
+                    headers={"Retry-After": str(max(1, math.ceil(wait)))})
 
 
 async def authenticate(request: Request, permission: str) -> None:
+    """Key check, then the per-key budget, then the role.
+
+    Requests without a valid key spend their client address's anonymous budget; once
+    it is empty they get 429 and a key that is not already verified (cached) is not
+    even looked up, so a key-guessing script costs a dictionary lookup, not a query.
+    A valid key never spends the anonymous budget.
+    """
     deps = request.app.state.deps
     key = bearer_key(request)
-    if key is None:
-        raise ApiError(401, "an API key is required", headers={"WWW-Authenticate": "Bearer"})
-    principal = await deps.keys.authenticate(key)
+    principal = deps.keys.cached(key) if key is not None else None
     if principal is None:
-        raise ApiError(401, "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})
+        address = request.client.host if request.client else "unknown"
+        wait = deps.anon_limiter.waiting(address)
+        if wait > 0:
+            raise _too_many(deps, wait, "too many requests without a valid API key "
+                                        "from this address")
+        if key is not None:
+            principal = await deps.keys.authenticate(key)
+        if principal is None:
+            deps.anon_limiter.take(address)
+            if key is None:
+                raise ApiError(401, "an API key is required",
+                               headers={"WWW-Authenticate": "Bearer"})
+            raise ApiError(401, "invalid or revoked API key",
+                           headers={"WWW-Authenticate": "Bearer"})
     request.scope["principal"] = principal
     wait = deps.limiter.take(principal.key_id)
     if wait > 0:
-        deps.metrics.rate_limited.inc()
-        raise ApiError(
-            429, "rate limit exceeded for this key",
-            details={"retry_after_s": round(wait, 3)},
-            headers={"Retry-After": str(max(1, round(wait)))},
-        )
+        raise _too_many(deps, wait, "rate limit exceeded for this key")
     require(request, permission)
 
 

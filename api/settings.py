@@ -26,6 +26,10 @@ class ApiSettings(BaseSettings):
     #: Sustained requests per second per API key, and the burst above it.
     rate_limit_per_s: float = Field(50.0, gt=0)
     rate_limit_burst: int = Field(200, ge=1)
+    #: Requests without a valid key, per client address: enough for a login screen and
+    #: a few mistakes, far too little to guess keys or to load the database.
+    anon_rate_limit_per_s: float = Field(2.0, gt=0)
+    anon_rate_limit_burst: int = Field(20, ge=1)
     default_page_size: int = Field(50, ge=1)
     max_page_size: int = Field(500, ge=1)
     #: Nearest neighbours returned by appearance search at most.
@@ -44,6 +48,14 @@ class ApiSettings(BaseSettings):
     stream_poll_s: float = Field(0.2, gt=0)
     #: Seconds between SSE keep-alive comments.
     stream_keepalive_s: float = Field(15.0, gt=0)
+    #: A reconnecting stream client (``Last-Event-ID``) is replayed at most this many
+    #: missed events from the read model; further back it should reload the alert list.
+    stream_replay_max: int = Field(1000, ge=1, le=100_000)
+    #: Database connections per API process (plus as many again in overflow). Each
+    #: request holds one for a single short query, so ~20 serve 50 concurrent clients.
+    db_pool_size: int = Field(10, ge=1, le=200)
+    #: uvicorn worker processes for `vigil api serve` (each has its own pool and cache).
+    workers: int = Field(1, ge=1, le=64)
     triton_model: str = "appearance_embedder"
 
     @field_validator("cors_origins", mode="before")

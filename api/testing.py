@@ -32,6 +32,7 @@ from schemas.events import (
     CameraConfigured,
     EdgeHeartbeat,
     Event,
+    LineConfigured,
     Point,
     RuleConfigured,
     RuleTriggered,
@@ -161,6 +162,22 @@ def seed_world(w: World, events_per_camera: int = 7, alerts_per_camera: int = 1,
     w.send("config", "rule/rule-a1", RuleConfigured.create(
         producer=p, occurred_at=T0, rule_id="rule-a1", camera_id="cam-a1",
         rule_type="loitering", zone_id="zone-a1"))
+    for line, cam in (("line-a1", "cam-a1"), ("line-b1", "cam-b1")):
+        w.send("config", f"line/{line}", LineConfigured.create(
+            producer=p, occurred_at=T0, line_id=line, camera_id=cam, name="Gate",
+            a=Point(x=0.0, y=0.5), b=Point(x=1.0, y=0.5)))
+    # Entities the authorisation matrix may delete (a delete takes effect only once
+    # projected, so the ones above stay for the other tests).
+    w.send("config", "zone/zone-del", ZoneConfigured.create(
+        producer=p, occurred_at=T0, zone_id="zone-del", camera_id="cam-a2", name="Tmp",
+        kind="zone", polygon=[Point(x=0.1, y=0.1), Point(x=0.2, y=0.1),
+                              Point(x=0.2, y=0.2)]))
+    w.send("config", "line/line-del", LineConfigured.create(
+        producer=p, occurred_at=T0, line_id="line-del", camera_id="cam-a2", name="Tmp",
+        a=Point(x=0.1, y=0.1), b=Point(x=0.2, y=0.2)))
+    w.send("config", "rule/rule-del", RuleConfigured.create(
+        producer=p, occurred_at=T0, rule_id="rule-del", camera_id="cam-a2",
+        rule_type="loitering", zone_id="zone-del"))
     seq = 0
     for site, (_, cams) in SITES.items():
         for cam in cams:

@@ -75,7 +75,8 @@ def build(w: World, **api_overrides: Any) -> Any:
 @pytest.fixture(scope="module")
 def client(world: tuple[World, dict[str, Any]]) -> Iterator[TestClient]:
     w, _ = world
-    with TestClient(build(w, rate_limit_per_s=10_000, rate_limit_burst=10_000),
+    with TestClient(build(w, rate_limit_per_s=10_000, rate_limit_burst=10_000,
+                          anon_rate_limit_burst=10_000),
                     raise_server_exceptions=False) as c:
         yield c
 
@@ -161,6 +162,7 @@ def _matrix(ids: dict[str, Any]) -> list[tuple[str, str, dict[str, Any], set[str
     zone = {"camera_id": "cam-a1", "name": "z",
             "polygon": [{"x": 0.1, "y": 0.1}, {"x": 0.5, "y": 0.1}, {"x": 0.5, "y": 0.5}]}
     rule = {"camera_id": "cam-a1", "rule_type": "loitering", "zone_id": "zone-a1"}
+    line = {"camera_id": "cam-a1", "name": "l", "a": {"x": 0, "y": 0}, "b": {"x": 1, "y": 1}}
     return [
         ("GET", "/api/v1/alerts", {}, read),
         ("GET", f"/api/v1/alerts/{alert}", {}, read),
@@ -173,13 +175,38 @@ def _matrix(ids: dict[str, Any]) -> list[tuple[str, str, dict[str, Any], set[str
         ("GET", f"/api/v1/events/{event}", {}, read),
         ("GET", f"/api/v1/search/appearance?detection_id={det}", {}, read),
         ("GET", "/api/v1/zones", {}, read),
+        ("GET", "/api/v1/lines", {}, read),
         ("GET", "/api/v1/rules", {}, read),
         ("PUT", "/api/v1/zones/zone-x", {"json": zone}, {"admin"}),
+        ("PUT", "/api/v1/lines/line-x", {"json": line}, {"admin"}),
         ("PUT", "/api/v1/rules/rule-x", {"json": rule}, {"admin"}),
+        ("DELETE", "/api/v1/zones/zone-del", {}, {"admin"}),
+        ("DELETE", "/api/v1/lines/line-del", {}, {"admin"}),
+        ("DELETE", "/api/v1/rules/rule-del", {}, {"admin"}),
         ("GET", "/api/v1/reports/daily?date=2026-01-15", {}, read),
         ("GET", "/api/v1/audit/commands", {}, {"auditor", "admin"}),
         ("GET", "/api/v1/alerts/stream?max_events=1&timeout_s=0.2", {}, read),
     ]
+
+
+def test_role_matrix_covers_every_protected_operation(
+        client: TestClient, world: tuple[World, dict[str, Any]]) -> None:
+    spec = client.get("/openapi.json").json()
+    protected = {(m.upper(), path) for path, ops in spec["paths"].items()
+                 for m, op in ops.items() if op.get("security")}
+    covered = set()
+    for method, url, _, _ in _matrix(world[1]):
+        path = url.split("?")[0]
+        for m, templ in protected:
+            parts, tparts = path.split("/"), templ.split("/")
+            if m == method and len(parts) == len(tparts) and all(
+                    t.startswith("{") or t == p for p, t in zip(parts, tparts, strict=True)):
+                covered.add((m, templ))
+    # Image upload search is the same operation family as detection-id search, and
+    # the command-status lookup needs a command id; both are role-checked like "read".
+    assert protected - covered <= {("POST", "/api/v1/search/appearance"),
+                                   ("GET", "/api/v1/commands/{command_id}")}, \
+        sorted(protected - covered)
 
 
 def test_role_matrix(client: TestClient, world: tuple[World, dict[str, Any]]) -> None:
@@ -460,7 +487,70 @@ def test_zone_and_rule_validation_and_publishing(client: TestClient,
     assert "zone-lobby" in {z["zone_id"] for z in zones["items"]}
 
 
+def test_line_validation_publishing_listing_and_deletion(
+        client: TestClient, world: tuple[World, dict[str, Any]]) -> None:
+    w, _ = world
+    h = w.auth("admin")
+
+    def locs(resp: httpx.Response) -> list[list[str]]:
+        return [e["loc"] for e in _error_shape(resp, 422)["details"]["errors"]]
+
+    base = {"camera_id": "cam-a1", "name": "Entrance"}
+    same = {**base, "a": {"x": 0.4, "y": 0.4}, "b": {"x": 0.4, "y": 0.4}}
+    assert locs(client.put("/api/v1/lines/l-bad", json=same, headers=h)) == [["body", "b"]]
+    outside = {**base, "a": {"x": -0.1, "y": 0.4}, "b": {"x": 0.4, "y": 1.2}}
+    assert sorted(locs(client.put("/api/v1/lines/l-bad", json=outside, headers=h))) == [
+        ["body", "a", "x"], ["body", "b", "y"]]
+    unknown = {**base, "camera_id": "nope", "a": {"x": 0, "y": 0}, "b": {"x": 1, "y": 1}}
+    assert locs(client.put("/api/v1/lines/l-bad", json=unknown, headers=h)) == [
+        ["body", "camera_id"]]
+    good = {**base, "a": {"x": 0.0, "y": 0.6}, "b": {"x": 1.0, "y": 0.6}}
+    # A site-b admin cannot see (so cannot configure or delete) site-a cameras' lines.
+    assert locs(client.put("/api/v1/lines/line-new", json=good,
+                           headers=w.auth("admin_b"))) == [["body", "camera_id"]]
+    _error_shape(client.delete("/api/v1/lines/line-a1", headers=w.auth("admin_b")), 404)
+    resp = client.put("/api/v1/lines/line-new", json=good, headers=h)
+    assert resp.status_code == 202, resp.text
+    assert resp.json()["key"] == "line/line-new"
+    assert client.delete("/api/v1/lines/line-b1", headers=h).status_code == 202
+    codec = default_codec()
+    msgs = _consume(f"{w.prefix}.config", 500, timeout=5)
+    keyed = {m.key().decode(): codec.decode(m.value()) for m in msgs if m.value()}
+    published = keyed["line/line-new"]
+    assert published.event_type == "LineConfigured"
+    assert (published.a.x, published.a.y, published.b.x, published.b.y) == (0, 0.6, 1, 0.6)
+    assert keyed["line/line-b1"].event_type == "EntityDeleted"
+    w.project()  # the read model learns about lines from the topic, like every agent
+    lines = client.get("/api/v1/lines", headers=w.auth("auditor")).json()["items"]
+    by_id = {ln["line_id"]: ln for ln in lines}
+    assert by_id["line-new"]["a"] == {"x": 0.0, "y": 0.6} and "line-b1" not in by_id
+    assert "line-a1" in by_id
+    scoped = client.get("/api/v1/lines", headers=w.auth("viewer_b")).json()["items"]
+    assert all(ln["camera_id"] == "cam-b1" for ln in scoped)
+    one_cam = client.get("/api/v1/lines?camera=cam-a1", headers=h).json()["items"]
+    assert {ln["camera_id"] for ln in one_cam} == {"cam-a1"}
+
+
 # --------------------------------------------------------------------------- limits
+def test_requests_without_a_valid_key_are_limited_per_address(
+        world: tuple[World, dict[str, Any]]) -> None:
+    w, _ = world
+    app = build(w, anon_rate_limit_per_s=0.5, anon_rate_limit_burst=3)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        ok = w.auth("viewer_a")
+        assert c.get("/api/v1/sites", headers=ok).status_code == 200
+        bad = {"Authorization": f"Bearer {w.keys['viewer_a'][:-2]}xx"}  # guessed secret
+        codes = [c.get("/api/v1/sites", headers=bad).status_code for _ in range(3)]
+        assert codes == [401, 401, 401]
+        body = _error_shape(c.get("/api/v1/sites", headers=bad), 429)
+        assert body["error"] == "rate_limited"
+        _error_shape(c.get("/api/v1/alerts"), 429)  # no key at all: same address budget
+        # A verified key does not spend, and is not blocked by, the anonymous budget.
+        assert [c.get("/api/v1/sites", headers=ok).status_code for _ in range(5)] == [200] * 5
+        resp = c.get("/api/v1/sites", headers=bad)
+        assert resp.status_code == 429 and int(resp.headers["Retry-After"]) >= 1
+
+
 def test_rate_limit_and_body_limit(world: tuple[World, dict[str, Any]]) -> None:
     w, _ = world
     app = build(w, rate_limit_per_s=1, rate_limit_burst=3, max_body_bytes=1024)
@@ -540,3 +630,100 @@ def test_stream_delivers_alert_within_a_second_of_projection(
     assert [m["alert_id"] for m in got_a] == [new_alert]
     assert [m["alert_id"] for m in got_b] == [other_alert]
     assert received[w.keys["viewer_a"]] - t_proj < 1.0
+
+
+def test_stream_resumes_from_last_event_id_exactly_once_in_order(
+        world: tuple[World, dict[str, Any]]) -> None:
+    """An alert projected while the client is away is replayed on reconnect (from the
+    read model), once, in order, and the stream then continues live."""
+    w, _ = world
+    app = build(w, rate_limit_per_s=1000, rate_limit_burst=1000, stream_poll_s=0.1)
+    tag = uuid.uuid4().hex[:6]
+    key = w.keys["viewer_a"]
+
+    def raise_alert(n: int, incident: str | None = None) -> str:
+        alert_id = f"alert-resume-{tag}-{n}"
+        inc = incident or f"inc-resume-{tag}-{n}"
+        w.send("alerts", inc, AlertRaised.create(
+            producer="t", occurred_at=T0 + timedelta(days=30, seconds=n), alert_id=alert_id,
+            incident_key=inc, site_id="site-a", camera_id="cam-a1", zone_id=None,
+            rule_id="rule-a1", rule_type="loitering", severity="warning",
+            first_evidence_at=T0, last_evidence_at=T0, snapshot_ref=None, version=1))
+        return alert_id
+
+    async def read(base: str, n: int, last_id: str | None, sink: list[tuple[str, str]],
+                   on_ready: asyncio.Event | None = None) -> str | None:
+        """Read until `n` of this test's alert events arrived, then hang up (as a
+        dropped connection would); returns the last ``id:`` seen."""
+        headers = {"Authorization": f"Bearer {key}"}
+        if last_id is not None:
+            headers["Last-Event-ID"] = last_id
+        current = None
+        async with httpx.AsyncClient(base_url=base, timeout=30) as c, c.stream(
+                "GET", "/api/v1/alerts/stream?timeout_s=25",
+                headers=headers) as resp:
+            assert resp.status_code == 200
+            async for line in resp.aiter_lines():
+                if line.startswith("id: "):
+                    current = line[4:]
+                    if on_ready is not None:
+                        on_ready.set()  # the first id is the position on connect
+                elif line.startswith("data: "):
+                    msg = json.loads(line[6:])
+                    if msg["alert_id"].startswith(f"alert-resume-{tag}"):
+                        sink.append((msg["alert_id"], msg["event_type"]))
+                        if len(sink) >= n:
+                            break
+        return current
+
+    async def main(base: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        first: list[tuple[str, str]] = []
+        ready = asyncio.Event()
+        t1 = asyncio.create_task(read(base, 1, None, first, ready))
+        await asyncio.wait_for(ready.wait(), 15)
+        a0 = raise_alert(0)
+        await asyncio.to_thread(w.project)
+        last_id = await asyncio.wait_for(t1, 15)
+        assert first == [(a0, "AlertRaised")] and last_id
+        # Disconnected: three alerts, two of them on one incident (same partition).
+        a1 = raise_alert(1)
+        a2 = raise_alert(2, incident=f"inc-resume-{tag}-1")
+        a3 = raise_alert(3)
+        await asyncio.to_thread(w.project)
+        second: list[tuple[str, str]] = []
+        resume_ready = asyncio.Event()
+        t2 = asyncio.create_task(read(base, 4, last_id, second, resume_ready))
+        await asyncio.wait_for(resume_ready.wait(), 15)
+        a4 = raise_alert(4)  # live, after the replay
+        await asyncio.to_thread(w.project)
+        await asyncio.wait_for(t2, 20)
+        assert {a for a, _ in second} == {a1, a2, a3, a4}
+        return first, second
+
+    with serve(app) as base:
+        _, second = asyncio.run(main(base))
+    ids = [a for a, _ in second]
+    assert len(ids) == len(set(ids)) == 4  # nothing twice, a0 not replayed
+    assert ids[-1].endswith("-4")  # the replay comes before the live event
+    assert ids.index(f"alert-resume-{tag}-1") < ids.index(f"alert-resume-{tag}-2")
+
+
+def test_stream_resume_too_far_back_says_reset_and_bad_ids_are_400(
+        world: tuple[World, dict[str, Any]]) -> None:
+    w, _ = world
+    app = build(w, stream_replay_max=1, stream_poll_s=0.1)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        h = w.auth("auditor")
+        _error_shape(c.get("/api/v1/alerts/stream?timeout_s=0.5",
+                           headers={**h, "Last-Event-ID": "not-a-position"}), 400)
+        # From the very beginning: more than one missed event, so no partial replay.
+        body = c.get("/api/v1/alerts/stream?timeout_s=0.5",
+                     headers={**h, "Last-Event-ID": "0:-1"}).text
+        frames = [f for f in body.split("\n\n") if f.strip()]
+        reset = next(f for f in frames if "event: reset" in f)
+        assert '"max_replay": 1' in reset and "\nevent: AlertRaised" not in body
+        # The reset carries the current position: resuming from it replays nothing.
+        position = reset.split("\n")[0].removeprefix("id: ")
+        again = c.get("/api/v1/alerts/stream?timeout_s=0.5",
+                      headers={**h, "Last-Event-ID": position}).text
+        assert "event: " not in again and f"id: {position}" in again
