@@ -47,7 +47,7 @@ def step(
     t_us: int,
     count: int | None,
     track_ids: list[str],
-    evidence_id: str,
+    evidence_id: str | int,
     armed: bool,
     params: CrowdParams,
 ) -> tuple[dict[str, Any], CrowdStep]:

@@ -7,7 +7,7 @@ between validation and evaluation would make a valid-looking zone behave differe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 Pt = tuple[float, float]
 Box = tuple[float, float, float, float]  # x1, y1, x2, y2
@@ -60,6 +60,33 @@ def point_in_polygon(p: Pt, polygon: Sequence[Pt]) -> bool:
                 inside = not inside
         j = i
     return inside
+
+
+def polygon_test(polygon: Sequence[Pt]) -> Callable[[Pt], bool]:
+    """`point_in_polygon` for one fixed polygon, precomputed: the scene engine asks it for
+    every track in every zone on every frame. Points outside the bounding box are
+    rejected at once and, for an axis-aligned rectangle (the usual zone), points clearly
+    inside accepted at once; everything near an edge takes the exact test, so the answer
+    is always the same as `point_in_polygon`'s."""
+    pts = tuple((float(x), float(y)) for x, y in polygon)
+    if len(pts) < 3:
+        return lambda p: False
+    xs, ys = [x for x, _ in pts], [y for _, y in pts]
+    m = 1e-9
+    lo_x, hi_x, lo_y, hi_y = min(xs) - m, max(xs) + m, min(ys) - m, max(ys) + m
+    rect = len(pts) == 4 and all(
+        (a[0] == b[0]) != (a[1] == b[1]) for a, b in zip(pts, pts[1:] + pts[:1], strict=True))
+    in_x0, in_x1, in_y0, in_y1 = min(xs) + m, max(xs) - m, min(ys) + m, max(ys) - m
+
+    def test(p: Pt) -> bool:
+        x, y = p
+        if x < lo_x or x > hi_x or y < lo_y or y > hi_y:
+            return False
+        if rect and in_x0 < x < in_x1 and in_y0 < y < in_y1:
+            return True
+        return point_in_polygon(p, pts)
+
+    return test
 
 
 def _on_segment(p: Pt, a: Pt, b: Pt) -> bool:

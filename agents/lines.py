@@ -1,7 +1,7 @@
 """Directed line crossing: which side of a->b each track was last on.
 
 Per (line, track) the state keeps the last point where the track was strictly on one side
-(``{"side": ±1, "p": [x, y], "seen": t}``). A crossing is a change of side whose movement
+(``{"side": ±1, "p": [x, y]}``). A crossing is a change of side whose movement
 actually passes through the segment a-b (walking round the end of a short line is not a
 crossing). Keeping the last *strictly-sided* point means a person who stops exactly on
 the line crosses once, when they leave it on the other side, never twice.
@@ -44,5 +44,5 @@ def step(
             direction = line_crossing(tuple(prev["p"]), p, a, b)  # type: ignore[arg-type]
             if direction is not None and confirmed:
                 crossings.append((tid, direction))
-        new[tid] = {"side": s, "p": [p[0], p[1]], "seen": t}
+        new[tid] = {"side": s, "p": [p[0], p[1]]}
     return new, crossings

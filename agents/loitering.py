@@ -32,7 +32,7 @@ class LoiterStep:
 def step(
     state: dict[str, Any],
     t_us: int,
-    inside: dict[str, tuple[str, bool]],
+    inside: dict[str, tuple[str | int, bool]],
     armed: bool,
     params: LoiterParams,
     ended: frozenset[str] = frozenset(),
@@ -65,10 +65,15 @@ def step(
         else:
             p = dict(p, evidence=list(p["evidence"]))
         p["last_in"] = t_us
+        if p["fired"]:
+            new[tid] = p  # evidence matters only for the trigger: no longer collected
+            continue
         if evidence_id and (not p["evidence"] or p["evidence"][-1] != evidence_id):
             p["evidence"] = [*p["evidence"], evidence_id][-params.evidence_cap :]
-        if armed and confirmed and not p["fired"] and t_us - p["entered"] >= dwell_us:
+        if armed and confirmed and t_us - p["entered"] >= dwell_us:
             p["fired"] = True
             out.fired.append((tid, p))
+            new[tid] = dict(p, evidence=[])  # the trigger keeps `p`; the state need not
+            continue
         new[tid] = p
     return new, out

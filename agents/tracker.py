@@ -7,10 +7,14 @@ values) keyed by camera, so a restart or a rebalance resumes the exact same trac
 replay of the same detections yields the same track ids (``f"{camera}-{counter}"``).
 
 Model: each track keeps its last box and a velocity (per second) of the box corners,
-smoothed alpha-beta style (a Kalman filter with fixed gains). Association is greedy by
-IoU between detections and the tracks' predicted boxes (constant velocity), then a second
-greedy pass by centre distance for what is left, because at 1 fps a walker's boxes in
-consecutive frames often do not overlap at all. Birth: a track is confirmed after
+smoothed alpha-beta style (a Kalman filter with fixed gains; plain float arithmetic, since
+numpy on 4-vectors costs more than it saves). Association is an optimal assignment
+(Hungarian, `assign`) on IoU between detections and the tracks' predicted boxes
+(constant velocity), gated by `iou_min`, then a second optimal assignment by centre
+distance for what is left, gated by plausible walking speed, because at 1 fps a walker's
+boxes in consecutive frames often do not overlap at all. Greedy matching (best pair
+first) swaps the identities of two people walking side by side whenever the best single
+pair is not part of the best overall matching. Birth: a track is confirmed after
 `min_hits` observations within `confirm_window_s`; a tentative track that misses that
 window is dropped silently. Death: a track unseen for longer than `max_age_s` ends
 (hysteresis: one missed frame never ends a track). Everything is iterated in a fixed
@@ -22,7 +26,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.geometry import Box, iou
+from agents.geometry import Box
+
+#: boxes and velocities are stored rounded to this many decimals (a millionth of the
+#: image is far below a pixel): float32 detections otherwise print as 17 digits, and the
+#: state is written to RocksDB and its changelog on every frame
+STATE_DIGITS = 6
 
 
 @dataclass(frozen=True)
@@ -87,6 +96,100 @@ def _centre(b: Box) -> tuple[float, float]:
     return ((b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0)
 
 
+def assign(costs: dict[tuple[int, int], float]) -> list[tuple[int, int]]:
+    """Optimal assignment over the allowed (row, col) pairs with their costs.
+
+    Maximises the number of matched pairs first and, among those, minimises the total
+    cost; pairs not in `costs` are never matched (the gate). Rows and columns are any
+    ints. The allowed pairs split into connected components, each solved on its own: at
+    1 fps most tracks have one candidate, so most components are a single pair and the
+    O(n³) Hungarian method runs only where people are close together. Deterministic for
+    a given input (ties resolved by row, then column order).
+    """
+    if not costs:
+        return []
+    row_deg: dict[int, int] = {}
+    col_deg: dict[int, int] = {}
+    for r, c in costs:
+        row_deg[r] = row_deg.get(r, 0) + 1
+        col_deg[c] = col_deg.get(c, 0) + 1
+    out = [rc for rc in costs if row_deg[rc[0]] == 1 and col_deg[rc[1]] == 1]
+    if len(out) == len(costs):  # every candidate unambiguous (the usual case)
+        return sorted(out)
+    # connected components of the bipartite graph (union-find over rows and columns)
+    parent: dict[tuple[int, int], tuple[int, int]] = {}
+
+    def find(x: tuple[int, int]) -> tuple[int, int]:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    rest = [rc for rc in costs if row_deg[rc[0]] > 1 or col_deg[rc[1]] > 1]
+    for r, c in rest:
+        a, b = find((0, r)), find((1, c))
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    groups: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for rc in sorted(rest):
+        groups.setdefault(find((0, rc[0])), []).append(rc)
+    for pairs in groups.values():
+        rows = sorted({r for r, _ in pairs})
+        cols = sorted({c for _, c in pairs})
+        # an infeasible pair costs more than any set of feasible ones: cardinality first
+        big = 1.0 + sum(abs(costs[p]) for p in pairs) * 2
+        if len(rows) <= len(cols):
+            m = [[costs.get((r, c), big) for c in cols] for r in rows]
+            got = [(rows[i], cols[j]) for i, j in _hungarian(m)]
+        else:
+            m = [[costs.get((r, c), big) for r in rows] for c in cols]
+            got = [(rows[j], cols[i]) for i, j in _hungarian(m)]
+        out += [rc for rc in got if rc in costs]
+    return sorted(out)
+
+
+def _hungarian(a: list[list[float]]) -> list[tuple[int, int]]:
+    """Minimum-cost assignment of every row of an n x m matrix (n <= m) to a distinct
+    column: the shortest augmenting path form of the Hungarian method, O(n² m)."""
+    n, m = len(a), len(a[0])
+    inf = float("inf")
+    u = [0.0] * (n + 1)
+    v = [0.0] * (m + 1)
+    p = [0] * (m + 1)  # p[j]: row (1-based) assigned to column j; 0 = free
+    way = [0] * (m + 1)
+    for i in range(1, n + 1):
+        p[0] = i
+        j0 = 0
+        minv = [inf] * (m + 1)
+        used = [False] * (m + 1)
+        while True:
+            used[j0] = True
+            i0, delta, j1 = p[j0], inf, 0
+            row = a[i0 - 1]
+            ui0 = u[i0]
+            for j in range(1, m + 1):
+                if not used[j]:
+                    cur = row[j - 1] - ui0 - v[j]
+                    if cur < minv[j]:
+                        minv[j], way[j] = cur, j0
+                    if minv[j] < delta:
+                        delta, j1 = minv[j], j
+            for j in range(m + 1):
+                if used[j]:
+                    u[p[j]] += delta
+                    v[j] -= delta
+                else:
+                    minv[j] -= delta
+            j0 = j1
+            if p[j0] == 0:
+                break
+        while j0:
+            j1 = way[j0]
+            p[j0] = p[j1]
+            j0 = j1
+    return sorted((p[j] - 1, j - 1) for j in range(1, m + 1) if p[j])
+
+
 def update(
     state: dict[str, Any],
     camera_id: str,
@@ -108,43 +211,49 @@ def update(
     dets = [d for d in detections if d[1] in params.labels]
     preds = [_predict(tr, t, params) for tr in tracks]
 
-    # first pass: greedy by IoU, ties broken by order (deterministic)
-    pairs = []
-    for ti, pb in enumerate(preds):
-        for di, (_, label, box) in enumerate(dets):
-            if label != tracks[ti]["label"]:
+    # first pass: optimal assignment on IoU (cost 1 - IoU), gated by iou_min
+    # (`geometry.iou` inlined, same arithmetic: 64 calls a frame at 8 people)
+    costs: dict[tuple[int, int], float] = {}
+    det_areas = [max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1]) for _, _, b in dets]
+    for ti, (px1, py1, px2, py2) in enumerate(preds):
+        tlabel = tracks[ti]["label"]
+        parea = max(0.0, px2 - px1) * max(0.0, py2 - py1)
+        for di, (_, label, (x1, y1, x2, y2)) in enumerate(dets):
+            if label != tlabel:
                 continue
-            score = iou(pb, box)
+            ix = (px2 if px2 < x2 else x2) - (px1 if px1 > x1 else x1)
+            if ix <= 0:
+                continue
+            iy = (py2 if py2 < y2 else y2) - (py1 if py1 > y1 else y1)
+            if iy <= 0:
+                continue
+            inter = ix * iy
+            union = parea + det_areas[di] - inter
+            score = inter / union if union > 1e-12 else 0.0
             if score >= params.iou_min:
-                pairs.append((-score, ti, di))
-    pairs.sort()
-    matched_t: dict[int, int] = {}
-    matched_d: set[int] = set()
-    for _, ti, di in pairs:
-        if ti in matched_t or di in matched_d:
-            continue
-        matched_t[ti] = di
-        matched_d.add(di)
+                costs[(ti, di)] = 1.0 - score
+    matched_t: dict[int, int] = dict(assign(costs))
+    matched_d: set[int] = set(matched_t.values())
 
-    # second pass: centre distance, gated by plausible walking speed
-    pairs2 = []
+    # second pass: optimal assignment on centre distance (in box heights) for what is
+    # left, gated by plausible walking speed
+    costs = {}
     for ti, pb in enumerate(preds):
         if ti in matched_t:
             continue
         dt = max(t - tracks[ti]["last_seen"], 1e-3)
+        gate = params.max_speed_heights_s * max(dt, 1.0)
         cx, cy = _centre(pb)
+        tlabel = tracks[ti]["label"]
         for di, (_, label, box) in enumerate(dets):
-            if di in matched_d or label != tracks[ti]["label"]:
+            if di in matched_d or label != tlabel:
                 continue
             h = max(box[3] - box[1], pb[3] - pb[1], 1e-3)
             dx, dy = _centre(box)
             dist = ((dx - cx) ** 2 + (dy - cy) ** 2) ** 0.5 / h
-            if dist <= params.max_speed_heights_s * max(dt, 1.0):
-                pairs2.append((dist, ti, di))
-    pairs2.sort()
-    for _, ti, di in pairs2:
-        if ti in matched_t or di in matched_d:
-            continue
+            if dist <= gate:
+                costs[(ti, di)] = dist
+    for ti, di in assign(costs):
         matched_t[ti] = di
         matched_d.add(di)
 
@@ -158,9 +267,10 @@ def update(
             dt = t - tr["last_seen"]
             if dt > 0:
                 g = params.velocity_gain
-                inst = [(box[k] - tr["box"][k]) / dt for k in range(4)]
-                tr["vel"] = [(1 - g) * tr["vel"][k] + g * inst[k] for k in range(4)]
-            tr["box"] = list(box)
+                b0, v0 = tr["box"], tr["vel"]
+                tr["vel"] = [round((1 - g) * v0[k] + g * (box[k] - b0[k]) / dt, STATE_DIGITS)
+                             for k in range(4)]
+            tr["box"] = [round(x, STATE_DIGITS) for x in box]
             tr["last_seen"] = t
             tr["hits"] = tr["hits"] + 1
             newly = False
@@ -190,7 +300,7 @@ def update(
         tr = {
             "id": f"{camera_id}-{counter}",
             "label": label,
-            "box": list(box),
+            "box": [round(x, STATE_DIGITS) for x in box],
             "vel": [0.0, 0.0, 0.0, 0.0],
             "first_seen": t,
             "last_seen": t,

@@ -83,29 +83,47 @@ def _builder(cls: type) -> Callable[[dict[str, Any]], Any]:
                 sub = _builder(item)  # type: ignore[arg-type]
                 converters[f.name] = lambda v, sub=sub: [sub(x) for x in v]
     names = [f.name for f in dataclasses.fields(cls)]
+    plain = [n for n in names if n not in converters]
+    nested = list(converters.items())
 
     def build(data: dict[str, Any]) -> Any:
-        kwargs = {}
-        for name in names:
+        # one pass over the record's own fields (a decoded dict may hold more after
+        # schema resolution, never less than the reader schema's)
+        kwargs = {name: data[name] for name in plain if name in data}
+        for name, conv in nested:
             if name in data:
-                value = data[name]
-                conv = converters.get(name)
-                kwargs[name] = conv(value) if conv else value
+                kwargs[name] = conv(data[name])
         return cls(**kwargs)
 
     return build
 
 
+@cache
+def _field_names(cls: type) -> tuple[tuple[str, bool], ...]:
+    """(name, may hold records) per field: `dataclasses.fields` per encode was a tenth of
+    the scene worker's encode cost."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        _, inner = _is_optional(hints[f.name])
+        args = typing.get_args(inner) if typing.get_origin(inner) is list else ()
+        nested = dataclasses.is_dataclass(inner) or any(dataclasses.is_dataclass(a)
+                                                        for a in args)
+        out.append((f.name, nested or inner is Any))
+    return tuple(out)
+
+
 def to_avro_dict(obj: Any) -> dict[str, Any]:
     """Shallow-walk a record into the dict fastavro writes (no deep copies of bytes)."""
     out: dict[str, Any] = {}
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        if dataclasses.is_dataclass(value):
-            value = to_avro_dict(value)
-        elif isinstance(value, list) and value and dataclasses.is_dataclass(value[0]):
-            value = [to_avro_dict(v) for v in value]
-        out[f.name] = value
+    for name, nested in _field_names(type(obj)):
+        value = getattr(obj, name)
+        if nested:
+            if dataclasses.is_dataclass(value):
+                value = to_avro_dict(value)
+            elif isinstance(value, list) and value and dataclasses.is_dataclass(value[0]):
+                value = [to_avro_dict(v) for v in value]
+        out[name] = value
     return out
 
 
@@ -246,7 +264,10 @@ class Codec:
             raise CodecError(f"no reader schema for event type {name!r}")
         stream = io.BytesIO(body)
         try:
-            record = fastavro.schemaless_reader(stream, writer_schema, reader)
+            # written with today's schema (the usual case): nothing to resolve, and
+            # fastavro's resolution pass costs more than the read itself
+            record = fastavro.schemaless_reader(
+                stream, writer_schema, None if writer_schema is reader else reader)
         except Exception as exc:  # fastavro raises many types on corrupt input
             raise CodecError(f"corrupt {name} body: {type(exc).__name__}: {exc}") from exc
         if stream.tell() != len(body):

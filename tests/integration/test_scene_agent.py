@@ -145,6 +145,14 @@ def workers(worker_env: dict[str, str], tmp_path: Path) -> Iterator[list[Worker]
         w.stop()
 
 
+def start_worker(env: dict[str, str], log: Path, workers: list[Worker]) -> Worker:
+    """A started worker, stopped by the `workers` fixture at the end of the test."""
+    w = Worker(env, log)
+    workers.append(w)
+    w.start()
+    return w
+
+
 def test_scene_agent_rules_and_crash_resume(
     worker_env: dict[str, str], workers: list[Worker], tmp_path: Path
 ) -> None:
@@ -165,9 +173,7 @@ def test_scene_agent_rules_and_crash_resume(
     assert producer.flush() == 0
 
     log = tmp_path / "worker.log"
-    w = Worker(worker_env, log)
-    workers.append(w)
-    w.start()
+    w = start_worker(worker_env, log, workers)
     # wait until the worker is demonstrably mid-stream (some outputs exist), then kill -9
     first_ids = {i for i, e in expected.items()
                  if e.occurred_at <= frames[cut // 2].occurred_at}
@@ -182,9 +188,7 @@ def test_scene_agent_rules_and_crash_resume(
     committed = committed_frames()
     assert committed < len(frames) + 1, "worker had committed everything before the kill"
 
-    w2 = Worker(worker_env, log)
-    workers.append(w2)
-    w2.start()
+    w2 = start_worker(worker_env, log, workers)
     got = read_scene(set(expected), timeout=180, worker=w2)
     missing = set(expected) - set(got)
     extra = set(got) - set(expected)
@@ -222,3 +226,109 @@ def test_scene_agent_rules_and_crash_resume(
             reasons.append(dict(msg.headers() or []))
     c.close()
     assert reasons and reasons[0]["vigil.stage"] == b"scene"
+
+
+# ----------------------------------------------------------------- config change live
+
+#: the worker notices a config change within its poll period (agents.scene.CONFIG_POLL_S,
+#: 2 s) and reloads before its next batch; this is the bound the test allows for that
+CONFIG_CHANGE_BOUND_S = 2 * 2.0 + 1.0
+CHANGE_AT_S = 30.0  # event time (s from start) of the last frame judged by the old config
+DOOR = [[0.75, 0.5], [0.95, 0.5], [0.95, 0.95], [0.75, 0.95]]
+
+
+def _site(version: int) -> dict[str, object]:
+    """v1: loitering after 300 s, a line rule on cc2. v2 (applied while the worker runs):
+    loitering after 20 s, the line rule deleted (tombstone), a perimeter zone added."""
+    from agents.scene_bench import BENCH_ZONE
+
+    zones: list[dict[str, object]] = [
+        {"zone_id": "bench-cc", "camera_id": "cc", "polygon": BENCH_ZONE}]
+    rules: list[dict[str, object]] = [
+        {"rule_id": "loiter-cc", "rule_type": "loitering", "zone_id": "bench-cc",
+         "dwell_s": 300 if version == 1 else 20, "gap_tolerance_s": 6}]
+    if version == 1:
+        rules.append({"rule_id": "gate-cc2", "rule_type": "line_crossing",
+                      "line_id": "gate2", "direction": "forward"})
+    else:
+        zones.append({"zone_id": "door-cc", "camera_id": "cc", "kind": "perimeter",
+                      "polygon": DOOR})
+        rules.append({"rule_id": "door-cc", "rule_type": "perimeter", "zone_id": "door-cc"})
+    return {"site_id": "cfg", "cameras": [{"camera_id": "cc"}, {"camera_id": "cc2"}],
+            "zones": zones, "rules": rules,
+            "lines": [{"line_id": "gate2", "camera_id": "cc2", "a": [0.5, 0.95],
+                       "b": [0.5, 0.3]}]}
+
+
+def _config_change_frames() -> dict[str, list]:
+    from agents.scene_bench import DAY, FrameSpec, Person, frames
+
+    loiterer = Person([(0, 0.1, 0.8), (2, 0.5, 0.8), (45, 0.52, 0.8)])
+    intruder = Person([(32, 0.97, 0.7), (35, 0.85, 0.7), (45, 0.86, 0.7)])
+    walker1 = Person([(0, 0.1, 0.7), (16, 0.9, 0.7)])
+    walker2 = Person([(31, 0.1, 0.6), (45, 0.9, 0.6)])
+    return {"cc": frames(FrameSpec("cc", DAY, 45, [loiterer, intruder])),
+            "cc2": frames(FrameSpec("cc2", DAY, 45, [walker1, walker2]))}
+
+
+def test_config_change_applies_to_following_frames_while_running(
+    worker_env: dict[str, str], workers: list[Worker], tmp_path: Path
+) -> None:
+    from datetime import timedelta
+
+    from agents.scene_bench import DAY
+    from schemas.events import LineCrossed
+    from vigil.kafka import EventProducer
+
+    change = DAY + timedelta(seconds=CHANGE_AT_S)
+    streams = _config_change_frames()
+    before = merge([f for f in s if f.occurred_at <= change] for s in streams.values())
+    after = merge([f for f in s if f.occurred_at > change] for s in streams.values())
+    # the reference: old config for the frames up to the change, new config after it
+    expected: dict[str, Event] = {}
+    specs = {v: {c: compile_camera(c, [ev for _, ev in config_events(parse_site(_site(v)))])
+                 for c in streams} for v in (1, 2)}
+    states: dict[str, object] = {}
+    for version, part in ((1, before), (2, after)):
+        for f in part:
+            states[f.camera_id], events = process(specs[version][f.camera_id], f,
+                                                  states.get(f.camera_id))  # type: ignore[arg-type]
+            expected.update((e.event_id, e) for e in events)
+    exp_before = {i for i, e in expected.items() if e.occurred_at <= change}
+
+    apply_site(parse_site(_site(1)))
+    producer = EventProducer(**{"linger.ms": 5})
+    for f in before:
+        producer.send("detections", f.camera_id, f)
+    assert producer.flush() == 0
+    log = tmp_path / "worker.log"
+    w = start_worker(worker_env, log, workers)
+    got = read_scene(exp_before, timeout=90, worker=w)
+    assert exp_before <= set(got), f"old-config events missing; see {log}"
+    deadline = time.monotonic() + 30  # every old-config frame handled before the change
+    while committed_frames() < len(before) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert committed_frames() == len(before)
+
+    plan = apply_site(parse_site(_site(2)))
+    assert plan.deletes == ["rule/gate-cc2"]  # published as a tombstone
+    time.sleep(CONFIG_CHANGE_BOUND_S)
+    for f in after:
+        producer.send("detections", f.camera_id, f)
+    assert producer.flush() == 0
+    got = read_scene(set(expected), timeout=60, worker=w)
+    codec = default_codec()
+    assert set(got) == set(expected), f"see {log}"
+    for event_id, ev in expected.items():
+        assert got[event_id] == codec.encode(ev)
+
+    # and in plain words: the lowered threshold fires on the first frame after the change
+    # (dwell 29 s >= 20 s), the new perimeter zone fires, the deleted line rule does not
+    decoded = [codec.decode(v) for v in got.values()]
+    fired = sorted((e.rule_id, e.occurred_at) for e in decoded if isinstance(e, RuleTriggered))
+    first_after = DAY + timedelta(seconds=CHANGE_AT_S + 1)
+    assert [r for r, _ in fired] == ["door-cc", "gate-cc2", "loiter-cc"]
+    assert dict(fired)["loiter-cc"] == first_after
+    assert dict(fired)["gate-cc2"] <= change
+    crossed = [e for e in decoded if isinstance(e, LineCrossed)]
+    assert len(crossed) == 2 and max(e.occurred_at for e in crossed) > change

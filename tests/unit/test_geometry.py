@@ -12,6 +12,7 @@ from agents.geometry import (
     point_in_polygon,
     polygon_area,
     polygon_self_intersects,
+    polygon_test,
     segments_intersect,
 )
 
@@ -77,3 +78,20 @@ def test_crossing_reverses_with_movement(px: float, py: float, qx: float, qy: fl
 @given(coord, coord)
 def test_inside_convex_matches_bounds(x: float, y: float) -> None:
     assert point_in_polygon((x, y), SQUARE) == (0.2 <= x <= 0.8 and 0.2 <= y <= 0.8)
+
+
+#: points that hit edges, corners and the fast paths' margins exactly
+near = st.one_of(coord, st.sampled_from([0.2, 0.8, 0.2 + 1e-9, 0.8 - 1e-9, 0.2 - 1e-10,
+                                         0.8 + 1e-10, 0.5, 0.3, 0.7]))
+
+
+@given(near, near, st.sampled_from([
+    SQUARE,
+    [(0.3, 0.2), (0.7, 0.2), (0.7, 0.8), (0.3, 0.8)],
+    [(0, 0), (1, 0), (1, 1), (0.6, 1), (0.6, 0.3), (0.4, 0.3), (0.4, 1), (0, 1)],
+    [(0.2, 0.2), (0.8, 0.3), (0.7, 0.8), (0.3, 0.7)],
+    [(0.2, 0.2), (0.8, 0.2), (0.5, 0.8)],
+]))
+def test_precomputed_polygon_test_matches_point_in_polygon(x: float, y: float,
+                                                           polygon: list) -> None:
+    assert polygon_test(polygon)((x, y)) == point_in_polygon((x, y), polygon)

@@ -59,9 +59,19 @@ def test_unarmed_rule_fires_when_armed_if_still_dwelling() -> None:
     assert [tid for tid, _ in out.fired] == ["k"]
 
 
-def test_evidence_is_capped() -> None:
-    _, _, state = run([(t, True) for t in range(0, 50)])
-    assert len(state["k"]["evidence"]) == 20 and state["k"]["evidence"][-1] == "e49"
+def test_evidence_is_capped_and_dropped_once_fired() -> None:
+    params = LoiterParams(dwell_s=40.0, gap_tolerance_s=4.0)
+    state: dict = {}
+    fired = []
+    for t in range(50):
+        state, out = step(state, t * US, {"k": (f"e{t}", True)}, True, params)
+        fired += [p for _, p in out.fired]
+        if t == 39:
+            assert len(state["k"]["evidence"]) == 20 and state["k"]["evidence"][-1] == "e39"
+    assert len(fired) == 1
+    assert len(fired[0]["evidence"]) == 20 and fired[0]["evidence"][-1] == "e40"
+    # the trigger carried it; the state (written on every frame) no longer does
+    assert state["k"]["evidence"] == [] and state["k"]["fired"]
 
 
 @given(st.lists(st.booleans(), min_size=1, max_size=60))

@@ -10,8 +10,10 @@ import pytest
 
 from agents.scene_bench import demo_site, demo_streams
 from agents.scene_rules import CameraSpec, compile_camera, new_state, process, to_us
+from agents.scene_settings import load_scene_settings
 from schemas.codec import default_codec
 from schemas.events import Event, FrameAnalyzed, RuleCleared, RuleTriggered
+from vigil.errors import ConfigError
 from vigil.site_config import config_events, parse_site
 
 STREAMS = demo_streams()
@@ -119,3 +121,47 @@ def test_rule_triggered_carries_the_rules_alert_policy() -> None:
     rule = next(c for c in CONFIG if getattr(c, "rule_id", None) == ev.rule_id)
     assert ev.auto_resolve == rule.auto_resolve
     assert ev.cooldown_s == rule.cooldown_s
+
+
+def test_scene_settings_fail_naming_the_variable() -> None:
+    assert load_scene_settings({}).batch_max == 100
+    assert load_scene_settings({"VIGIL_SCENE_BATCH_WITHIN_S": "0.1"}).batch_within_s == 0.1
+    with pytest.raises(ConfigError, match="VIGIL_SCENE_BATCH_MAX"):
+        load_scene_settings({"VIGIL_SCENE_BATCH_MAX": "0"})
+    with pytest.raises(ConfigError, match="VIGIL_SCENE_BATCH_SIZE"):
+        load_scene_settings({"VIGIL_SCENE_BATCH_SIZE": "10"})
+
+
+def _as_v1(state: dict) -> dict:
+    """The same state as version 1 stored it: evidence as frame ids inline."""
+    ids = state["ev"]["ids"]
+    v1 = {k: v for k, v in json.loads(json.dumps(state)).items() if k != "ev"}
+    v1["v"] = 1
+    for pres in v1["loiter"].values():
+        for p in pres.values():
+            p["evidence"] = [ids[str(r)] for r in p["evidence"]]
+    for cs in v1["crowd"].values():
+        for w in cs["windows"].values():
+            w["evidence"] = [ids[str(r)] for r in w["evidence"]]
+    return v1
+
+
+@pytest.mark.parametrize("camera", ["loit", "crowd6"])
+def test_state_written_by_version_1_resumes_identically(camera: str) -> None:
+    spec = compile_camera(camera, CONFIG)
+    frames = STREAMS[camera]
+    state = None
+    for f in frames[:12]:  # mid-dwell, mid-window: evidence is pending
+        state, _ = process(spec, f, state)
+    assert state is not None
+    assert any(p["evidence"] for pres in state["loiter"].values() for p in pres.values()) or \
+        any(w["evidence"] for cs in state["crowd"].values() for w in cs["windows"].values())
+    a, b = state, _as_v1(state)
+    out_a, out_b = [], []
+    for f in frames[12:]:
+        a, ea = process(spec, f, a)
+        b, eb = process(spec, f, b)
+        out_a += ea
+        out_b += eb
+    codec = default_codec()
+    assert out_a and [codec.encode(e) for e in out_a] == [codec.encode(e) for e in out_b]

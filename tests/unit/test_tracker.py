@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
-from agents.tracker import TrackerParams, hold, new_state, update
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agents.geometry import iou
+from agents.tracker import TrackerParams, assign, hold, new_state, update
 
 P = TrackerParams(min_hits=2, confirm_window_s=3.0, max_age_s=5.0)
 
@@ -82,3 +87,79 @@ def test_hold_keeps_still_tracks_alive() -> None:
 def test_other_labels_ignored() -> None:
     _, steps = run([(0.0, [("a", "car", box(0.5))])])
     assert steps[0].observed == []
+
+
+# ----------------------------------------------------------------- optimal assignment
+
+
+def _side_by_side() -> tuple[dict, list]:
+    """Two people side by side, both stepping right between frames (the velocity is
+    still zero: each track has one observation). B (left) steps to d1, A to d2."""
+    a0, b0 = (0.40, 0.5, 0.50, 0.7), (0.30, 0.5, 0.40, 0.7)
+    state, _ = update(new_state(), "cam", 0.0, [("a0", "person", a0), ("b0", "person", b0)],
+                      P)
+    d1, d2 = (0.36, 0.5, 0.46, 0.7), (0.45, 0.5, 0.55, 0.7)
+    return state, [("d1", "person", d1), ("d2", "person", d2)]
+
+
+def _greedy(tracks: list, dets: list) -> dict[str, str]:
+    """The association this tracker used before: best IoU pair first."""
+    pairs = sorted((-iou(tuple(tr["box"]), d[2]), tr["id"], d[0]) for tr in tracks
+                    for d in dets if iou(tuple(tr["box"]), d[2]) >= P.iou_min)
+    out: dict[str, str] = {}
+    for _, tid, did in pairs:
+        if tid not in out and did not in out.values():
+            out[tid] = did
+    return out
+
+
+def test_hungarian_keeps_identities_where_greedy_swaps_them() -> None:
+    state, dets = _side_by_side()
+    ids = {tr["id"]: tr["box"][0] for tr in state["tracks"]}
+    a_id = next(k for k, x in ids.items() if x == 0.40)
+    b_id = next(k for k, x in ids.items() if x == 0.30)
+    # greedy takes the best single pair A-d1 (IoU 0.43) and leaves B only d2, three
+    # tenths away: an identity swap
+    assert _greedy(state["tracks"], dets) == {a_id: "d1"}
+    _, step = update(state, "cam", 1.0, dets, P)
+    got = {o.detection_id: o.track_id for o in step.observed}
+    assert got == {"d1": b_id, "d2": a_id}  # total IoU 0.58 + no new track
+
+
+def test_iou_gate_and_centre_fallback_still_apply() -> None:
+    state, _ = update(new_state(), "cam", 0.0, [("a", "person", box(0.3))], P)
+    # 1 fps gap: no overlap any more, but within walking speed -> same track
+    _, step = update(state, "cam", 1.0, [("b", "person", box(0.3 + 0.1))], P)
+    assert [o.track_id for o in step.observed] == ["cam-1"]
+    # far beyond walking speed -> a new track, the old one stays lost
+    _, step = update(state, "cam", 1.0, [("c", "person", box(0.9))], P)
+    assert [o.track_id for o in step.observed] == ["cam-2"]
+
+
+def _brute(costs: dict[tuple[int, int], float]) -> tuple[int, float]:
+    rows = sorted({r for r, _ in costs})
+    cols = sorted({c for _, c in costs})
+    best = (0, 0.0)
+    for k in range(len(rows), 0, -1):
+        for rs in itertools.combinations(rows, k):
+            for cs in itertools.permutations(cols, k):
+                pairs = list(zip(rs, cs, strict=True))
+                if all(p in costs for p in pairs):
+                    total = sum(costs[p] for p in pairs)
+                    if (k, -total) > (best[0], -best[1]):
+                        best = (k, total)
+        if best[0]:
+            return best
+    return best
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.tuples(st.integers(0, 4), st.integers(0, 4)),
+                       st.floats(0, 1, allow_nan=False), max_size=14))
+def test_assign_is_optimal_against_brute_force(costs: dict[tuple[int, int], float]) -> None:
+    got = assign(costs)
+    assert len({r for r, _ in got}) == len(got) == len({c for _, c in got})
+    assert all(p in costs for p in got)
+    k, total = _brute(costs)
+    assert len(got) == k
+    assert abs(sum(costs[p] for p in got) - total) < 1e-9

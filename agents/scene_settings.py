@@ -1,0 +1,40 @@
+"""Scene agent settings (``VIGIL_SCENE_*``), validated at start-up: a misspelt or out of
+range knob fails the worker naming the variable instead of silently doing nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from vigil.settings import load_component_settings
+
+
+class SceneSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VIGIL_SCENE_", extra="forbid", frozen=True)
+
+    #: Frames handled per batch at most. One broker round trip (the outputs'
+    #: acknowledgement) is paid per batch instead of per frame; each camera's state is
+    #: written once per batch, and Faust stalls intake while more than 100 table writes
+    #: wait for its producer, so larger batches gain little.
+    batch_max: int = Field(100, ge=1, le=10_000)
+    #: How long a batch waits to fill, seconds: the latency a batch can add at low load.
+    batch_within_s: float = Field(0.02, gt=0.0, le=5.0)
+    #: Python's cyclic GC runs a young collection every this many net allocations (its
+    #: default is 700). The engine allocates many small dicts per frame and the worker
+    #: keeps every camera's decoded state: at the default, collections took about a
+    #: tenth of the scene worker's CPU. 0 leaves the interpreter's setting alone.
+    gc_threshold0: int = Field(50_000, ge=0)
+    #: Read the configuration through a Faust GlobalTable (off: see agents/scene.py).
+    config_globaltable: bool = False
+
+
+def load_scene_settings(env: Mapping[str, str] | None = None) -> SceneSettings:
+    return load_component_settings(SceneSettings, "VIGIL_SCENE_", env)
+
+
+@cache
+def get_scene_settings() -> SceneSettings:
+    return load_scene_settings()
