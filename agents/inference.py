@@ -22,6 +22,8 @@ Kafka. Meanwhile no frame is acked, so a restart resumes at the same place.
 
 Poison frames (undecodable JPEG, wrong size, missing object, or rejected by the model
 after `poison_retries` attempts) go to vigil.dlq with the reason and the stream goes on.
+An object store that is down is not the frame's fault: like Triton down, the batch waits
+(back-off, `InferenceDegraded`/`InferenceRecovered`) instead of dead-lettering frames.
 Every path catches its exceptions: an exception escaping a Faust agent skips the event.
 """
 
@@ -80,11 +82,19 @@ FRAME_AGE = Histogram(
 BATCH_FRAMES = Histogram(
     "vigil_inference_batch_frames", "Frames per take-batch", buckets=(1, 2, 4, 8, 16, 32, 64)
 )
+FETCH_FAILURES = Counter(
+    "vigil_inference_object_fetch_failures_total",
+    "Object-store fetches that failed for a store reason (retried, not dead-lettered)",
+)
 DEGRADED = Gauge("vigil_inference_degraded", "1 while Triton is unreachable and frames wait")
 
 
 class PoisonFrame(Exception):
     """This frame can never be analysed (bad bytes, wrong size, missing object)."""
+
+
+class ObjectMissing(PoisonFrame):
+    """The store answered: the frame's object does not exist (retried a few times)."""
 
 
 class Sink(Protocol):
@@ -282,20 +292,46 @@ class InferencePipeline:
             item.poison = f"{type(exc).__name__}: {exc}"
 
     async def _fetch(self, frame: FrameCaptured) -> bytes:
+        """The frame's bytes from the object store.
+
+        Two kinds of failure, two reactions. The object is *missing* (`ObjectMissing`):
+        a few short retries (an upload may still be landing), then the frame is poison.
+        The *store* fails (connection refused, timeout, 5xx, denied): nothing is wrong
+        with the frame, so like a Triton outage the batch waits here with back-off, without
+        limit, and the agent reports itself degraded; no frame is acked meanwhile.
+        """
         if not frame.object_ref:
             raise PoisonFrame("frame has neither jpeg nor object_ref")
         if self.fetch is None:
             raise PoisonFrame("object_ref given but no object store configured")
-        last: Exception | None = None
-        for attempt in range(3):
+        missing = 0
+        failures = 0
+        delay = self.s.backoff_initial_s
+        while True:
             try:
-                return await self.fetch(frame.object_ref)
+                data = await self.fetch(frame.object_ref)
+            except ObjectMissing as exc:
+                missing += 1
+                if missing >= self.s.object_missing_attempts:
+                    raise ObjectMissing(f"{exc} (after {missing} attempts)") from exc
+                await self.sleep(0.2 * 2 ** (missing - 1))
+                continue
             except PoisonFrame:
                 raise
-            except Exception as exc:  # transient object-store trouble: bounded retries
-                last = exc
-                await self.sleep(0.2 * 2**attempt)
-        raise PoisonFrame(f"cannot fetch {frame.object_ref}: {last}")
+            except Exception as exc:  # the store, not the frame: wait and retry
+                failures += 1
+                FETCH_FAILURES.inc()
+                reason = f"object store unavailable: {type(exc).__name__}: {exc}"
+                if failures >= self.s.breaker_failures and self.degraded_since is None:
+                    await self._degraded(reason)
+                log.warning("fetching %s failed (%d), retrying in %.1fs: %s",
+                            frame.object_ref, failures, delay, reason)
+                await self.sleep(delay)
+                delay = min(delay * 2, self.s.backoff_max_s)
+                continue
+            if self.degraded_since is not None and not self.client.breaker.is_open:
+                await self._recovered()
+            return data
 
     async def _infer_until_done(self, items: list[Item]) -> None:
         """Infer every item; transport failures block here (never skip), rejections are
@@ -390,10 +426,34 @@ class InferencePipeline:
 # --------------------------------------------------------------------------- Faust wiring
 
 
-def _object_fetcher() -> Callable[[str], Awaitable[bytes]]:
-    """Fetch `object_ref` ("s3://bucket/key", "bucket/key" or a key in the frames bucket)."""
+def parse_object_ref(ref: str, buckets: Sequence[str], default_bucket: str) -> tuple[str, str]:
+    """(bucket, key) of "s3://bucket/key", "bucket/key" or a bare key in the frames bucket.
+
+    Same rules as api.common.split_ref (which the worker cannot import without the API's
+    database and web stack), plus: a ref without bucket or key is the frame's fault.
+    """
+    if ref.startswith("s3://"):
+        bucket, _, key = ref[5:].partition("/")
+    elif "/" in ref and ref.split("/", 1)[0] in buckets:
+        bucket, _, key = ref.partition("/")
+    else:
+        bucket, key = default_bucket, ref
+    if not bucket or not key:
+        raise PoisonFrame(f"malformed object_ref {ref!r}")
+    return bucket, key
+
+
+def object_fetcher(timeout_s: float) -> Callable[[str], Awaitable[bytes]]:
+    """An async fetch of `object_ref`s from the configured S3 store.
+
+    The HTTP client gets short timeouts and no retries of its own: minio's defaults
+    (5-minute timeouts, hidden retries) would stall a batch invisibly, while the pipeline
+    retries with back-off and reports the outage. NoSuchKey / NoSuchBucket become
+    `ObjectMissing` (the frame's problem); everything else propagates as a store failure.
+    """
     from urllib.parse import urlparse
 
+    import urllib3
     from minio import Minio
     from minio.error import S3Error
 
@@ -401,26 +461,27 @@ def _object_fetcher() -> Callable[[str], Awaitable[bytes]]:
 
     st = get_settings()
     url = urlparse(st.s3_endpoint)
+    http = urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=timeout_s, read=timeout_s),
+        retries=urllib3.Retry(total=0),
+        maxsize=4,
+    )
     client = Minio(
         url.netloc,
         access_key=st.s3_access_key,
         secret_key=st.s3_secret_key.get_secret_value(),
         secure=url.scheme == "https",
         region=st.s3_region,
+        http_client=http,
     )
 
     def get(ref: str) -> bytes:
-        if ref.startswith("s3://"):
-            bucket, _, key = ref[5:].partition("/")
-        elif "/" in ref and ref.split("/", 1)[0] in st.buckets:
-            bucket, _, key = ref.partition("/")
-        else:
-            bucket, key = st.bucket_frames, ref
+        bucket, key = parse_object_ref(ref, st.buckets, st.bucket_frames)
         try:
             resp = client.get_object(bucket, key)
         except S3Error as exc:
             if exc.code in ("NoSuchKey", "NoSuchBucket"):
-                raise PoisonFrame(f"object {bucket}/{key} not found") from exc
+                raise ObjectMissing(f"object {bucket}/{key} not found") from exc
             raise
         try:
             return resp.read()
@@ -460,7 +521,8 @@ def _register() -> None:
         """Frames in micro-batches -> FrameAnalyzed / AppearanceEmbedded, in order."""
         client = TritonInference(get_settings().triton_url, s)
         pipeline = InferencePipeline(
-            client, KafkaSink(), s, get_worker_settings().id, fetch=_object_fetcher()
+            client, KafkaSink(), s, get_worker_settings().id,
+            fetch=object_fetcher(s.object_timeout_s),
         )
         try:
             async for events in stream.take_events(s.batch_size, within=s.batch_timeout_s):

@@ -39,15 +39,26 @@ class InferenceSettings(BaseSettings):
     max_in_flight: int = Field(4, ge=1, le=64)
     #: Max images per detector request (Triton's person_detector max_batch_size).
     detector_batch: int = Field(4, ge=1, le=8)
+    #: Split a take-batch into at least this many detector requests (sizes balanced), so
+    #: every detector instance (``instance_group`` count in config.pbtxt, 2) gets work.
+    detector_parallel: int = Field(2, ge=1, le=16)
     #: Per-request deadline, seconds.
     request_timeout_s: float = Field(10.0, gt=0.0)
-    #: Consecutive transport failures that open the circuit breaker.
+    #: Consecutive transport failures that open the circuit breaker (Triton), or that make
+    #: an object-store outage publish InferenceDegraded.
     breaker_failures: int = Field(3, ge=1)
     #: Back-off while Triton is unreachable: first and max delay between probes, seconds.
     backoff_initial_s: float = Field(0.5, gt=0.0)
     backoff_max_s: float = Field(5.0, gt=0.0)
     #: Attempts for a frame that Triton rejects (not a transport error) before the DLQ.
     poison_retries: int = Field(2, ge=1, le=10)
+    #: Attempts to fetch a frame's `object_ref` that the store says does not exist (the
+    #: upload may still be landing) before the frame goes to the DLQ; short back-off.
+    object_missing_attempts: int = Field(3, ge=1, le=10)
+    #: Per-request timeout talking to the object store, seconds (connect and read). A
+    #: store that is down or timing out is retried with `backoff_*` without limit: the
+    #: frame is fine, so it must wait, not be dead-lettered.
+    object_timeout_s: float = Field(5.0, gt=0.0, le=120.0)
     #: Skip the detector for frames whose motion_score is below `still_threshold`.
     skip_still: bool = False
     still_threshold: float = Field(0.01, ge=0.0)

@@ -19,7 +19,20 @@ from tests.integration.triton_server import TritonServer
 
 pytestmark = pytest.mark.integration
 
-SCENARIOS = ("passers_by.yaml", "group4.yaml")
+#: (recall, precision) floors per scenario at IoU 0.5. passers_by is the demo scenario
+#: with the issue's recall target; the others guard the detector's tuning (input_width,
+#: padding, scale in config.pbtxt) against regressions, a little below what it measured
+#: (recall / precision: passers_by 0.957/1.0, group4 0.937/1.0, crowd6 0.941/1.0,
+#: loiterer 1.0/0.97, night 1.0/1.0, occluded_loiterer 1.0/0.958).
+FLOORS = {
+    "passers_by.yaml": (0.9, 0.8),
+    "group4.yaml": (0.85, 0.9),
+    "crowd6.yaml": (0.85, 0.9),
+    "loiterer.yaml": (0.9, 0.9),
+    "night.yaml": (0.85, 0.9),
+    "occluded_loiterer.yaml": (0.85, 0.9),
+}
+SCENARIOS = tuple(FLOORS)
 
 
 @pytest.fixture(scope="module")
@@ -87,11 +100,9 @@ def test_detector_recall_and_precision(triton: TritonServer, scenario: str) -> N
     recall, precision = tp / max(1, tp + fn), tp / max(1, tp + fp)
     print(f"\n{scenario}: frames={len(frames)} recall={recall:.3f} precision={precision:.3f} "
           f"(tp={tp} fp={fp} fn={fn})")
-    if scenario == "passers_by.yaml":
-        assert recall >= 0.9
-        assert precision >= 0.8
-    else:  # groups overlap: HOG merges touching people; a floor, not the demo target
-        assert recall >= 0.5
+    min_recall, min_precision = FLOORS[scenario]
+    assert recall >= min_recall
+    assert precision >= min_precision
 
 
 def test_embedder_separates_people(triton: TritonServer) -> None:

@@ -200,6 +200,15 @@ def test_crop_people_clamps_boxes() -> None:
     assert crops.shape == (2, 128, 64, 3)
 
 
+def test_detector_chunks_are_balanced_across_instances() -> None:
+    from agents.triton_client import split_even
+
+    items = [bytes([i]) for i in range(9)]
+    sizes = {n: [len(c) for c in split_even(items[:n], 4, 2)] for n in (0, 1, 2, 5, 8, 9)}
+    assert sizes == {0: [], 1: [1], 2: [1, 1], 5: [3, 2], 8: [4, 4], 9: [3, 3, 3]}
+    assert [b for c in split_even(items, 4, 2) for b in c] == items  # order kept
+
+
 def test_circuit_breaker_opens_after_threshold_and_closes_on_success() -> None:
     b = CircuitBreaker(3)
     assert not b.record_failure() and not b.record_failure()
@@ -240,6 +249,67 @@ def test_object_ref_frames_are_fetched_and_missing_objects_dead_lettered() -> No
     out = analyzed(sink)
     assert [(a.frame_sequence, a.frame_ref) for a in out] == [(0, "frames/cam-1/0.jpg")]
     assert "not found" in sink.dlq[0][1]
+
+
+def test_missing_objects_are_retried_a_few_times_then_dead_lettered() -> None:
+    from agents.inference import ObjectMissing
+
+    calls: list[str] = []
+
+    async def fetch(ref: str) -> bytes:
+        calls.append(ref)
+        raise ObjectMissing(f"object {ref} not found")
+
+    missing = frame(1).evolve(jpeg=None, object_ref="s3://frames/cam-1/1.jpg")
+    sink = ListSink()
+    pipe = InferencePipeline(FakeTriton(), sink, InferenceSettings(object_missing_attempts=3),
+                             "w", fetch=fetch, sleep=_no_sleep)  # type: ignore[arg-type]
+    asyncio.run(pipe.handle([Item(value=missing), Item(value=frame(2))]))
+    assert len(calls) == 3
+    assert "not found (after 3 attempts)" in sink.dlq[0][1]
+    assert [a.frame_sequence for a in analyzed(sink)] == [2]  # the stream goes on
+    assert not [e for e in sink.out if isinstance(e, InferenceDegraded)]
+
+
+def test_object_store_outage_waits_instead_of_dead_lettering() -> None:
+    """Store errors are not the frame's fault: retried without limit, degraded, recovered."""
+    stored = jpeg(seed=3)
+    outage = {"left": 6}
+    delays: list[float] = []
+
+    async def fetch(ref: str) -> bytes:
+        if outage["left"] > 0:
+            outage["left"] -= 1
+            raise ConnectionRefusedError("connection refused")
+        return stored
+
+    async def sleep(d: float) -> None:
+        delays.append(d)
+
+    f = frame(3).evolve(jpeg=None, object_ref="s3://frames/cam-1/3.jpg")
+    sink = ListSink()
+    s = InferenceSettings(breaker_failures=3, backoff_initial_s=0.5, backoff_max_s=2.0)
+    pipe = InferencePipeline(FakeTriton(), sink, s, "w", fetch=fetch,  # type: ignore[arg-type]
+                             sleep=sleep)
+    asyncio.run(pipe.handle([Item(value=f)]))
+    assert not sink.dlq
+    assert [a.frame_sequence for a in analyzed(sink)] == [3]
+    kinds = [type(e) for e in sink.out if not isinstance(e, (FrameAnalyzed, AppearanceEmbedded))]
+    assert kinds == [InferenceDegraded, InferenceRecovered]
+    assert "object store unavailable" in sink.out[0].reason
+    assert delays == [0.5, 1.0, 2.0, 2.0, 2.0, 2.0]  # exponential, capped
+
+
+def test_object_refs_parse_to_bucket_and_key() -> None:
+    from agents.inference import PoisonFrame, parse_object_ref
+
+    buckets = ("frames", "snapshots")
+    assert parse_object_ref("s3://frames/cam-1/0.jpg", buckets, "frames") == (
+        "frames", "cam-1/0.jpg")
+    assert parse_object_ref("snapshots/a.jpg", buckets, "frames") == ("snapshots", "a.jpg")
+    assert parse_object_ref("cam-1/0.jpg", buckets, "frames") == ("frames", "cam-1/0.jpg")
+    with pytest.raises(PoisonFrame, match="malformed"):
+        parse_object_ref("s3://frames", buckets, "frames")
 
 
 def test_rejections_while_the_model_is_not_ready_are_not_dead_lettered() -> None:
