@@ -49,6 +49,8 @@ app = faust.App(
     broker_commit_interval=1.0,
     consumer_auto_offset_reset="earliest",
     producer_acks=-1,
+    # vigil.frames takes 2 MiB values: a poison frame that large must fit in the DLQ
+    producer_max_request_size=4_194_304,
     # A worker restarted after a crash gets its partitions back within seconds rather than
     # after the 60 s default session timeout.
     broker_session_timeout=15.0,

@@ -6,10 +6,17 @@ acknowledges records only once Kafka did. Kafka being unreachable therefore only
 the spool; cameras notice the backlog and drop to keyframes so the spool lasts longer.
 A camera that fails backs off and reconnects on its own (1 s doubling to 60 s, with
 jitter, reset by the first good frame) and never stops the others.
+
+A full spool disk is not a camera failure: the frame the spool could not keep (or the
+older ones it evicted to make room) is counted per camera in
+``vigil_edge_frames_dropped_total`` and in the heartbeat's ``frames_dropped`` and
+``spool_evicted``, and capture goes on. Downstream, a gap in a camera's sequence numbers
+is then a declared drop, not a loss.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import random
@@ -30,7 +37,7 @@ from edge_producer import metrics
 from edge_producer.config import CameraConfig, EdgeConfig
 from edge_producer.recorder import SegmentRecorder
 from edge_producer.sources import SourceError, decode_decimated, file_start_time
-from edge_producer.spool import Position, Spool
+from edge_producer.spool import Position, Spool, SpoolFull
 from schemas.events import (
     EdgeHeartbeat,
     FrameCaptured,
@@ -60,9 +67,19 @@ class SequenceStore:
     def next(self, camera_id: str) -> int:
         p = self.dir / camera_id
         last = int(p.read_text()) if p.exists() else 0
+        text = str(last + 1).ljust(20)  # fixed width: see below
         tmp = p.with_suffix(".tmp")
-        tmp.write_text(str(last + 1))
-        tmp.replace(p)
+        try:
+            tmp.write_text(text)
+            tmp.replace(p)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or not p.exists():
+                raise
+            # disk full: overwrite in place (same width, no new block), so a full disk
+            # never makes a camera reuse a sequence number
+            tmp.unlink(missing_ok=True)
+            with open(p, "r+") as f:
+                f.write(text)
         return last + 1
 
 
@@ -122,6 +139,8 @@ class Outbox(threading.Thread):
             ok = err is None
             self._inflight[pos] = ok
             if ok:
+                if self.spool.delivered_after_eviction(pos):
+                    log.debug("an evicted frame was delivered after all; not counted lost")
                 metrics.FRAMES_PRODUCED.labels(key.decode()).inc()
                 metrics.PRODUCE_LATENCY.observe(time.monotonic() - self._sent_at.pop(pos, 0))
                 if not self.kafka_up:
@@ -138,12 +157,25 @@ class Outbox(threading.Thread):
         return cb
 
     def _ack_prefix(self) -> None:
+        """Acknowledge the spool's pending records up to the first one Kafka has not
+        acknowledged. Walked on the spool's own order, not on what was sent: after a
+        partial failure (some records timed out, later ones got through) acknowledging
+        up to a later success would also acknowledge the earlier, undelivered records."""
         last = None
-        while self._order and self._inflight.get(self._order[0]) is True:
-            last = self._order.pop(0)
-            del self._inflight[last]
+        for pos in self.spool.positions(len(self._inflight)):
+            if self._inflight.get(pos) is not True:
+                break
+            last = pos
         if last is not None:
             self.spool.ack(last)
+        if last is not None or len(self._inflight) > self.WINDOW:
+            # forget resolved records that are no longer pending (acknowledged, evicted)
+            head = self.spool.positions(1)
+            first = (head[0].segment, head[0].offset) if head else None
+            self._inflight = {p: v for p, v in self._inflight.items()
+                              if v is None or (first is not None
+                                               and (p.segment, p.offset) >= first)}
+            self._order = [p for p in self._order if p in self._inflight]
 
     def run(self) -> None:
         delay = self.backoff_initial
@@ -209,6 +241,8 @@ class Edge:
         self.cameras = {c.camera_id: CameraState() for c in config.cameras if c.enabled}
         self.threads: list[threading.Thread] = []
         self._evicted_seen = 0
+        self._drops_lock = threading.Lock()
+        self._lost_seen: dict[bytes, int] = {}
         self._codec = self.producer.codec
 
     # ------------------------------------------------------------------ health
@@ -239,14 +273,30 @@ class Edge:
         except Exception:  # health is best effort; the frames are what must not be lost
             log.exception("cannot send health event")
 
+    def _sync_drop_metrics(self) -> None:
+        """Carry the spool's per-camera losses into the metrics (counters only grow)."""
+        with self._drops_lock:
+            evicted = self.spool.evicted
+            if evicted > self._evicted_seen:
+                metrics.SPOOL_EVICTED.inc(evicted - self._evicted_seen)
+                self._evicted_seen = evicted
+            for key, n in list(self.spool.lost_by_key.items()):
+                seen = self._lost_seen.get(key, 0)
+                if n > seen:
+                    metrics.FRAMES_DROPPED.labels(key.decode()).inc(n - seen)
+                    self._lost_seen[key] = n
+
+    def frames_dropped(self, camera_id: str) -> int:
+        """Frames of `camera_id` that will never be sent: not encoded, or not kept by the
+        spool (evicted or refused on a full disk)."""
+        return (self.cameras[camera_id].dropped
+                + self.spool.lost_by_key.get(camera_id.encode(), 0))
+
     def heartbeat(self) -> EdgeHeartbeat:
-        evicted = self.spool.evicted
-        if evicted > self._evicted_seen:
-            metrics.SPOOL_EVICTED.inc(evicted - self._evicted_seen)
-            self._evicted_seen = evicted
+        self._sync_drop_metrics()
         streams = [
             StreamStatus(camera_id=cid, state=st.state, fps=round(st.fps, 3),
-                         frames_captured=st.captured, frames_dropped=st.dropped,
+                         frames_captured=st.captured, frames_dropped=self.frames_dropped(cid),
                          last_frame_at=st.last_frame_at)
             for cid, st in sorted(self.cameras.items())
         ]
@@ -255,7 +305,7 @@ class Edge:
             version=VERSION, interval_s=self.cfg.heartbeat_interval_s, streams=streams,
             disk_free_bytes=shutil.disk_usage(self.state_dir).free,
             memory_rss_bytes=_rss_bytes(), spool_backlog=self.spool.backlog,
-            spool_evicted=evicted,
+            spool_evicted=self.spool.lost,
         )
         self.producer.send("heartbeats", self.cfg.edge_id, hb)
         return hb
@@ -379,7 +429,22 @@ class Edge:
             width=img.shape[1], height=img.shape[0], motion_score=motion.score(img),
             jpeg=jpeg_field, object_ref=ref, keyframe_only=kf_only,
         )
-        self.spool.append(cam.camera_id.encode(), self._codec.encode(event))
+        lost_before = self.spool.lost
+        try:
+            self.spool.append(cam.camera_id.encode(), self._codec.encode(event))
+        except SpoolFull as exc:
+            # declared, not hidden: counted per camera (metrics, heartbeat); capture goes on
+            if self.spool.refused == 1 or self.spool.refused % 100 == 0:
+                log.warning("spool disk full: frame %d of %s dropped", seq, cam.camera_id,
+                            extra={"camera_id": cam.camera_id, "error": str(exc),
+                                   "refused": self.spool.refused})
+            self._sync_drop_metrics()
+            return
+        if self.spool.lost != lost_before:
+            log.warning("spool full: %d older frame(s) evicted",
+                        self.spool.lost - lost_before,
+                        extra={"camera_id": cam.camera_id, "evicted": self.spool.evicted})
+            self._sync_drop_metrics()
         st.captured += 1
         st.last_frame_at = occurred_at
         metrics.FRAMES_CAPTURED.labels(cam.camera_id).inc()

@@ -89,7 +89,9 @@ CATALOG: tuple[Topic, ...] = (
           ("EdgeOffline", "EdgeOnline", "StreamDown", "StreamUp", "InferenceDegraded",
            "InferenceRecovered"), 4, 90 * DAY_MS),
     Topic("privacy", "subject", ("AppearanceErased",), 1, None),
-    Topic("dlq", "original key", (), 4, 30 * DAY_MS),
+    # twice the frames cap: a 2 MiB poison frame plus its reason headers must fit
+    Topic("dlq", "original key", (), 4, 30 * DAY_MS,
+          extra={"max.message.bytes": "4194304"}),
 )
 
 BY_SUFFIX = {t.suffix: t for t in CATALOG}

@@ -35,7 +35,9 @@ def producer_config(**overrides: Any) -> dict[str, Any]:
         "partitioner": "murmur2_random",
         "linger.ms": 20,
         "batch.size": 262_144,
-        "message.max.bytes": 2_097_152,
+        # the frames topic caps values at 2 MiB; a frame that large that turns out to be
+        # poison must still fit into the DLQ with its headers (the DLQ topic takes 4 MiB)
+        "message.max.bytes": 4_194_304,
         "socket.timeout.ms": 10_000,
         "message.timeout.ms": 120_000,
     }

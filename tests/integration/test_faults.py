@@ -1,18 +1,22 @@
 """Fault scenarios against real processes (`vigil faults run --quick`), judged by sets.
 
 Why through the command: the scenarios start real worker, projector and edge processes
-and SIGKILL them, which is the only way to hit the windows between a produce, a database
-commit and an offset commit. The oracle compares the Kafka log with the read models as
-sets of event ids and per-camera sequences, so a loss cannot hide behind a duplicate.
+and SIGKILL/SIGSTOP them, which is the only way to hit the windows between a produce, a
+database commit and an offset commit. The oracle compares the Kafka log with the read
+models as sets of event ids and per-camera sequences, so a loss cannot hide behind a
+duplicate. The first five scenarios run in one command; the later ones one each, so a
+failure names its scenario in the test id.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,26 +25,90 @@ pytestmark = pytest.mark.integration
 QUICK = ["worker_kill", "projector_kill", "poison", "edge_kill", "ack_race"]
 
 
-def test_quick_fault_scenarios_lose_and_double_nothing(stack: dict[str, str],
-                                                       tmp_path: Path) -> None:
+def _faults_run(stack: dict[str, str], tmp_path: Path, names: list[str],
+                timeout: float) -> tuple[list[dict[str, Any]], int, str]:
+    """`vigil faults run --quick --only NAMES`; on timeout SIGTERM first, so the command's
+    clean-up stops the pipeline processes it started (they run in their own sessions)."""
     env = dict(os.environ)
     env.update(stack)
     env.update({"VIGIL_STATE_DIR": str(tmp_path / "state"), "VIGIL_LOG_FORMAT": "text"})
     out = tmp_path / "faults.json"
-    res = subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "vigil.cli", "faults", "run", "--quick", "--json", str(out),
-         "--only", *QUICK],
-        env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
-    )
-    text = res.stdout + res.stderr
+         "--only", *names],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdin=subprocess.DEVNULL)
+    try:
+        text, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)
+        text, _ = proc.communicate(timeout=90)
+        pytest.fail(f"`vigil faults run {names}` timed out:\n{text[-4000:]}")
     assert out.exists(), text[-4000:]
-    results = {r["name"]: r for r in json.loads(out.read_text())}
+    return json.loads(out.read_text()), proc.returncode, text
+
+
+def _assert_clean(r: dict[str, Any]) -> None:
+    assert r["produced"] > 0, r
+    assert (r["lost"], r["duplicated"], r["missed"], r["doubled"]) == (0, 0, 0, 0), r
+    assert not r["problems"], (r["name"], r["problems"])
+    assert r["faults"], (r["name"], "no fault was injected")
+
+
+def run_scenario(stack: dict[str, str], tmp_path: Path, name: str) -> dict[str, Any]:
+    """One scenario, in quick mode, that the oracle passed; its JSON result."""
+    results, code, text = _faults_run(stack, tmp_path, [name], 540)
+    (r,) = results
+    assert r["name"] == name
+    _assert_clean(r)
+    assert code == 0, text[-4000:]
+    return r
+
+
+def test_quick_fault_scenarios_lose_and_double_nothing(stack: dict[str, str],
+                                                       tmp_path: Path) -> None:
+    results_list, code, text = _faults_run(stack, tmp_path, QUICK, 600)
+    results = {r["name"]: r for r in results_list}
     assert sorted(results) == sorted(QUICK), text[-4000:]
-    for name, r in results.items():
-        assert r["produced"] > 0, (name, r)
-        assert (r["lost"], r["duplicated"], r["missed"], r["doubled"]) == (0, 0, 0, 0), \
-            (name, r)
-        assert not r["problems"], (name, r["problems"])
-        assert r["faults"], (name, "no fault was injected")
+    for r in results.values():
+        _assert_clean(r)
     assert results["poison"]["details"]["poison_missing_from_dlq"] == []
-    assert res.returncode == 0, text[-4000:]
+    assert code == 0, text[-4000:]
+
+
+def test_stalled_worker_is_fenced_or_deduplicated(stack: dict[str, str],
+                                                  tmp_path: Path) -> None:
+    """SIGSTOP past the session timeout while a second worker takes over, then SIGCONT."""
+    r = run_scenario(stack, tmp_path, "worker_stall")
+    assert r["alerts_expected"] > 0 and r["recovery_s"], r
+
+
+def test_projector_killed_right_after_its_commit(stack: dict[str, str],
+                                                 tmp_path: Path) -> None:
+    r = run_scenario(stack, tmp_path, "projector_commit_kill")
+    assert r["details"]["kills_after_commit"] >= 1, r
+
+
+def test_full_spool_disk_declares_its_drops_and_delivers_the_rest(
+        stack: dict[str, str], tmp_path: Path) -> None:
+    r = run_scenario(stack, tmp_path, "spool_full")
+    d = r["details"]
+    assert sum(d["declared_dropped"].values()) > 0, d
+    assert d["declared_dropped"] == d["missing_in_read_model"], d
+
+
+def test_malformed_frames_land_in_the_dlq_and_traffic_goes_on(stack: dict[str, str],
+                                                              tmp_path: Path) -> None:
+    r = run_scenario(stack, tmp_path, "malformed")
+    d = r["details"]
+    assert d["injected"] > 0 and d["missing_from_dlq"] == [], d
+    assert d["above_topic_limit"] and set(d["above_topic_limit"]) == {"MSG_SIZE_TOO_LARGE"}, d
+
+
+def test_triton_restart_under_load_loses_nothing(stack: dict[str, str],
+                                                 tmp_path: Path) -> None:
+    """A Triton of the scenario's own is SIGKILLed mid-stream and started again."""
+    r = run_scenario(stack, tmp_path, "triton_restart")
+    health = r["details"]["inference_health"]
+    assert "InferenceDegraded" in health and health[-1] == "InferenceRecovered", health
+    assert r["alerts_expected"] > 0 and r["recovery_s"], r

@@ -8,7 +8,9 @@ duplicated, missed or doubled anything.
 
 Scenarios that stop a broker or cut a network path never touch the stack the
 environment points at: they start a dedicated Kafka + PostgreSQL (vigil.faults.infra) on
-their own ports, and stop it at the end of the run.
+their own ports, and stop it at the end of the run. triton_restart likewise SIGKILLs a
+Triton of its own (vigil.faults.triton), and spool_full gives the edge a small tmpfs in a
+mount namespace of its own (vigil.faults.disk).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -34,6 +37,13 @@ SCENARIOS: dict[str, str] = {
     "network_cut": "vigil.faults.infra:network_cut",
     "broker_restart": "vigil.faults.infra:broker_restart",
     "postgres_restart": "vigil.faults.infra:postgres_restart",
+    "worker_stall": "vigil.faults.stalls:worker_stall",
+    "worker_pair_kill": "vigil.faults.stalls:worker_pair_kill",
+    "worker_wipe": "vigil.faults.stalls:worker_wipe",
+    "projector_commit_kill": "vigil.faults.commit_kill:projector_commit_kill",
+    "spool_full": "vigil.faults.disk:spool_full",
+    "malformed": "vigil.faults.malformed:malformed",
+    "triton_restart": "vigil.faults.triton:triton_restart",
 }
 
 #: Scenarios named in the issue and not implemented, with the reason (shown in the table).
@@ -76,12 +86,12 @@ def run_scenarios(names: list[str], env: dict[str, str], run_dir: Path, quick: b
 
 def print_table(results: list[ScenarioResult], header: bool = True) -> None:
     if header:
-        print(f"{'scenario':16} {'ok':4} {'prod':>5} {'rm':>5} {'lost':>5} {'dup':>4} "
+        print(f"{'scenario':21} {'ok':4} {'prod':>5} {'rm':>5} {'lost':>5} {'dup':>4} "
               f"{'alerts':>7} {'missed':>6} {'dbl':>4} {'recovery s':14} {'time s':>7}")
     for r in results:
         ok = "skip" if r.skipped else ("ok" if r.ok else "FAIL")
         rec = ",".join(f"{x:.1f}" for x in r.recovery_s) or "-"
-        print(f"{r.name:16} {ok:4} {r.produced:5} {r.in_read_model:5} {r.lost:5} "
+        print(f"{r.name:21} {ok:4} {r.produced:5} {r.in_read_model:5} {r.lost:5} "
               f"{r.duplicated:4} {r.alerts_raised:3}/{r.alerts_expected:<3} {r.missed:6} "
               f"{r.doubled:4} {rec:14} {r.duration_s:7.1f}")
         for p in r.problems:
@@ -102,6 +112,8 @@ def _cmd(args: argparse.Namespace) -> int:
         print(f"unknown scenario(s) {unknown}; known: {[*SCENARIOS, *SKIPPED]}",
               file=sys.stderr)
         return 2
+    # SIGTERM runs the scenarios' clean-up (their pipelines' processes), like Ctrl-C
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     settings = get_settings()
     env = dict(os.environ)
     env.update({"KAFKA_BOOTSTRAP": settings.kafka_bootstrap,

@@ -99,10 +99,17 @@ class Proc:
             os.killpg(self.popen.pid, signal.SIGKILL)
         self.popen.wait(timeout=30)
 
+    def signal(self, sig: int) -> None:
+        """Send `sig` (e.g. SIGSTOP/SIGCONT) to the process's own group."""
+        if self.popen is not None and self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, sig)
+
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM, then SIGKILL if it does not exit in time."""
         if self.popen is None or self.popen.poll() is not None:
             return
+        self.signal(signal.SIGCONT)  # a stopped process cannot act on SIGTERM
         try:
             os.killpg(self.popen.pid, signal.SIGTERM)
         except ProcessLookupError:
@@ -238,9 +245,10 @@ class Pipeline:
             return [dict(r._mapping) for r in rows]
 
     def wait_drained(self, timeout: float, live: tuple[str, ...] = ("worker", "projector"),
-                     settle_polls: int = 2) -> bool:
+                     settle_polls: int = 2, every_camera: bool = True) -> bool:
         """Until the edge has exited and every projected frame is analysed, stable for a
-        few polls (so a late duplicate still shows up); False on timeout."""
+        few polls (so a late duplicate still shows up); False on timeout. `every_camera`:
+        each camera must have frames (False where the edge may declare them all dropped)."""
         deadline = time.monotonic() + timeout
         last: Any = None
         quiet = 0
@@ -253,7 +261,8 @@ class Pipeline:
                 n_alerts = len(self.alerts())
             except Exception:
                 n_alerts = -1
-            drained = (not edge.alive and all(f > 0 and a >= f for f, a in prog.values()))
+            drained = (not edge.alive and all((f > 0 or not every_camera) and a >= f
+                                              for f, a in prog.values()))
             snap = (prog, n_alerts)
             quiet = quiet + 1 if drained and snap == last else 0
             last = snap
@@ -315,15 +324,21 @@ class Pipeline:
         return out
 
     # ------------------------------------------------------------------ the oracle
-    def judge_frames(self, res: ScenarioResult, check_alerts: bool = True) -> None:
+    def judge_frames(self, res: ScenarioResult, check_alerts: bool = True,
+                     gaps_declared: bool = False, exclude_ids: set[str] | None = None) -> None:
         """Log vs read model: frames by event id and per-camera sequence; analyses by
-        frame event id; alerts against the scenarios' ground truth."""
+        frame event id; alerts against the scenarios' ground truth. `gaps_declared`: the
+        scenario judges sequence gaps itself (against the edge's declared drops);
+        `exclude_ids`: frame events the scenario injected as poison, not traffic."""
         from schemas.events import FrameCaptured
         from vigil.demo import check_expected
 
-        logged = [e for e in self.read_topic("frames") if isinstance(e, FrameCaptured)]
+        skip = exclude_ids or set()
+        logged = [e for e in self.read_topic("frames")
+                  if isinstance(e, FrameCaptured) and e.event_id not in skip]
         log_ids = {e.event_id for e in logged}
-        rm = self.query("select event_id, camera_id, sequence from {s}.frames")
+        rm = [r for r in self.query("select event_id, camera_id, sequence from {s}.frames")
+              if r[0] not in skip]
         rm_ids = {r[0] for r in rm}
         res.produced = len(log_ids)
         res.in_read_model = len(rm_ids)
@@ -348,7 +363,7 @@ class Pipeline:
             if missing:
                 gaps[cam] = missing[:20]
         analyses = Counter(r[0] for r in self.query(
-            "select frame_event_id from {s}.frame_analyses"))
+            "select frame_event_id from {s}.frame_analyses") if r[0] not in skip)
         not_analysed = log_ids - set(analyses)
         analysed_twice = {k for k, n in analyses.items() if n > 1}
         res.lost = len(lost) + len(not_analysed)
@@ -360,7 +375,7 @@ class Pipeline:
             "duplicate_sequences": [list(k) for k in dup_seq[:20]],
             "sequence_gaps": gaps,
         })
-        if gaps:
+        if gaps and not gaps_declared:
             res.problems.append(f"sequence gaps in the read model: {gaps}")
         if check_alerts:
             alerts = self.alerts()
