@@ -137,7 +137,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         return 2
     stats = replay_into(s.database_dsn, s.topic_prefix, ps, args.into, force=args.force)
     print(f"replayed {stats.messages} messages into schema {args.into} "
-          f"({stats.dead_letters} dead letters)")
+          f"({stats.dead_letters} dead letters; {stats.workers} consumer process(es), "
+          f"load {stats.load_s:.1f} s, index build {stats.index_s:.1f} s)")
     return 0
 
 

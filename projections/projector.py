@@ -17,7 +17,9 @@ a full batch doubles `target` (backlog: fewer, larger transactions), a short one
 it (live: low latency). PostgreSQL down: the batch is kept in memory and retried with
 backoff until it commits. SIGTERM: the current batch is committed, then the loop exits.
 The privacy topic is read up to its end before anything else, so a rebuild knows every
-erasure before it sees the data it erases.
+erasure before it sees the data it erases. Partitions added to a topic at run time are
+picked up by a metadata refresh every ``metadata_refresh_s`` and read from their stored
+offset (offset 0 when new), without a restart.
 """
 
 from __future__ import annotations
@@ -32,7 +34,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 from prometheus_client import Counter, Gauge, Histogram
 
 from projections.handlers import Batch, HandlerError, Position, fold
@@ -87,6 +96,10 @@ class RunStats:
     dead_letters: int = 0
     db_retries: int = 0
     by_topic: dict[str, int] = field(default_factory=dict)
+    #: rebuilds only: parallel consumers, bulk-load and index-build seconds
+    workers: int = 1
+    load_s: float = 0.0
+    index_s: float = 0.0
 
 
 @dataclass
@@ -108,7 +121,9 @@ class Projector:
     def __init__(self, *, dsn: str, schema: str, prefix: str, settings: ProjectorSettings,
                  consumer_name: str | None = None, stop_at: str | dict[Any, int] | None = None,
                  producer: EventProducer | None = None, group_id: str | None = None,
-                 kafka_overrides: dict[str, Any] | None = None) -> None:
+                 kafka_overrides: dict[str, Any] | None = None,
+                 partitions: list[tuple[str, int]] | None = None, shard: str = "",
+                 fast_commit: bool = False) -> None:
         self.dsn = dsn
         self.schema = schema
         self.prefix = prefix
@@ -119,6 +134,14 @@ class Projector:
         self.codec = default_codec()
         self.topics = [f"{prefix}.{s}" for s in projected_suffixes()]
         self.privacy_topic = f"{prefix}.privacy"
+        #: a replay worker owns exactly these partitions (None = every partition, and new
+        #: ones as they appear)
+        self.fixed_partitions = partitions
+        self._shard = shard
+        #: synchronous_commit=off: a commit lost in a server crash takes its offsets with
+        #: it, so the batch is simply read again — used by rebuilds, where it pays most
+        self._fast_commit = fast_commit
+        self._stored: dict[tuple[str, int], int] = {}
         self._stopping = False
         self._conn: psycopg.Connection | None = None
         #: names this projector's PostgreSQL sessions (application_name), so a stale one of
@@ -161,9 +184,12 @@ class Projector:
                         " -c tcp_keepalives_count=3",
             )
             set_search_path(conn, self.schema)
+            if self._fast_commit:
+                conn.execute("SET synchronous_commit = off")
             # One projector per (schema, consumer): a second one would fight over offsets.
             # The session lock goes away with the connection, also on SIGKILL.
-            lock = f"vigil-projector:{self.schema}:{self.consumer_name}"
+            # Replay workers own disjoint partitions and lock their shard only.
+            lock = f"vigil-projector:{self.schema}:{self.consumer_name}{self._shard}"
             waited = 0.0
             while not conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))",
                                    (lock,)).fetchone()[0]:  # type: ignore[index]
@@ -220,15 +246,26 @@ class Projector:
         except (ValueError, KeyError, TypeError):
             pass
 
-    def _partitions(self) -> list[tuple[str, int]]:
+    def _partitions(self, quiet: bool = False) -> list[tuple[str, int]]:
+        if self.fixed_partitions is not None:
+            return list(self.fixed_partitions)
         md = self.consumer.list_topics(timeout=15)
         out = []
         for t in self.topics:
             meta = md.topics.get(t)
             if meta is None or meta.error is not None:
-                log.warning("topic missing, not projected", extra={"topic": t})
+                if not quiet:
+                    log.warning("topic missing, not projected", extra={"topic": t})
                 continue
             out.extend((t, p) for p in sorted(meta.partitions))
+        return out
+
+    def _start_offsets(self, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """Log-start offsets: where a partition's retained log begins."""
+        out = {}
+        for t, p in tps:
+            lo, _hi = self.consumer.get_watermark_offsets(TopicPartition(t, p), timeout=10)
+            out[(t, p)] = lo
         return out
 
     def _end_offsets(self, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
@@ -265,21 +302,29 @@ class Projector:
 
     def _phase(self, tps: list[tuple[str, int]], targets: dict[tuple[str, int], int] | None,
                deadline: float | None) -> None:
-        stored = self._with_db_retry(lambda c: load_offsets(c, self.consumer_name))
-        assignment = [TopicPartition(t, p, stored.get((t, p), OFFSET_BEGINNING)) for t, p in tps]
-        self.consumer.assign(assignment)
+        self._assign(tps)
+        stored = self._stored
         if targets is not None:
-            # Partitions already at their target need nothing; empty ones neither.
-            pending = {tp for tp in tps if stored.get(tp, 0) < targets.get(tp, 0)}
+            # Partitions already at their target need nothing; empty ones neither, nor
+            # those whose retained log (from the log-start offset on) ends before it.
+            maybe = [tp for tp in tps if stored.get(tp, 0) < targets.get(tp, 0)]
+            starts = self._start_offsets([tp for tp in maybe if tp not in stored])
+            pending = {tp for tp in maybe
+                       if max(stored.get(tp, 0), starts.get(tp, 0)) < targets.get(tp, 0)}
         else:
             pending = set()
         target_n = self.settings.min_batch
         timeout = self.settings.max_wait_ms / 1000
+        refresh_every = self.settings.metadata_refresh_s
+        next_refresh = time.monotonic() + refresh_every
         while not self._stopping:
             if targets is not None and not pending:
                 break
             if deadline is not None and time.monotonic() >= deadline:
                 break
+            if targets is None and time.monotonic() >= next_refresh:
+                tps = self._refresh_partitions(tps)
+                next_refresh = time.monotonic() + refresh_every
             msgs = self.consumer.consume(num_messages=target_n, timeout=timeout)
             good: list[Message] = []
             for m in msgs:
@@ -307,6 +352,34 @@ class Projector:
                         pending.discard(key)
             target_n = next_batch_target(len(msgs), target_n, self.settings.min_batch,
                                          self.settings.max_batch)
+
+    def _assign(self, tps: list[tuple[str, int]]) -> None:
+        """Assign `tps` at the offsets stored in PostgreSQL (the source of truth), offset 0
+        (log start) for partitions never committed."""
+        self._stored = self._with_db_retry(lambda c: load_offsets(c, self.consumer_name))
+        self.consumer.assign([TopicPartition(t, p, self._stored.get((t, p), OFFSET_BEGINNING))
+                              for t, p in tps])
+
+    def _refresh_partitions(self, tps: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """Pick up partitions (and topics) created since the last look, without a restart.
+
+        Called between batches, when everything consumed so far is committed: the stored
+        offsets equal the consumer's positions, so re-assigning every partition from them
+        loses and repeats nothing.
+        """
+        try:
+            now = self._partitions(quiet=True)
+        except KafkaException as exc:  # broker away: try again at the next interval
+            log.warning("metadata refresh failed", extra={"error": str(exc)})
+            return tps
+        new = sorted(set(now) - set(tps))
+        if not new:
+            return tps
+        log.info("new partitions, consuming them from their stored offset or 0",
+                 extra={"partitions": [f"{t}[{p}]" for t, p in new]})
+        merged = sorted(set(tps) | set(now))
+        self._assign(merged)
+        return merged
 
     # ------------------------------------------------------------------ one batch
     def _decode(self, msgs: list[Message]) -> list[_Item]:

@@ -30,6 +30,15 @@ class ProjectorSettings(BaseSettings):
     max_wait_ms: int = Field(200, ge=1)
     #: Monthly detection partitions are created this many months ahead.
     partitions_ahead: int = Field(2, ge=0, le=24)
+    #: How often (s) the live projector re-reads topic metadata to pick up partitions
+    #: added at run time (it starts them at their stored offset, else offset 0).
+    metadata_refresh_s: float = Field(30.0, gt=0, le=3600)
+    #: Parallel consumers of a replay / verify rebuild, each owning a disjoint set of
+    #: partitions (0 = one per CPU core).
+    replay_workers: int = Field(0, ge=0, le=64)
+    #: maintenance_work_mem (MB) for building the indexes once after a replay's bulk load;
+    #: the HNSW graph of the embeddings is built much faster when it fits in memory.
+    replay_index_mem_mb: int = Field(1024, ge=64, le=65536)
     #: Prometheus metrics port on 127.0.0.1 (0 = no HTTP server).
     metrics_port: int = Field(0, ge=0, le=65535)
 

@@ -54,9 +54,11 @@ def in_schema(conn: _C, schema: str = DEFAULT_SCHEMA) -> _C:
     return conn.execution_options(schema_translate_map={None: schema})  # type: ignore[attr-defined]
 
 
-def _log_position() -> list[Column]:
-    return [Column("log_partition", Integer, nullable=False),
-            Column("log_offset", BigInteger, nullable=False)]
+def _log_position(nullable: bool = False) -> list[Column]:
+    """Where the row's source event sits in the log (migration 0002 added it, nullable,
+    to the tables that had none)."""
+    return [Column("log_partition", Integer, nullable=nullable),
+            Column("log_offset", BigInteger, nullable=nullable)]
 
 
 # ------------------------------------------------------------------------ configuration
@@ -183,6 +185,7 @@ recordings = Table(
     Column("end_at", TS, nullable=False),
     Column("size_bytes", BigInteger, nullable=False),
     Column("container", Text, nullable=False),
+    *_log_position(nullable=True),
 )
 
 #: One row per FrameAnalyzed event (including skipped frames and frames with no boxes).
@@ -221,6 +224,7 @@ detections = Table(
     Column("y2", Double, nullable=False),
     Column("has_embedding", Boolean, nullable=False),
     Column("erased", Boolean, nullable=False),  # AppearanceErased named this detection
+    *_log_position(nullable=True),
 )
 
 #: Written by retention before old detection partitions are dropped.
@@ -243,6 +247,7 @@ embeddings = Table(
     Column("occurred_at", TS, nullable=False),
     Column("model", Text, nullable=False),
     Column("embedding", Vector(), nullable=False),
+    *_log_position(nullable=True),
 )
 
 # ------------------------------------------------------------------------ scene
@@ -338,6 +343,7 @@ notifications = Table(
     Column("status_code", Integer),
     Column("reason", Text),
     Column("occurred_at", TS, nullable=False),
+    *_log_position(nullable=True),
 )
 
 # ------------------------------------------------------------------------ health
@@ -352,6 +358,7 @@ health_events = Table(
     Column("worker_id", Text),
     Column("reason", Text),
     Column("payload", JSONB, nullable=False),
+    *_log_position(nullable=True),
 )
 
 # ------------------------------------------------------------------------ privacy

@@ -8,7 +8,9 @@ calls give identical events (ids included).
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from schemas import events as ev
 
@@ -20,6 +22,17 @@ Item = tuple[str, str, ev.Event]  # (topic suffix, key, event)
 
 def _id(seed: int, *parts: object) -> str:
     return ev.derived_event_id("workload", seed, *parts)
+
+
+def _analysis(frame: ev.FrameCaptured, event_id: str, dets: list[ev.Detection]
+              ) -> ev.FrameAnalyzed:
+    """The detector's answer to `frame` (same camera, edge, sequence and time)."""
+    return ev.FrameAnalyzed.create(
+        producer=PRODUCER, occurred_at=frame.occurred_at, cause=frame, event_id=event_id,
+        edge_id=frame.edge_id, camera_id=frame.camera_id, frame_sequence=frame.sequence,
+        width=640, height=480, skipped=False, detections=dets, detector_model="yolo",
+        detector_version="1", embedder_model="reid", inference_ms=12.5,
+        frame_ref=frame.object_ref)
 
 
 def mixed_workload(*, seed: int = 1, cameras: int = 2, frames_per_camera: int = 20,
@@ -80,12 +93,7 @@ def mixed_workload(*, seed: int = 1, cameras: int = 2, frames_per_camera: int = 
                 dets.append(ev.Detection(detection_id=did, label="person", score=0.5 + d / 10,
                                          x1=x, y1=0.1, x2=x + 0.1, y2=0.6, has_embedding=True))
                 detection_ids.append((cam, did))
-            analysis = ev.FrameAnalyzed.create(
-                producer=PRODUCER, occurred_at=at, cause=frame,
-                event_id=_id(seed, "FrameAnalyzed", cam, f), edge_id=edge, camera_id=cam,
-                frame_sequence=f, width=640, height=480, skipped=False, detections=dets,
-                detector_model="yolo", detector_version="1", embedder_model="reid",
-                inference_ms=12.5, frame_ref=frame.object_ref)
+            analysis = _analysis(frame, _id(seed, "FrameAnalyzed", cam, f), dets)
             analyses[cam].append(analysis.event_id)
             out.append(("detections", cam, analysis))
             for det in dets:
@@ -184,7 +192,7 @@ def mixed_workload(*, seed: int = 1, cameras: int = 2, frames_per_camera: int = 
     return out
 
 
-def publish(items: list[Item], producer: object | None = None) -> None:
+def publish(items: Iterable[Item], producer: object | None = None) -> None:
     """Send the items with vigil.kafka.EventProducer (topic prefix from settings)."""
     from vigil.kafka import EventProducer
 
@@ -193,3 +201,79 @@ def publish(items: list[Item], producer: object | None = None) -> None:
         prod.send(suffix, key, event)
     if prod.flush(60):
         raise RuntimeError("events not delivered")
+
+
+def replay_log(total_events: int, *, seed: int = 5, cameras: int = 8,
+               detections_per_frame: int = 3, embedding_dim: int = 192) -> Iterator[Item]:
+    """An embedding-heavy log of about `total_events` events for the replay benchmark.
+
+    The shape of a busy site's history (per analysed frame: the frame, its analysis with
+    `detections_per_frame` boxes and one appearance embedding per box, plus heartbeats and
+    scene events), generated lazily so a million events never sit in memory at once.
+    Vectors are shaped like re-identification embeddings: every box belongs to a track (a
+    person followed for `track_frames` frames), whose embeddings are the track's own
+    direction plus per-detection noise (cosine similarity ~0.8 within a track, ~0 across),
+    so all vectors are distinct but clustered by person. The HNSW build time depends on
+    that shape: uniformly random vectors, which no embedder produces, take ~4x longer to
+    index. Drawn with numpy in blocks, as 100 M floats from `random` would dominate
+    seeding.
+    """
+    import numpy as np
+
+    rnd = random.Random(seed)
+    rng = np.random.default_rng(seed)
+    noise = np.empty((0, embedding_dim))
+    tracks: dict[tuple[str, int], tuple[int, Any]] = {}
+    track_frames = 50
+    site, edge = f"rsite-{seed}", f"redge-{seed}"
+    cams = [f"rcam-{seed}-{i}" for i in range(cameras)]
+    produced = 0
+    for i, cam in enumerate(cams):
+        yield ("config", f"camera/{cam}", ev.CameraConfigured.create(
+            producer=PRODUCER, occurred_at=T0, event_id=_id(seed, "rcam", cam), camera_id=cam,
+            site_id=site, edge_id=edge, name=f"Camera {i}"))
+        produced += 1
+    f = 0
+    while produced < total_events:
+        at = T0 + timedelta(milliseconds=200 * f)
+        if f % 50 == 0:
+            yield ("heartbeats", edge, ev.EdgeHeartbeat.create(
+                producer=PRODUCER, occurred_at=at, event_id=_id(seed, "rhb", f), edge_id=edge,
+                site_id=site, version="1.0", interval_s=30.0, streams=[],
+                disk_free_bytes=10**9, memory_rss_bytes=10**8, spool_backlog=0,
+                spool_evicted=0))
+            produced += 1
+        for cam in cams:
+            frame = ev.FrameCaptured.create(
+                producer=PRODUCER, occurred_at=at, event_id=_id(seed, "rf", cam, f),
+                edge_id=edge, camera_id=cam, sequence=f, width=640, height=480,
+                motion_score=rnd.random(), object_ref=f"s3://frames/{cam}/{f}.jpg")
+            dets = [ev.Detection(detection_id=_id(seed, "rd", cam, f, d), label="person",
+                                 score=0.5 + d / 10, x1=0.1, y1=0.1, x2=0.3, y2=0.6,
+                                 has_embedding=True) for d in range(detections_per_frame)]
+            analysis = _analysis(frame, _id(seed, "ra", cam, f), dets)
+            yield ("frames", cam, frame)
+            yield ("detections", cam, analysis)
+            produced += 2
+            for k, d in enumerate(dets):
+                segment = f // track_frames
+                track = tracks.get((cam, k))
+                if track is None or track[0] != segment:
+                    track = tracks[(cam, k)] = (segment, rng.normal(0.0, 1.0, embedding_dim))
+                if not len(noise):
+                    noise = rng.normal(0.0, 0.5, (4096, embedding_dim))
+                vector = (track[1] + noise[-1]).tolist()
+                noise = noise[:-1]
+                yield ("embeddings", cam, ev.AppearanceEmbedded.create(
+                    producer=PRODUCER, occurred_at=at, cause=analysis,
+                    event_id=_id(seed, "re", d.detection_id), camera_id=cam,
+                    detection_id=d.detection_id, frame_sequence=f, model="reid",
+                    vector=vector))
+                produced += 1
+            if f % 25 == 0:
+                yield ("scene", cam, ev.ZoneEntered.create(
+                    producer=PRODUCER, occurred_at=at, cause=analysis,
+                    event_id=_id(seed, "rz", cam, f), camera_id=cam, zone_id=f"zone-{cam}",
+                    track_id=f"trk-{cam}-{f}"))
+                produced += 1
+        f += 1

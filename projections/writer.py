@@ -12,8 +12,10 @@ from datetime import date
 from typing import Any
 
 import psycopg
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
 
-from projections.handlers import Batch
+from projections.handlers import Batch, PackedVector
 from projections.migrate import ensure_partitions
 
 #: Column lists of the insert-only tables, in handler tuple order.
@@ -22,16 +24,16 @@ APPEND_COLUMNS: dict[str, tuple[str, ...]] = {
                "height", "motion_score", "object_ref", "has_jpeg", "log_partition",
                "log_offset"),
     "recordings": ("event_id", "camera_id", "edge_id", "object_ref", "start_at", "end_at",
-                   "size_bytes", "container"),
+                   "size_bytes", "container", "log_partition", "log_offset"),
     "frame_analyses": ("event_id", "frame_event_id", "camera_id", "edge_id",
                        "frame_sequence", "occurred_at", "skipped", "detection_count",
                        "detector_model", "detector_version", "embedder_model",
                        "inference_ms", "frame_ref", "log_partition", "log_offset"),
     "detections": ("detection_id", "occurred_at", "event_id", "frame_event_id", "camera_id",
                    "frame_sequence", "label", "score", "x1", "y1", "x2", "y2",
-                   "has_embedding"),
+                   "has_embedding", "log_partition", "log_offset"),
     "embeddings": ("detection_id", "event_id", "camera_id", "frame_sequence", "occurred_at",
-                   "model", "embedding"),
+                   "model", "embedding", "log_partition", "log_offset"),
     "scene_events": ("event_id", "event_type", "occurred_at", "camera_id", "zone_id",
                      "line_id", "track_id", "rule_id", "rule_type", "severity",
                      "causation_id", "correlation_id", "payload", "log_partition",
@@ -42,9 +44,11 @@ APPEND_COLUMNS: dict[str, tuple[str, ...]] = {
     "commands": ("event_id", "command_type", "alert_id", "operator", "occurred_at",
                  "expected_version", "payload", "log_partition", "log_offset"),
     "notifications": ("event_id", "alert_id", "alert_event_id", "status", "destination",
-                      "channel", "attempts", "status_code", "reason", "occurred_at"),
+                      "channel", "attempts", "status_code", "reason", "occurred_at",
+                      "log_partition", "log_offset"),
     "health_events": ("event_id", "event_type", "occurred_at", "edge_id", "site_id",
-                      "camera_id", "worker_id", "reason", "payload"),
+                      "camera_id", "worker_id", "reason", "payload", "log_partition",
+                      "log_offset"),
     "erasures": ("event_id", "occurred_at", "requested_by", "reason", "detection_ids",
                  "snapshot_refs"),
 }
@@ -59,6 +63,21 @@ _SELECT_FROM_STAGE: dict[str, str] = {
                   "erased_detections x WHERE x.detection_id = s.detection_id)",
 }
 _EXTRA_COLUMNS = {"detections": ("erased",)}
+
+#: Tables staged with binary COPY (plain column types only, no JSON): no text formatting
+#: of floats and timestamps on our side, no parsing on the server's; embeddings need it
+#: because their vectors are already packed (`handlers.pack_vector`).
+BINARY_COPY = frozenset({"frames", "frame_analyses", "detections", "embeddings"})
+
+
+class _PackedVectorDumper(Dumper):
+    """Passes a `PackedVector` through as the binary value of the `vector` column."""
+
+    format = Format.BINARY
+
+    def dump(self, obj: PackedVector) -> bytes:
+        return obj
+
 
 _NEWER = "({t}.{at}, {t}.{eid}) < (EXCLUDED.{at}, EXCLUDED.{eid}) OR {t}.{at} IS NULL"
 
@@ -208,14 +227,21 @@ class Writer:
         self.partitions_ahead = partitions_ahead
         self._months: set[date] = set()
         self._stages: set[str] = set()
+        #: per binary staging table, the type oids of the copied columns
+        self._stage_types: dict[str, list[int]] = {}
 
     def reset(self) -> None:
         """Forget cached partitions and staging tables (after a reconnect or rollback)."""
         self._months.clear()
         self._stages.clear()
+        self._stage_types.clear()
 
     def write(self, conn: psycopg.Connection, batch: Batch) -> None:
-        for month in sorted(batch.months - self._months):
+        new_months = sorted(batch.months - self._months)
+        if new_months:  # replay workers run in parallel: one creates, the others wait
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('vigil-partitions:' "
+                         "|| current_schema()))")
+        for month in new_months:
             ensure_partitions(conn, month, ahead=self.partitions_ahead)
         self._months |= batch.months
         for table in APPEND_ORDER:
@@ -247,9 +273,15 @@ class Writer:
             )
             for extra in _EXTRA_COLUMNS.get(table, ()):
                 conn.execute(f"ALTER TABLE {stage} DROP COLUMN IF EXISTS {extra}")
+            if table in BINARY_COPY:
+                self._stage_types[stage] = self._column_types(conn, stage, cols)
             self._stages.add(stage)
         collist = ", ".join(cols)
-        with conn.cursor() as cur, cur.copy(f"COPY {stage} ({collist}) FROM STDIN") as copy:
+        types = self._stage_types.get(stage)
+        fmt = " (FORMAT BINARY)" if types else ""
+        with conn.cursor() as cur, cur.copy(f"COPY {stage} ({collist}) FROM STDIN{fmt}") as copy:
+            if types:
+                copy.set_types(types)
             for row in rows:
                 copy.write_row(row)
         scols = ", ".join(f"s.{c}" for c in cols)
@@ -257,3 +289,20 @@ class Writer:
             stage=stage, cols=scols)
         all_cols = ", ".join(cols + _EXTRA_COLUMNS.get(table, ()))
         conn.execute(f"INSERT INTO {table} ({all_cols}) {select} ON CONFLICT DO NOTHING")
+
+    @staticmethod
+    def _column_types(conn: psycopg.Connection, stage: str, cols: tuple[str, ...]
+                      ) -> list[int]:
+        """Type oids of `cols` of the staging table; registers the vector dumper for this
+        connection when one of them is pgvector's `vector`."""
+        rows = conn.execute(
+            "SELECT a.attname, a.atttypid::int, t.typname FROM pg_attribute a "
+            "JOIN pg_type t ON t.oid = a.atttypid "
+            "WHERE a.attrelid = %s::regclass "
+            "AND a.attnum > 0 AND NOT a.attisdropped", (f"pg_temp.{stage}",)).fetchall()
+        by_name = {name: (oid, typname) for name, oid, typname in rows}
+        for oid, typname in by_name.values():
+            if typname == "vector":
+                dumper = type("PackedVectorDumper", (_PackedVectorDumper,), {"oid": oid})
+                conn.adapters.register_dumper(PackedVector, dumper)
+        return [by_name[c][0] for c in cols]

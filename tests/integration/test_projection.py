@@ -191,8 +191,13 @@ def test_sigkill_mid_batch_ends_equal_to_an_uninterrupted_run(
 
     partial_kills = 0
     for _ in range(6):
+        before = progress()
         proc = _start(cmd, env, tmp_path / "projector.log")
-        time.sleep(0.3)
+        # Kill right after a commit lands (not after a fixed delay, which on a loaded
+        # machine may fall before the first batch or after the last one).
+        until = time.monotonic() + 20
+        while progress() == before and proc.poll() is None and time.monotonic() < until:
+            time.sleep(0.02)
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
@@ -304,3 +309,55 @@ def test_postgresql_down_then_back_loses_nothing(topic_prefix: str, schema: str)
         proxy.stop()
     assert proj.stats.db_retries > 0
     assert count(schema, "alerts") == 2 and count(schema, "detections") == 36
+
+
+def test_partitions_added_at_run_time_are_projected_without_a_restart(
+    topic_prefix: str, schema: str
+) -> None:
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewPartitions
+
+    from schemas.codec import default_codec
+    from vigil.kafka import producer_config
+
+    dsn = get_settings().database_dsn
+    proj = Projector(dsn=dsn, schema=schema, prefix=topic_prefix,
+                     settings=ProjectorSettings(embedding_dim=DIM, metadata_refresh_s=1.0),
+                     producer=EventProducer())
+    runner = threading.Thread(target=proj.run, kwargs={"max_seconds": 80}, daemon=True)
+    runner.start()
+
+    def camera(cid: str) -> ev.CameraConfigured:
+        return ev.CameraConfigured.create(producer="t", camera_id=cid, site_id="s",
+                                          edge_id="e", name=cid)
+
+    def landed(cid: str, within: float = 30.0) -> bool:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if count(schema, "cameras", f"camera_id = '{cid}'"):
+                return True
+            time.sleep(0.2)
+        return False
+
+    try:
+        publish([("config", "camera/before", camera("before"))])
+        assert landed("before")
+        # The frames topic has 2 partitions (fixture); grow it to 4 while projecting.
+        topic = topic_name("frames")
+        admin = AdminClient({"bootstrap.servers": get_settings().kafka_bootstrap})
+        admin.create_partitions([NewPartitions(topic, 4)])[topic].result(30)
+        frame = ev.FrameCaptured.create(producer="t", edge_id="e", camera_id="grown",
+                                        sequence=1, width=640, height=480, motion_score=0.5)
+        prod = Producer(producer_config())
+        prod.produce(topic, key=b"grown", value=default_codec().encode(frame), partition=3)
+        assert prod.flush(30) == 0
+        assert landed("grown"), "event on a partition added at run time was not projected"
+        assert count(schema, "frames", f"event_id = '{frame.event_id}' AND "
+                                       "log_partition = 3") == 1
+        assert count(schema, "projector_offsets",
+                     f"topic = '{topic}' AND partition = 3 AND next_offset = 1") == 1
+    finally:
+        proj.stop()
+        runner.join(30)
+        proj.close()
+    assert not runner.is_alive()

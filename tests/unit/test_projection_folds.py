@@ -39,6 +39,9 @@ def test_migration_matches_table_definitions() -> None:
         assert m, table.name
         cols = [ln.split()[0].strip('"') for ln in m.group(1).splitlines()
                 if ln.strip() and not ln.strip().startswith("PRIMARY KEY")]
+        # later migrations add columns at the end, in order
+        for alter in re.findall(rf"ALTER TABLE {table.name} (ADD COLUMN .*?);", ddl, re.S):
+            cols += re.findall(r"ADD COLUMN (\w+)", alter)
         assert cols == [c.name for c in table.columns], table.name
 
 
@@ -116,3 +119,39 @@ def test_batches_grow_under_backlog_and_shrink_when_live() -> None:
     assert next_batch_target(3, 5000, 50, 5000) == 2500
     assert next_batch_target(0, 60, 50, 5000) == 50
     assert next_batch_target(40, 60, 50, 5000) == 60
+
+
+def test_replay_split_balances_disjoint_partition_sets() -> None:
+    from projections.replay import _split
+
+    sizes = {("e", 0): 600, ("e", 1): 500, ("d", 0): 300, ("d", 1): 200, ("f", 0): 0}
+    shards = _split(list(sizes), sizes, 2, parallel_min=0)
+    assert len(shards) == 2
+    flat = [tp for s in shards for tp in s]
+    assert sorted(flat) == sorted(tp for tp, n in sizes.items() if n)  # disjoint, no empty
+    loads = sorted(sum(sizes[tp] for tp in s) for s in shards)
+    assert loads == [800, 800]
+    # small work: one process, not worth spawning
+    assert len(_split(list(sizes), sizes, 2, parallel_min=10_000)) == 1
+
+
+def test_verify_offsets_match_tolerates_partitions_emptied_by_retention() -> None:
+    from projections.replay import _offsets_match
+
+    live = {("t", 0): 10, ("t", 1): 5}
+    assert _offsets_match(live, {("t", 0): 10, ("t", 1): 5}, {})
+    assert not _offsets_match(live, {("t", 0): 10}, {})
+    # partition 1: everything up to the live position was deleted, nothing to rebuild
+    assert _offsets_match(live, {("t", 0): 10}, {("t", 1): 5})
+    assert not _offsets_match(live, {("t", 0): 9, ("t", 1): 5}, {})
+
+
+def test_pack_vector_is_pgvector_binary_and_rejects_out_of_range() -> None:
+    import struct
+
+    from projections.handlers import HandlerError, pack_vector
+
+    packed = pack_vector([0.5, -1.0, 2.0])
+    assert packed == struct.pack(">HH3f", 3, 0, 0.5, -1.0, 2.0)
+    with pytest.raises(HandlerError):
+        pack_vector([1e300])
