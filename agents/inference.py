@@ -127,8 +127,14 @@ class Item:
 # --------------------------------------------------------------------------- pure helpers
 
 
-def decode_frame(frame: FrameCaptured, jpeg: bytes) -> np.ndarray:
-    """Decode and validate a frame's JPEG; PoisonFrame if it is not the promised image."""
+def decode_frame(frame: FrameCaptured, jpeg: bytes,
+                 max_pixels: int = 16_777_216) -> np.ndarray:
+    """Decode and validate a frame's JPEG; PoisonFrame if it is not the promised image.
+
+    The declared size is checked before decoding, so an oversized frame costs nothing."""
+    if frame.width * frame.height > max_pixels:
+        raise PoisonFrame(f"frame is {frame.width}x{frame.height}, above the "
+                          f"{max_pixels}-pixel limit (VIGIL_INFERENCE_MAX_FRAME_PIXELS)")
     if not jpeg:
         raise PoisonFrame("empty image payload")
     image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
@@ -285,7 +291,7 @@ class InferencePipeline:
                 item.skipped = True
                 return
             item.jpeg = value.jpeg if value.jpeg is not None else await self._fetch(value)
-            item.image = decode_frame(value, item.jpeg)
+            item.image = decode_frame(value, item.jpeg, self.s.max_frame_pixels)
         except PoisonFrame as exc:
             item.poison = str(exc)
         except Exception as exc:

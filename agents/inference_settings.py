@@ -59,6 +59,9 @@ class InferenceSettings(BaseSettings):
     #: store that is down or timing out is retried with `backoff_*` without limit: the
     #: frame is fine, so it must wait, not be dead-lettered.
     object_timeout_s: float = Field(5.0, gt=0.0, le=120.0)
+    #: Frames declaring more pixels than this are poison: a camera never sends them, and a
+    #: forged header must not make the worker allocate gigabytes (default 4096 x 4096).
+    max_frame_pixels: int = Field(16_777_216, ge=4096)
     #: Skip the detector for frames whose motion_score is below `still_threshold`.
     skip_still: bool = False
     still_threshold: float = Field(0.01, ge=0.0)

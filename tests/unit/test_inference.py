@@ -161,6 +161,16 @@ def test_poison_frames_go_to_dlq_and_the_rest_continue() -> None:
     assert "bad magic" in reasons[2]
 
 
+def test_frame_declaring_too_many_pixels_is_poison_before_decoding() -> None:
+    """The limit is checked on the declared size, so a forged header costs no decode."""
+    sink = run([frame(0), frame(1)], FakeTriton(), max_frame_pixels=W * H - 1)
+    assert analyzed(sink) == []
+    assert len(sink.dlq) == 2
+    assert all(f"{W}x{H}" in r and "VIGIL_INFERENCE_MAX_FRAME_PIXELS" in r for _, r in sink.dlq)
+    ok = run([frame(0)], FakeTriton(), max_frame_pixels=W * H)
+    assert [a.frame_sequence for a in analyzed(ok)] == [0]
+
+
 def test_rejected_frame_is_isolated_and_dead_lettered_after_retries() -> None:
     bad = frame(1)
     assert bad.jpeg is not None
