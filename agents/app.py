@@ -17,6 +17,7 @@ from typing import Any
 import faust
 
 import agents.codec  # noqa: F401  (registers the "vigil" codec)
+from agents.faust_fixes import VigilTableManager
 from agents.settings import get_worker_settings
 from schemas.topics import BY_SUFFIX, CATALOG
 from vigil.settings import get_settings
@@ -55,6 +56,9 @@ app = faust.App(
     # after the 60 s default session timeout.
     broker_session_timeout=15.0,
     broker_heartbeat_interval=3.0,
+    # Faust's own recovery can drop events buffered during a restore from the changelogs
+    # (agents/faust_fixes.py).
+    TableManager=VigilTableManager,
 )
 
 

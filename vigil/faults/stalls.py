@@ -55,16 +55,22 @@ def _stop_busy_worker(p: Pipeline) -> tuple[str, list[str]]:
     flight (which worker got which partition is the assignor's choice). Probes each in
     turn: a camera with a backlog whose analyses stop while a worker is frozen is that
     worker's. Returns the frozen worker's name (left stopped) and those cameras."""
-    for name in ("worker", "worker_b"):
-        before = p.progress()
-        p.procs[name].signal(signal.SIGSTOP)
-        time.sleep(5)
-        after = p.progress()
-        frozen = [c for c in p.cameras
-                  if before[c][0] > before[c][1] and after[c][1] == before[c][1]]
-        if frozen:
-            return name, frozen
-        p.procs[name].signal(signal.SIGCONT)
+    # A camera is the frozen worker's when it has frames waiting at the end of the probe
+    # and none of them got analysed during it.
+    for _round in range(2):
+        for name in ("worker", "worker_b"):
+            p.procs[name].signal(signal.SIGSTOP)
+            # progress is read from the read model: analyses the worker wrote just before
+            # it froze are still on their way through the projector, so settle first
+            time.sleep(2)
+            before = p.progress()
+            time.sleep(4)
+            after = p.progress()
+            frozen = [c for c in p.cameras
+                      if after[c][0] > after[c][1] and after[c][1] == before[c][1]]
+            if frozen:
+                return name, frozen
+            p.procs[name].signal(signal.SIGCONT)
     p.procs["worker"].signal(signal.SIGSTOP)
     return "worker", []
 

@@ -1,0 +1,135 @@
+"""Work-arounds for Faust behaviours that lose events, installed through App settings.
+
+Events lost after a restore from the changelogs (faust-streaming 0.15.3,
+faust/tables/recovery.py ``Recovery.on_recovery_completed``). A worker whose tables must
+be rebuilt (empty or wiped RocksDB) starts the Fetcher *during* recovery, to read the
+changelogs, with the stream partitions paused. When the restore is done Faust resumes the
+stream partitions, awaits the seek of every partition to its committed offset, and only
+then calls ``flow_control.resume()``, which *clears every stream buffer* (channel queues
+are made with ``clear_on_resume``). The Fetcher runs the whole time: while the seek is
+awaited it delivers stream records from the committed offset on into the agents' buffers
+and records each one in the consumer's read offset (``Consumer._read_offset``; the drain
+loop drops any record below it as already read). The records still queued at the clear
+are thrown away un-acked and are not delivered again: the rest of the batch fetched
+before the seek moves the read offset past them, so their re-fetch is dropped as already
+read. They are never processed, acked or dead-lettered (worker_wipe lost exactly the
+records the clear discarded, offsets 33-34 of the frames partition, in 2 of 3 runs). A
+restart with its RocksDB intact does not restore, so the Fetcher starts after the seek and
+the clear, and nothing is lost. The same order is in ``Recovery._resume_streams``, the
+path of an app without tables, reported as
+https://github.com/faust-streaming/faust/issues/216.
+
+The fix stops the consumer flow before the seek (a fetch that completes while the flow is
+stopped is not delivered: Faust seeks back to the committed offsets instead), and clears
+the buffers and resumes the flow right after the seek with no ``await`` in between. The
+stream partitions are still resumed *before* the seek, as Faust does: resuming them after
+it was tried and is worse, because with every partition paused a fetch already in flight
+asks aiokafka for "no partitions", which means all of them, and Faust then skips the
+stream records of that batch although aiokafka counted them as consumed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+from faust.tables import TableManager
+from faust.tables.recovery import Recovery
+
+
+def _buffered_offsets(app: Any) -> list[tuple[str, int, int]]:
+    """(topic, partition, offset) of the events waiting in the flow-controlled buffers,
+    i.e. what ``flow_control.resume()`` is about to discard: with the fix, none of a stream
+    partition (reads private attributes of mode's queues, so it degrades to "none")."""
+    out: list[tuple[str, int, int]] = []
+    for queue in list(getattr(app.flow_control, "_queues", ())):
+        for event in list(getattr(queue, "_queue", ())):
+            msg = getattr(event, "message", None)
+            if msg is not None:
+                out.append((msg.topic, msg.partition, msg.offset))
+    return out
+
+
+class SeekThenClearRecovery(Recovery):
+    """Faust's Recovery, with no stream record delivered between the seek and the clear."""
+
+    async def _seek_then_clear(self, assignment: set[Any]) -> None:
+        """Seek the stream partitions to their committed offsets, then clear the buffers
+        and resume the flow, with no record delivered in between (module docstring)."""
+        app = cast(Any, self.app)
+        consumer = app.consumer
+        # A fetch that completes while the flow is stopped is not delivered: Faust seeks
+        # back to the committed offsets instead.
+        consumer.stop_flow()
+        # Resumed before the seek, as Faust does: with every partition paused, a fetch in
+        # flight would be asked for no partitions, i.e. all of them, and Faust would skip
+        # (not deliver) records the consumer already counted as consumed.
+        consumer.resume_partitions(
+            {tp for tp in assignment if not self._is_changelog_tp(tp)})
+        if assignment:
+            self.log.info("Seek stream partitions to committed offsets.")
+            await self._wait(consumer.perform_seek(),
+                             timeout=app.conf.broker_request_timeout)
+        # From here to resume_flow nothing awaits.
+        dropped = _buffered_offsets(app)
+        if dropped:  # a sign that a record was delivered before the seek again
+            self.log.warning("Recovery clears %d buffered events (topic, partition, "
+                             "offset): %s", len(dropped), dropped[:20])
+        self.completed.set()
+        app.flow_control.resume()
+        consumer.resume_flow()
+
+    async def _resume_streams(self, generation_id: int = 0) -> None:
+        """Faust's path for an app without tables (a worker running only `inference`):
+        the same resume-seek-clear order, issue #216."""
+        app = cast(Any, self.app)
+        await app.on_rebalance_complete.send()
+        assignment = app.consumer.assignment()
+        if app.consumer_generation_id != generation_id:
+            self.log.warning("Recovery rebalancing again")
+            return
+        if not assignment:
+            self.log.info("Resuming streams with empty assignment")
+        await self._seek_then_clear(assignment)
+        await app._fetcher.maybe_start()
+        self.tables.on_actives_ready()
+        self.tables.on_standbys_ready()
+        app.on_rebalance_end()
+        self.log.info("Worker ready")
+
+    async def on_recovery_completed(self, generation_id: int = 0) -> None:
+        app = cast(Any, self.app)
+        consumer = app.consumer
+        self.log.info("Restore complete!")
+        await app.on_rebalance_complete.send()
+        self._set_recovery_ended()
+        callbacks = [
+            asyncio.ensure_future(table.on_recovery_completed(
+                self.actives_for_table[table], self.standbys_for_table[table]))
+            for table in self.tables.values()
+        ]
+        if callbacks:
+            await asyncio.wait(callbacks)
+        assignment = consumer.assignment()
+        if app.consumer_generation_id != generation_id:
+            self.log.warning("Recovery rebalancing again app id %s param %s",
+                             app.consumer_generation_id, generation_id)
+            return
+        await self._seek_then_clear(assignment)
+        await app._fetcher.maybe_start()
+        self.tables.on_actives_ready()
+        if not app.assignor.assigned_standbys():
+            self.tables.on_standbys_ready()
+        app.on_rebalance_end()
+        self.log.info("Worker ready")
+
+
+class VigilTableManager(TableManager):
+    """Faust's TableManager with `SeekThenClearRecovery` (App setting ``TableManager``)."""
+
+    @property
+    def recovery(self) -> Recovery:
+        if self._recovery is None:
+            self._recovery = SeekThenClearRecovery(
+                self.app, self, beacon=self.beacon, loop=self.loop)
+        return self._recovery
