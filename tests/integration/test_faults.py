@@ -51,6 +51,8 @@ def _faults_run(stack: dict[str, str], tmp_path: Path, names: list[str],
 def _assert_clean(r: dict[str, Any]) -> None:
     assert r["produced"] > 0, r
     assert (r["lost"], r["duplicated"], r["missed"], r["doubled"]) == (0, 0, 0, 0), r
+    assert (r["escalations_missed"], r["escalations_doubled"]) == (0, 0), r
+    assert r["escalations_fired"] == r["escalations_due"], r
     assert not r["problems"], (r["name"], r["problems"])
     assert r["faults"], (r["name"], "no fault was injected")
 
@@ -73,6 +75,10 @@ def test_quick_fault_scenarios_lose_and_double_nothing(stack: dict[str, str],
     for r in results.values():
         _assert_clean(r)
     assert results["poison"]["details"]["poison_missing_from_dlq"] == []
+    # the pipelines escalate after 10 s, so open alerts come due within the run: the
+    # escalation oracle judged real deadlines, not an empty set
+    assert sum(r["escalations_due"] for r in results.values()) > 0, \
+        {n: (r["escalations_fired"], r["escalations_due"]) for n, r in results.items()}
     assert code == 0, text[-4000:]
 
 

@@ -87,13 +87,15 @@ def run_scenarios(names: list[str], env: dict[str, str], run_dir: Path, quick: b
 def print_table(results: list[ScenarioResult], header: bool = True) -> None:
     if header:
         print(f"{'scenario':21} {'ok':4} {'prod':>5} {'rm':>5} {'lost':>5} {'dup':>4} "
-              f"{'alerts':>7} {'missed':>6} {'dbl':>4} {'recovery s':14} {'time s':>7}")
+              f"{'alerts':>7} {'missed':>6} {'dbl':>4} {'escal':>7} {'recovery s':14} "
+              f"{'time s':>7}")
     for r in results:
         ok = "skip" if r.skipped else ("ok" if r.ok else "FAIL")
         rec = ",".join(f"{x:.1f}" for x in r.recovery_s) or "-"
         print(f"{r.name:21} {ok:4} {r.produced:5} {r.in_read_model:5} {r.lost:5} "
               f"{r.duplicated:4} {r.alerts_raised:3}/{r.alerts_expected:<3} {r.missed:6} "
-              f"{r.doubled:4} {rec:14} {r.duration_s:7.1f}")
+              f"{r.doubled:4} {r.escalations_fired:3}/{r.escalations_due:<3} {rec:14} "
+              f"{r.duration_s:7.1f}")
         for p in r.problems:
             print(f"    ! {p}")
         if r.skipped:

@@ -58,6 +58,12 @@ class ScenarioResult:
     missed: int = 0
     doubled: int = 0
     unexpected: int = 0
+    #: escalations whose deadline passed (by ESCALATION_SLACK_S) before the judge, while
+    #: the alert was open, vs those of them that fired; missed and fired twice per level
+    escalations_due: int = 0
+    escalations_fired: int = 0
+    escalations_missed: int = 0
+    escalations_doubled: int = 0
     recovery_s: list[float] = field(default_factory=list)
     faults: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
@@ -66,7 +72,22 @@ class ScenarioResult:
 
     def judge(self) -> None:
         self.ok = self.skipped is None and not self.problems and not (
-            self.lost or self.duplicated or self.missed or self.doubled or self.unexpected)
+            self.lost or self.duplicated or self.missed or self.doubled or self.unexpected
+            or self.escalations_missed or self.escalations_doubled)
+
+
+#: Escalation policy of every scenario pipeline: short enough that alerts raised mid-run
+#: come due before the judge, so "escalations fired vs due" is measured, not vacuous.
+ESCALATION_S = 5.0
+ESCALATION_MAX_LEVEL = 2
+ESCALATION_TICK_S = 1.0
+#: a deadline counts as due only this long before the judge (or the acknowledgement): the
+#: leader's tick, and a rebalance after a fault, may delay the firing; late is not missed.
+ESCALATION_SLACK_S = 12.0
+#: the judge waits (at most this long) for the first deadline of every open alert to pass
+#: by ESCALATION_SLACK_S: a scene played faster than real time raises alerts whose event
+#: time, and so whose deadline, is still ahead of the wall clock when the frames drain.
+ESCALATION_WAIT_MAX_S = 75.0
 
 
 class Proc:
@@ -124,13 +145,16 @@ class Pipeline:
     """Edge -> Kafka -> worker -> projector (-> API) for a set of synthetic scenarios."""
 
     def __init__(self, base_env: dict[str, str], run_dir: Path, scenarios: list[str],
-                 name: str, partitions: int = 2) -> None:
+                 name: str, partitions: int = 2, realtime: bool = False) -> None:
         from edge_producer.sim.scenario import resolve_scenario_path
 
         self.run_dir = run_dir
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.prefix = f"flt{name.replace('_', '')[:8]}{secrets.token_hex(3)}".lower()
         self.partitions = partitions
+        #: pace the synthetic cameras at 1 fps like live ones (default: as fast as the
+        #: pipeline takes them, which keeps the suite short)
+        self.realtime = realtime
         self.env = dict(base_env)
         self.env.update({
             "VIGIL_TOPIC_PREFIX": self.prefix,
@@ -139,6 +163,9 @@ class Pipeline:
             "VIGIL_WORKER_WEB_PORT": str(free_port()),
             "VIGIL_API_PORT": str(free_port()),
             "VIGIL_LOG_FORMAT": "text",
+            "VIGIL_ALERTS_ESCALATION_S": str(ESCALATION_S),
+            "VIGIL_ALERTS_MAX_LEVEL": str(ESCALATION_MAX_LEVEL),
+            "VIGIL_ALERTS_TICK_S": str(ESCALATION_TICK_S),
         })
         self.scenario_paths = [resolve_scenario_path(s).resolve() for s in scenarios]
         self.procs: dict[str, Proc] = {}
@@ -162,7 +189,7 @@ class Pipeline:
         from vigil.demo import build_site
 
         site_file, edge_file, expected = build_site(self.scenario_paths, self.run_dir,
-                                                    realtime=False)
+                                                    realtime=self.realtime)
         self.edge_file, self.expected = edge_file, expected
         self.cameras = [c["camera_id"] for c in yaml.safe_load(edge_file.read_text())["cameras"]]
         apply_topics(self.env["KAFKA_BOOTSTRAP"], self.prefix,
@@ -388,3 +415,76 @@ class Pipeline:
             res.unexpected = sum(p.startswith("unexpected") for p in problems)
             if problems:
                 res.details["alert_problems"] = problems
+            self.judge_escalations(res)
+
+    def judge_escalations(self, res: ScenarioResult) -> None:
+        """Escalations fired vs due, from the alerts topic.
+
+        The first deadline is the later of the hit's event time and the moment the worker
+        raised the alert (the AlertRaised record's timestamp) plus ESCALATION_S; each next
+        one runs from when the previous level actually fired (agents/alert_state.py). An
+        acknowledgement or resolution stops the chain. Only deadlines ESCALATION_SLACK_S
+        before the judge count as due, so a late firing is not called missed."""
+        from datetime import UTC, datetime, timedelta
+
+        from schemas.codec import default_codec
+        from schemas.events import (
+            AlertAcknowledged,
+            AlertEscalated,
+            AlertRaised,
+            AlertResolved,
+        )
+
+        codec = default_codec()
+        step, slack = timedelta(seconds=ESCALATION_S), timedelta(seconds=ESCALATION_SLACK_S)
+
+        def read() -> tuple[dict[str, datetime], dict[str, list[AlertEscalated]],
+                            dict[str, datetime]]:
+            raised: dict[str, datetime] = {}
+            fired: dict[str, list[AlertEscalated]] = {}
+            stopped: dict[str, datetime] = {}
+            for msg in self.read_topic("alerts", decode=False):
+                try:
+                    e = codec.decode(msg.value())
+                except Exception:
+                    continue
+                ts = datetime.fromtimestamp(msg.timestamp()[1] / 1000, UTC)
+                if isinstance(e, AlertRaised):
+                    raised.setdefault(e.alert_id, max(e.occurred_at, ts))
+                elif isinstance(e, AlertEscalated):
+                    fired.setdefault(e.alert_id, []).append(e)
+                elif isinstance(e, AlertAcknowledged | AlertResolved):
+                    stopped[e.alert_id] = min(stopped.get(e.alert_id, ts), ts)
+            return raised, fired, stopped
+
+        raised, fired, stopped = read()
+        first_due = [at + step + slack for a, at in raised.items() if a not in stopped]
+        if first_due:
+            wait = (max(first_due) - datetime.now(UTC)).total_seconds()
+            if wait > 0:
+                time.sleep(min(wait + 1.0, ESCALATION_WAIT_MAX_S))
+                raised, fired, stopped = read()
+        judged_at = datetime.now(UTC)
+        due = matched = missed = doubled = 0
+        for alert_id, raised_at in raised.items():
+            levels = [e.level for e in fired.get(alert_id, [])]
+            doubled += len(levels) - len(set(levels))
+            by_level = {e.level: e for e in fired.get(alert_id, [])}
+            cutoff = min(judged_at, stopped.get(alert_id, judged_at)) - slack
+            deadline = raised_at + step
+            for level in range(1, ESCALATION_MAX_LEVEL + 1):
+                if deadline > cutoff:
+                    break
+                due += 1
+                if level not in by_level:
+                    missed += 1
+                    res.problems.append(f"escalation {level} of alert {alert_id} was due "
+                                        f"at {deadline.isoformat()} and never fired")
+                    break
+                matched += 1
+                deadline = by_level[level].occurred_at + step
+        res.escalations_due, res.escalations_fired = due, matched
+        res.escalations_missed, res.escalations_doubled = missed, doubled
+        res.details["escalations_fired_total"] = sum(len(v) for v in fired.values())
+        if doubled:
+            res.problems.append(f"{doubled} escalation level(s) fired twice")

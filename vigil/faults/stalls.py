@@ -33,7 +33,9 @@ def _analysed(p: Pipeline) -> int:
 def _two_workers(ctx: Ctx, name: str, scen: list[str]) -> Pipeline:
     """A pipeline whose group has two workers (own ids, RocksDB folders and web ports),
     both joined before the edge starts so each owns partitions when the fault lands."""
-    p = Pipeline(ctx.env, ctx.run_dir / name, scen, name[:8], partitions=4)
+    # live pace: the fault must land while frames are still arriving; played flat out,
+    # the workers (at ~20 frames/s) are done before the busy worker has been found
+    p = Pipeline(ctx.env, ctx.run_dir / name, scen, name[:8], partitions=4, realtime=True)
     p.setup()
     p.procs["worker"].env = {**p.env, "VIGIL_WORKER_ID": "wa"}
     p.add("worker_b", vigil_argv("worker")).env = {
