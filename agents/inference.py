@@ -49,6 +49,7 @@ from agents.triton_client import (
     TritonInference,
     TritonUnavailable,
 )
+from edge_producer.objects import split_ref
 from schemas.events import (
     AppearanceEmbedded,
     Detection,
@@ -433,17 +434,9 @@ class InferencePipeline:
 
 
 def parse_object_ref(ref: str, buckets: Sequence[str], default_bucket: str) -> tuple[str, str]:
-    """(bucket, key) of "s3://bucket/key", "bucket/key" or a bare key in the frames bucket.
-
-    Same rules as api.common.split_ref (which the worker cannot import without the API's
-    database and web stack), plus: a ref without bucket or key is the frame's fault.
-    """
-    if ref.startswith("s3://"):
-        bucket, _, key = ref[5:].partition("/")
-    elif "/" in ref and ref.split("/", 1)[0] in buckets:
-        bucket, _, key = ref.partition("/")
-    else:
-        bucket, key = default_bucket, ref
+    """(bucket, key) of "s3://bucket/key", "bucket/key" or a bare key in the frames bucket
+    (edge_producer.objects.split_ref); a ref without bucket or key is the frame's fault."""
+    bucket, key = split_ref(ref, default_bucket, tuple(buckets))
     if not bucket or not key:
         raise PoisonFrame(f"malformed object_ref {ref!r}")
     return bucket, key

@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 from api.auth import Principal
 from api.deps import deps_of
 from api.errors import ApiError
+from edge_producer.objects import split_ref
 
 #: Path parameters longer than this are never ids (and are not worth a query).
 MAX_ID_LEN = 200
@@ -144,18 +145,6 @@ def page_response(row: Any, limit: int) -> Response:
     cursor = encode_cursor(k1, k2) if count > limit else None
     body = f'{{"items":{items},"next_cursor":{json.dumps(cursor)}}}'
     return Response(body.encode(), media_type="application/json")
-
-
-def split_ref(ref: str, default_bucket: str, known: tuple[str, ...]) -> tuple[str, str]:
-    """An object reference as (bucket, key): ``s3://bucket/key``, ``bucket/key`` for a
-    known bucket, or a bare key in the default bucket."""
-    if ref.startswith("s3://"):
-        bucket, _, key = ref[5:].partition("/")
-        return bucket, key
-    head, sep, tail = ref.partition("/")
-    if sep and head in known:
-        return head, tail
-    return default_bucket, ref
 
 
 async def presign(request: Request, ref: str | None, default_bucket: str) -> str | None:

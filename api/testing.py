@@ -12,7 +12,6 @@ import contextlib
 import math
 import os
 import random
-import socket
 import threading
 import time
 import uuid
@@ -40,6 +39,7 @@ from schemas.events import (
     ZoneConfigured,
     ZoneEntered,
 )
+from vigil.devstack.process import free_port
 
 #: Events' keys, as the catalog declares them.
 T0 = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
@@ -227,12 +227,6 @@ def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> A
         if time.monotonic() > deadline:
             raise TimeoutError("condition not met in time")
         time.sleep(interval)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager

@@ -19,6 +19,20 @@ _made: set[str] = set()
 _lock = threading.Lock()
 
 
+def split_ref(ref: str, default_bucket: str, known: tuple[str, ...] | list[str]
+              ) -> tuple[str, str]:
+    """An object reference as (bucket, key): ``s3://bucket/key``, ``bucket/key`` for a
+    known bucket, or a bare key in the default bucket. The one parser of the refs this
+    module writes: the API (presigned URLs) and the worker (frame fetch) both use it."""
+    if ref.startswith("s3://"):
+        bucket, _, key = ref[5:].partition("/")
+        return bucket, key
+    head, sep, tail = ref.partition("/")
+    if sep and head in known:
+        return head, tail
+    return default_bucket, ref
+
+
 @cache
 def client() -> Minio:
     s = get_settings()

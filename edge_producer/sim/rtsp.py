@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import logging
 import random
-import socket
 import socketserver
 import struct
 import threading
@@ -204,9 +203,3 @@ class RtspServer(socketserver.ThreadingTCPServer):
     def shutdown(self) -> None:
         self.stopping.set()
         super().shutdown()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

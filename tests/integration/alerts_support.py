@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,14 +23,9 @@ from confluent_kafka import Consumer, TopicPartition
 from schemas.codec import default_codec
 from schemas.events import Event, RuleTriggered
 from schemas.topics import apply_topics, topic_name
+from vigil.devstack.process import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _clear_caches() -> None:

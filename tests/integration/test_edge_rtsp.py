@@ -13,11 +13,12 @@ import pytest
 from edge_producer.config import parse_edge_config
 from edge_producer.runtime import Edge
 from edge_producer.sim.render import iter_frames
-from edge_producer.sim.rtsp import RtspServer, free_port
+from edge_producer.sim.rtsp import RtspServer
 from edge_producer.sim.scenario import load_scenario
 from edge_producer.sources import decode_decimated
 from schemas.events import FrameCaptured, StreamDown, StreamUp
 from tests.integration.test_edge_kafka import consume
+from vigil.devstack.process import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -10,42 +10,16 @@ failure names its scenario in the test id.
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.integration.faults_support import faults_run
+
 pytestmark = pytest.mark.integration
 
 QUICK = ["worker_kill", "projector_kill", "poison", "edge_kill", "ack_race"]
-
-
-def _faults_run(stack: dict[str, str], tmp_path: Path, names: list[str],
-                timeout: float) -> tuple[list[dict[str, Any]], int, str]:
-    """`vigil faults run --quick --only NAMES`; on timeout SIGTERM first, so the command's
-    clean-up stops the pipeline processes it started (they run in their own sessions)."""
-    env = dict(os.environ)
-    env.update(stack)
-    env.update({"VIGIL_STATE_DIR": str(tmp_path / "state"), "VIGIL_LOG_FORMAT": "text"})
-    out = tmp_path / "faults.json"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vigil.cli", "faults", "run", "--quick", "--json", str(out),
-         "--only", *names],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        stdin=subprocess.DEVNULL)
-    try:
-        text, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGTERM)
-        text, _ = proc.communicate(timeout=90)
-        pytest.fail(f"`vigil faults run {names}` timed out:\n{text[-4000:]}")
-    assert out.exists(), text[-4000:]
-    return json.loads(out.read_text()), proc.returncode, text
 
 
 def _assert_clean(r: dict[str, Any]) -> None:
@@ -59,7 +33,7 @@ def _assert_clean(r: dict[str, Any]) -> None:
 
 def run_scenario(stack: dict[str, str], tmp_path: Path, name: str) -> dict[str, Any]:
     """One scenario, in quick mode, that the oracle passed; its JSON result."""
-    results, code, text = _faults_run(stack, tmp_path, [name], 540)
+    results, code, text = faults_run(stack, tmp_path, [name], 540)
     (r,) = results
     assert r["name"] == name
     _assert_clean(r)
@@ -69,7 +43,7 @@ def run_scenario(stack: dict[str, str], tmp_path: Path, name: str) -> dict[str, 
 
 def test_quick_fault_scenarios_lose_and_double_nothing(stack: dict[str, str],
                                                        tmp_path: Path) -> None:
-    results_list, code, text = _faults_run(stack, tmp_path, QUICK, 600)
+    results_list, code, text = faults_run(stack, tmp_path, QUICK, 600)
     results = {r["name"]: r for r in results_list}
     assert sorted(results) == sorted(QUICK), text[-4000:]
     for r in results.values():

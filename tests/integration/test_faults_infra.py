@@ -8,13 +8,11 @@ on the shared test stack; Triton and the object store still come from the test s
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.integration.faults_support import faults_run
 
 pytestmark = pytest.mark.integration
 
@@ -23,18 +21,8 @@ INFRA = ["network_cut", "broker_restart", "postgres_restart"]
 
 def test_infra_fault_scenarios_lose_and_double_nothing(stack: dict[str, str],
                                                        tmp_path: Path) -> None:
-    env = dict(os.environ)
-    env.update(stack)
-    env.update({"VIGIL_STATE_DIR": str(tmp_path / "state"), "VIGIL_LOG_FORMAT": "text"})
-    out = tmp_path / "faults.json"
-    res = subprocess.run(
-        [sys.executable, "-m", "vigil.cli", "faults", "run", "--quick", "--json", str(out),
-         "--only", *INFRA],
-        env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
-    )
-    text = res.stdout + res.stderr
-    assert out.exists(), text[-4000:]
-    results = {r["name"]: r for r in json.loads(out.read_text())}
+    results_list, returncode, text = faults_run(stack, tmp_path, INFRA, 600)
+    results = {r["name"]: r for r in results_list}
     assert sorted(results) == sorted(INFRA), text[-4000:]
     for name, r in results.items():
         assert r["produced"] > 0, (name, r)
@@ -42,4 +30,4 @@ def test_infra_fault_scenarios_lose_and_double_nothing(stack: dict[str, str],
             (name, r)
         assert not r["problems"], (name, r["problems"])
         assert r["faults"] and r["recovery_s"], (name, "no fault was injected")
-    assert res.returncode == 0, text[-4000:]
+    assert returncode == 0, text[-4000:]

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -39,16 +38,11 @@ from agents.scene_rules import compile_camera, process
 from schemas.codec import default_codec
 from schemas.events import Event, FrameAnalyzed
 from schemas.topics import topic_name
+from vigil.devstack.process import free_port
 from vigil.site_config import config_events, parse_site
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Service:

@@ -24,8 +24,9 @@ from schemas.events import (
     InferenceRecovered,
 )
 from schemas.topics import topic_name
-from tests.integration.inference_support import Reader, Worker, free_port, iou, sim_frames
+from tests.integration.inference_support import Reader, Worker, iou, sim_frames
 from tests.integration.triton_server import TritonServer
+from vigil.devstack.process import free_port
 from vigil.kafka import EventProducer
 
 pytestmark = pytest.mark.integration

@@ -22,7 +22,8 @@ import pytest
 from edge_producer.objects import client as s3_client
 from edge_producer.objects import store_frame
 from schemas.events import FrameAnalyzed, FrameCaptured, InferenceDegraded, InferenceRecovered
-from tests.integration.inference_support import Reader, Worker, free_port, iou, sim_frames
+from tests.integration.inference_support import Reader, Worker, iou, sim_frames
+from vigil.devstack.process import free_port
 from vigil.faults.proxy import TcpProxy
 from vigil.kafka import EventProducer
 from vigil.settings import get_settings

@@ -75,6 +75,13 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
+def free_port() -> int:
+    """A loopback port nobody listens on now (the child binds it a moment later)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def port_answers(port: int, host: str = "127.0.0.1", timeout: float = 1.0) -> bool:
     """True if a TCP connection to host:port is accepted."""
     try:

@@ -44,8 +44,7 @@ def ack_race(ctx: Ctx) -> ScenarioResult:
                                "faults"), "vigil api keys create")
         key = out.strip().splitlines()[-1].split()[-1]
         p.start("worker", "projector", "edge", "api")
-        if not p.wait_drained(420, live=("worker", "projector", "api")):
-            res.problems.append("pipeline did not drain in time")
+        p.drain(res, live=("worker", "projector", "api"))
         p.judge_frames(res)
         alerts = [a for a in p.alerts() if a["state"] == "NEW"]
         if not alerts:

@@ -31,14 +31,14 @@ FULL_SCENARIOS = ["loiterer", "crowd6", "passers_by"]
 
 def _wait_progress(p: Pipeline, min_analysed: int, timeout: float) -> None:
     """Until at least `min_analysed` frames are analysed, so the kill lands mid-stream."""
-    p.wait_for(lambda: sum(a for _, a in p.progress().values()) >= min_analysed,
+    p.wait_for(lambda: p.analysed() >= min_analysed,
                timeout, f"{min_analysed} analysed frames")
 
 
 def _recovery(p: Pipeline, timeout: float) -> float:
     """Seconds until the read model moves again after a restart (the pipeline recovered)."""
-    before = sum(a for _, a in p.progress().values())
-    return p.wait_for(lambda: sum(a for _, a in p.progress().values()) > before
+    before = p.analysed()
+    return p.wait_for(lambda: p.analysed() > before
                       or (not p.procs["edge"].alive and all(
                           a >= f for f, a in p.progress().values())),
                       timeout, "the pipeline to make progress after a restart")
@@ -60,12 +60,11 @@ def worker_kill(ctx: Ctx) -> ScenarioResult:
             _wait_progress(p, target, 300)
             time.sleep(ctx.rng.uniform(0, 2))
             p.procs["worker"].kill()
-            res.faults.append(f"SIGKILL worker at {sum(a for _, a in p.progress().values())} "
+            res.faults.append(f"SIGKILL worker at {p.analysed()} "
                               f"analysed frames")
             p.procs["worker"].start()
             res.recovery_s.append(round(_recovery(p, 240), 2))
-        if not p.wait_drained(420 if ctx.quick else 900):
-            res.problems.append("pipeline did not drain in time")
+        p.drain(res, ctx.quick)
         p.judge_frames(res)
     finally:
         p.stop_all()
@@ -93,8 +92,7 @@ def projector_kill(ctx: Ctx) -> ScenarioResult:
             time.sleep(ctx.rng.uniform(0.5, 3))  # the log keeps growing while it is down
             p.procs["projector"].start()
             res.recovery_s.append(round(_recovery(p, 180), 2))
-        if not p.wait_drained(420 if ctx.quick else 900):
-            res.problems.append("pipeline did not drain in time")
+        p.drain(res, ctx.quick)
         p.judge_frames(res)
         _judge_alert_log(p, res)
     finally:
@@ -139,8 +137,7 @@ def edge_kill(ctx: Ctx) -> ScenarioResult:
         res.recovery_s.append(round(p.wait_for(
             lambda: sum(f for f, _ in p.progress().values()) > before, 120,
             "frames from the restarted edge"), 2))
-        if not p.wait_drained(420 if ctx.quick else 900):
-            res.problems.append("pipeline did not drain in time")
+        p.drain(res, ctx.quick)
         p.judge_frames(res, check_alerts=False)
         res.details["note"] = "alerts not judged: the sim source replays its scene on restart"
     finally:

@@ -77,8 +77,7 @@ def spool_full(ctx: Ctx) -> ScenarioResult:
         res.recovery_s.append(round(time.monotonic() - t0, 2))
         if edge.popen is not None and edge.popen.returncode != 0:
             res.problems.append(f"the edge exited with {edge.popen.returncode} (see {edge.log})")
-        if not p.wait_drained(420, every_camera=False):
-            res.problems.append("pipeline did not drain in time")
+        p.drain(res, every_camera=False)
         p.judge_frames(res, check_alerts=False, gaps_declared=True)
         _judge_declared(p, res, edge_dir, EdgeHeartbeat, StreamDown)
     finally:

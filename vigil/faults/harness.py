@@ -17,7 +17,6 @@ import contextlib
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,14 +27,8 @@ from typing import Any
 
 import yaml
 
+from vigil.devstack.process import free_port
 from vigil.errors import VigilError
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on now (the child binds it a moment later)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def vigil_argv(*args: str) -> list[str]:
@@ -270,6 +263,16 @@ class Pipeline:
                 f"select alert_id, camera_id, rule_id, rule_type, state, version "
                 f"from {self.prefix}.alerts order by raised_at"))
             return [dict(r._mapping) for r in rows]
+
+    def analysed(self) -> int:
+        """Frames analysed and projected, over all cameras: what faults are timed by."""
+        return sum(a for _, a in self.progress().values())
+
+    def drain(self, res: ScenarioResult, quick: bool = True, **kw: Any) -> None:
+        """`wait_drained` with the suite's budget (420 s quick, 900 s full); a pipeline
+        that does not drain is a problem of the scenario, judged like any other."""
+        if not self.wait_drained(420 if quick else 900, **kw):
+            res.problems.append("pipeline did not drain in time")
 
     def wait_drained(self, timeout: float, live: tuple[str, ...] = ("worker", "projector"),
                      settle_polls: int = 2, every_camera: bool = True) -> bool:

@@ -88,9 +88,6 @@ def _env(ctx: Ctx, st: Stack) -> dict[str, str]:
     return env
 
 
-def _analysed(p: Pipeline) -> int:
-    return sum(a for _, a in p.progress().values())
-
 
 def _restart_dead(p: Pipeline, res: ScenarioResult, during: str) -> None:
     """A process that exits on a transient outage is a finding; restart it so the rest
@@ -122,7 +119,7 @@ def _outage(ctx: Ctx, name: str, scen: list[str], down_s: float, outages: int,
         total = p.expected_frames
         for i in range(outages):
             target = int(total * (0.2 + 0.3 * i)) + ctx.rng.randint(0, 3)
-            p.wait_for(lambda t=target: _analysed(p) >= t, 300, f"{target} analysed frames")
+            p.wait_for(lambda t=target: p.analysed() >= t, 300, f"{target} analysed frames")
             if fault == "network":
                 assert proxy is not None
                 proxy.cut()
@@ -139,8 +136,8 @@ def _outage(ctx: Ctx, name: str, scen: list[str], down_s: float, outages: int,
                 time.sleep(down_s)
                 st.up([fault])
             t0 = time.monotonic()
-            before = _analysed(p)
-            p.wait_for(lambda b=before: _analysed(p) > b or (
+            before = p.analysed()
+            p.wait_for(lambda b=before: p.analysed() > b or (
                 not p.procs["edge"].alive and all(a >= f for f, a in p.progress().values())),
                 240, f"progress after the {fault} outage")
             res.recovery_s.append(round(time.monotonic() - t0, 2))

@@ -124,7 +124,7 @@ def malformed(ctx: Ctx) -> ScenarioResult:
         p.start("worker", "projector", "edge")
         prod = Producer({"bootstrap.servers": p.env["KAFKA_BOOTSTRAP"], "acks": "all",
                          "enable.idempotence": True, "message.max.bytes": 8 * 2**20})
-        p.wait_for(lambda: sum(a for _, a in p.progress().values()) >= 3, 240,
+        p.wait_for(lambda: p.analysed() >= 3, 240,
                    "the first analysed frames")
         topic = topic_name("frames", p.prefix)
         errors: dict[int, Any] = {}
@@ -159,8 +159,7 @@ def malformed(ctx: Ctx) -> ScenarioResult:
             kinds[k] = kinds.get(k, 0) + 1
         res.faults.append(f"{len(values)} Hypothesis-generated malformed values into the "
                           f"live frames topic {kinds}; {len(too_big)} above the topic limit")
-        if not p.wait_drained(420 if ctx.quick else 900):
-            res.problems.append("pipeline did not drain in time")
+        p.drain(res, ctx.quick)
         p.check_alive("worker", "projector")
         injected = {v: k for k, v in values}
 

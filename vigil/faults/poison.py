@@ -45,7 +45,7 @@ def poison(ctx: Ctx) -> ScenarioResult:
         prod = Producer({"bootstrap.servers": p.env["KAFKA_BOOTSTRAP"], "acks": "all",
                          "enable.idempotence": True})
         injected: dict[bytes, str] = {}
-        p.wait_for(lambda: sum(a for _, a in p.progress().values()) >= 5, 240,
+        p.wait_for(lambda: p.analysed() >= 5, 240,
                    "the first analysed frames")
         for i in range(per_topic):
             for suffix in ("frames", "detections"):
@@ -57,8 +57,7 @@ def poison(ctx: Ctx) -> ScenarioResult:
             prod.flush(30)
             time.sleep(ctx.rng.uniform(0.2, 1.5))  # spread them between good events
         res.faults.append(f"{len(injected)} poison messages into frames and detections")
-        if not p.wait_drained(420 if ctx.quick else 900):
-            res.problems.append("pipeline did not drain in time")
+        p.drain(res, ctx.quick)
         p.check_alive("worker", "projector")
 
         def dlq_values() -> dict[bytes, str]:

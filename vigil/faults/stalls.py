@@ -26,9 +26,6 @@ from vigil.faults.harness import Pipeline, ScenarioResult, free_port, vigil_argv
 SESSION_TIMEOUT_S = 15.0
 
 
-def _analysed(p: Pipeline) -> int:
-    return sum(a for _, a in p.progress().values())
-
 
 def _two_workers(ctx: Ctx, name: str, scen: list[str]) -> Pipeline:
     """A pipeline whose group has two workers (own ids, RocksDB folders and web ports),
@@ -44,12 +41,6 @@ def _two_workers(ctx: Ctx, name: str, scen: list[str]) -> Pipeline:
     time.sleep(10)  # both in the group: the first rebalance settles
     p.start("edge")
     return p
-
-
-def _drain(p: Pipeline, res: ScenarioResult, quick: bool,
-           live: tuple[str, ...] = ("worker", "worker_b", "projector")) -> None:
-    if not p.wait_drained(420 if quick else 900, live=live):
-        res.problems.append("pipeline did not drain in time")
 
 
 def _stop_busy_worker(p: Pipeline) -> tuple[str, list[str]]:
@@ -104,7 +95,7 @@ def worker_stall(ctx: Ctx) -> ScenarioResult:
         res.faults.append(f"SIGSTOP {name} (owner of {frozen}) at {sum(stalled_at.values())} "
                           f"analysed frames for {time.monotonic() - t0:.0f} s (session "
                           f"timeout {SESSION_TIMEOUT_S:.0f} s), then SIGCONT")
-        _drain(p, res, ctx.quick)
+        p.drain(res, ctx.quick, live=("worker", "worker_b", "projector"))
         p.judge_frames(res)
         _log_duplicates(p, res)
     finally:
@@ -136,7 +127,7 @@ def worker_pair_kill(ctx: Ctx) -> ScenarioResult:
         name, frozen = _stop_busy_worker(p)
         p.procs[name].kill()
         survivor = "worker_b" if name == "worker" else "worker"
-        res.faults.append(f"SIGKILL {name} (owner of {frozen}) at {_analysed(p)} analysed "
+        res.faults.append(f"SIGKILL {name} (owner of {frozen}) at {p.analysed()} analysed "
                           f"frames; {survivor} alone from then on")
         if not frozen:
             res.problems.append("no worker owned a busy partition: the kill hit no work")
@@ -145,7 +136,7 @@ def worker_pair_kill(ctx: Ctx) -> ScenarioResult:
         p.wait_for(lambda: all(p.progress()[c][1] > at[c] for c in frozen),
                    SESSION_TIMEOUT_S + 120, f"{survivor} to take the partitions over")
         res.recovery_s.append(round(time.monotonic() - t0, 2))
-        _drain(p, res, ctx.quick, live=(survivor, "projector"))
+        p.drain(res, ctx.quick, live=(survivor, "projector"))
         p.judge_frames(res)
         _log_duplicates(p, res)
     finally:
@@ -169,11 +160,10 @@ def worker_wipe(ctx: Ctx) -> ScenarioResult:
         size = sum(f.stat().st_size for f in datadir.rglob("*") if f.is_file())
         shutil.rmtree(datadir)
         res.faults.append(f"SIGKILL worker, RocksDB folder wiped ({size // 1024} KiB) at "
-                          f"{_analysed(p)} analysed frames")
+                          f"{p.analysed()} analysed frames")
         w.start()
         res.recovery_s.append(round(_recovery(p, 240), 2))
-        if not p.wait_drained(420 if ctx.quick else 900):
-            res.problems.append("pipeline did not drain in time")
+        p.drain(res, ctx.quick)
         p.judge_frames(res)
         res.details["note"] = ("state restored from the changelogs alone; the reference is "
                                "the scenarios' ground truth alerts")

@@ -26,9 +26,6 @@ from vigil.settings import PROJECT_ROOT
 STATE_DIR = PROJECT_ROOT / ".vigil" / "faults-triton"
 
 
-def _analysed(p: Pipeline) -> int:
-    return sum(a for _, a in p.progress().values())
-
 
 def triton_restart(ctx: Ctx) -> ScenarioResult:
     from schemas.events import InferenceDegraded, InferenceRecovered
@@ -50,16 +47,15 @@ def triton_restart(ctx: Ctx) -> ScenarioResult:
         for i in range(outages):
             _wait_progress(p, ctx.rng.randint(int(total * (0.15 + 0.35 * i)),
                                               int(total * (0.3 + 0.35 * i))), 300)
-            at = _analysed(p)
+            at = p.analysed()
             svc.process.stop(timeout=30, sig=signal.SIGKILL)
             res.faults.append(f"SIGKILL Triton at {at} analysed frames")
             time.sleep(ctx.rng.uniform(3, 6))  # frames keep arriving while it is down
             t1 = time.monotonic()
             st.up(["triton"])
-            p.wait_for(lambda a=at: _analysed(p) > a, 240, "analysis to resume")
+            p.wait_for(lambda a=at: p.analysed() > a, 240, "analysis to resume")
             res.recovery_s.append(round(time.monotonic() - t1, 2))
-        if not p.wait_drained(420 if ctx.quick else 900):
-            res.problems.append("pipeline did not drain in time")
+        p.drain(res, ctx.quick)
         p.judge_frames(res)
         health = p.read_topic("health")
         kinds = [type(e).__name__ for e in health
