@@ -25,7 +25,7 @@ from api.common import (
 from api.deps import deps_of
 from api.errors import ApiError
 from api.routing import Endpoint
-from projections.tables import cameras, edges, frames, rules, sites, zones
+from projections.tables import cameras, edges, frames, lines, rules, sites, zones
 
 
 class CameraOut(BaseModel):
@@ -48,6 +48,15 @@ class ZoneOut(BaseModel):
     name: str
     kind: str
     polygon: list[dict[str, float]]
+    configured_at: datetime
+
+
+class LineOut(BaseModel):
+    line_id: str
+    camera_id: str
+    name: str
+    a: dict[str, float]
+    b: dict[str, float]
     configured_at: datetime
 
 
@@ -85,6 +94,7 @@ class LastFrame(BaseModel):
 
 class CameraDetail(CameraOut):
     zones: list[ZoneOut]
+    lines: list[LineOut]
     rules: list[RuleOut]
     last_frame: LastFrame | None
 
@@ -155,19 +165,22 @@ async def get_camera(request: Request) -> Response:
     row = await visible_camera(request, request.path_params["camera_id"])
     cid = row.camera_id
 
-    def load(conn: sa.Connection) -> tuple[Any, Any, Any]:
+    def load(conn: sa.Connection) -> tuple[Any, Any, Any, Any]:
         z = conn.execute(
             sa.select(zones).where(zones.c.camera_id == cid, zones.c.deleted_at.is_(None))
             .order_by(zones.c.zone_id)).all()
+        ln = conn.execute(
+            sa.select(lines).where(lines.c.camera_id == cid, lines.c.deleted_at.is_(None))
+            .order_by(lines.c.line_id)).all()
         r = conn.execute(
             sa.select(rules).where(rules.c.camera_id == cid, rules.c.deleted_at.is_(None))
             .order_by(rules.c.rule_id)).all()
         f = conn.execute(
             sa.select(frames).where(frames.c.camera_id == cid)
             .order_by(frames.c.occurred_at.desc()).limit(1)).first()
-        return z, r, f
+        return z, ln, r, f
 
-    z, r, f = await deps_of(request).read(load)
+    z, ln, r, f = await deps_of(request).read(load)
     last = None
     if f is not None:
         url = await presign(request, f.object_ref, deps_of(request).settings.bucket_frames)
@@ -176,6 +189,7 @@ async def get_camera(request: Request) -> Response:
     detail = CameraDetail(
         **CameraOut.model_validate(row._mapping).model_dump(),
         zones=[ZoneOut.model_validate(x._mapping) for x in z],
+        lines=[LineOut.model_validate(x._mapping) for x in ln],
         rules=[RuleOut.model_validate(x._mapping) for x in r],
         last_frame=last,
     )
@@ -212,7 +226,7 @@ ROUTES = [
     Endpoint("GET", "/api/v1/cameras", list_cameras, "List cameras with their stream status",
              query=CameraQuery, responses={200: CameraPage}, tag="cameras"),
     Endpoint("GET", "/api/v1/cameras/{camera_id}", get_camera,
-             "A camera: status, last frame, zones and rules",
+             "A camera: status, last frame, zones, lines and rules",
              responses={200: CameraDetail}, tag="cameras"),
     Endpoint("GET", "/api/v1/sites", list_sites, "Sites with their edges' status",
              responses={200: SiteList}, tag="cameras"),

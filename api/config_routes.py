@@ -10,7 +10,6 @@ before publishing, because a bad polygon on a compacted topic would live forever
 from __future__ import annotations
 
 import math
-from datetime import datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -20,7 +19,7 @@ from starlette.responses import Response
 
 from agents.geometry import polygon_area, polygon_self_intersects
 from api.auth import principal_of
-from api.cameras import RuleOut, ZoneOut, visible_camera
+from api.cameras import LineOut, RuleOut, ZoneOut, visible_camera
 from api.common import check_id, json_response, site_filter
 from api.deps import deps_of
 from api.errors import ApiError
@@ -82,15 +81,6 @@ class LineIn(BaseModel):
         if isinstance(a, PointIn) and math.dist((a.x, a.y), (b.x, b.y)) < 1e-9:
             raise ValueError("degenerate line: a and b are the same point")
         return b
-
-
-class LineOut(BaseModel):
-    line_id: str
-    camera_id: str
-    name: str
-    a: dict[str, float]
-    b: dict[str, float]
-    configured_at: datetime
 
 
 class ScheduleIn(BaseModel):

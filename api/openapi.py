@@ -78,6 +78,9 @@ def build_openapi(endpoints: list[Endpoint], version: str = "0.1.0") -> dict[str
                     param["style"] = "form"
                     param["explode"] = True
                 op["parameters"].append(param)
+        for name, description, schema in ep.headers:
+            op["parameters"].append({"name": name, "in": "header", "required": False,
+                                     "description": description, "schema": schema})
         if ep.body is not None:
             op["requestBody"] = {
                 "required": True,

@@ -43,6 +43,9 @@ class Endpoint:
     multipart: bool = False  # body is multipart/form-data (uploads)
     #: error statuses this endpoint can answer beyond the common ones (documented)
     errors: tuple[int, ...] = ()
+    #: request headers the handler reads, as (name, description, JSON Schema), so that
+    #: the OpenAPI document tells a client about them (e.g. SSE's Last-Event-ID)
+    headers: tuple[tuple[str, str, dict[str, Any]], ...] = ()
 
     @property
     def operation_id(self) -> str:

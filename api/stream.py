@@ -351,5 +351,10 @@ ROUTES = [
     Endpoint("GET", "/api/v1/alerts/stream", alert_stream,
              "Live alert events as Server-Sent Events (site-scoped)",
              query=StreamQuery, responses={200: None}, tag="alerts",
-             media_type="text/event-stream"),
+             media_type="text/event-stream",
+             headers=(("Last-Event-ID",
+                       "resume position: the last `id:` this stream sent; what was missed "
+                       "is replayed from the read model in log order, exactly once (at most "
+                       "VIGIL_API_STREAM_REPLAY_MAX events, else an `event: reset`)",
+                       {"type": "string", "pattern": r"^\d+:-?\d+(,\d+:-?\d+)*$"}),)),
 ]

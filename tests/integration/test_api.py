@@ -319,6 +319,10 @@ def test_alert_list_filters_and_detail(client: TestClient,
     cam_detail = client.get("/api/v1/cameras/cam-a1", headers=h).json()
     assert [z["zone_id"] for z in cam_detail["zones"]] == ["zone-a1"]
     assert [r["rule_id"] for r in cam_detail["rules"]] == ["rule-a1"]
+    # lines too (other tests may add lines to this camera through the API meanwhile)
+    assert "line-a1" in [ln["line_id"] for ln in cam_detail["lines"]]
+    assert {ln["camera_id"] for ln in cam_detail["lines"]} == {"cam-a1"}
+    assert cam_detail["lines"][0]["a"] == {"x": 0.0, "y": 0.5}
     report = client.get("/api/v1/reports/daily?date=2026-01-15", headers=h).json()
     assert report["alerts_raised"] == 3
 

@@ -32,6 +32,21 @@ def _row(part: int, off: int, sec: int) -> Any:
 
 
 @given(st.dictionaries(st.integers(0, 2**31 - 1), st.integers(-1, 2**62), max_size=50))
+def test_documented_last_event_id_accepts_every_position_we_send(pos: dict[int, int]) -> None:
+    """The OpenAPI document tells SSE clients about Last-Event-ID, and its pattern
+    accepts every id the stream sends (a generated client would refuse the others)."""
+    import re
+
+    from api.openapi import build_openapi
+    from api.stream import ROUTES
+
+    op = build_openapi(ROUTES)["paths"]["/api/v1/alerts/stream"]["get"]
+    (header,) = [p for p in op["parameters"] if p["in"] == "header"]
+    assert header["name"] == "Last-Event-ID" and not header["required"]
+    assert re.fullmatch(header["schema"]["pattern"], encode_position(pos))
+
+
+@given(st.dictionaries(st.integers(0, 2**31 - 1), st.integers(-1, 2**62), max_size=50))
 def test_position_round_trip(pos: dict[int, int]) -> None:
     text = encode_position(pos)
     assert text  # never empty: an empty SSE id would clear the client's Last-Event-ID
