@@ -283,7 +283,12 @@ def _summary(alerts: list[dict[str, Any]], problems: list[str],
              expected: list[dict[str, Any]], api_key: str) -> None:
     s = get_settings()
     base = f"http://{s.api_host}:{s.api_port}/api/v1"
-    print(f"\nalerts raised: {len(alerts)} (expected {len(expected)})")
+    scene = [a for a in alerts if not a["camera_id"].startswith("edge:")]
+    print(f"\nalerts raised: {len(alerts)}; from the scenes {len(scene)} "
+          f"(their ground truth expects {len(expected)})")
+    if len(scene) < len(alerts):
+        print("  (edge_offline: the edge stops sending heartbeats once its finite scenes "
+              "have been delivered, and site health notices)")
     for a in alerts:
         print(f"  {a['alert_id'][:8]}  {a['camera_id']:18} {a['rule_type']:12} "
               f"{a['severity']:8} {a['state']:12} first evidence {a['first_evidence_at']}")
