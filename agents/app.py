@@ -17,7 +17,7 @@ from typing import Any
 import faust
 
 import agents.codec  # noqa: F401  (registers the "vigil" codec)
-from agents.faust_fixes import VigilTableManager
+from agents.faust_fixes import VigilTableManager, VigilWorker
 from agents.settings import get_worker_settings
 from schemas.topics import BY_SUFFIX, CATALOG
 from vigil.settings import get_settings
@@ -46,12 +46,20 @@ app = faust.App(
     # The agent modules to import, named explicitly. No `origin`: Faust appends the origin
     # package to this list and would then import every agent module, whatever the setting.
     autodiscover=worker.agent_modules,
-    broker_commit_every=1000,
+    # Offsets are committed by Faust's 1 s timer only. A count-based commit runs inline in
+    # the fetch loop and awaits a full producer flush there (faust/transport/consumer.py
+    # ``_drain_messages``): at 1000 frames/s with 1000 it stopped intake once a second for
+    # as long as the broker took to acknowledge everything in flight. Faust has no "off".
+    broker_commit_every=1 << 40,
     broker_commit_interval=1.0,
     consumer_auto_offset_reset="earliest",
     producer_acks=-1,
     # vigil.frames takes 2 MiB values: a poison frame that large must fit in the DLQ
     producer_max_request_size=4_194_304,
+    # aiokafka keeps one request in flight per broker and one open batch per partition; at
+    # Faust's 16 KiB a batch held a dozen state writes, so table writes piled up in Faust's
+    # producer buffer ("producer buffer full") while the broker was busy
+    producer_max_batch_size=1_048_576,
     # A worker restarted after a crash gets its partitions back within seconds rather than
     # after the 60 s default session timeout.
     broker_session_timeout=15.0,
@@ -59,6 +67,8 @@ app = faust.App(
     # Faust's own recovery can drop events buffered during a restore from the changelogs
     # (agents/faust_fixes.py).
     TableManager=VigilTableManager,
+    # no terminal spinner: Faust's put the root logger at DEBUG (agents/faust_fixes.py)
+    Worker=VigilWorker,
 )
 
 

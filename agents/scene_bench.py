@@ -293,6 +293,37 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _broker_pid() -> int | None:
+    """The dev stack's Kafka broker (its pid file), to account for its CPU; None when the
+    broker is not one the dev stack started."""
+    try:
+        return int((ROOT / ".vigil" / "run" / "kafka.pid").read_text().split()[0])
+    except (OSError, ValueError):
+        return None
+
+
+class _CpuMeter:
+    """CPU used by the worker, the broker and this process (the load generator and the
+    scene reader) between `start` and `stop`, as cores (CPU seconds per wall second): on
+    a shared two-core box it says whether latency is queueing for CPU."""
+
+    def __init__(self, worker_pid: int):
+        self.pids = {"worker": worker_pid, "broker": _broker_pid(), "generator": os.getpid()}
+        self._t0 = 0.0
+        self._cpu0: dict[str, float] = {}
+
+    def _now(self) -> dict[str, float]:
+        return {k: _cpu_s(p) if p else float("nan") for k, p in self.pids.items()}
+
+    def start(self) -> None:
+        self._t0, self._cpu0 = time.monotonic(), self._now()
+
+    def stop(self) -> dict[str, float]:
+        wall = time.monotonic() - self._t0
+        now = self._now()
+        return {f"{k}_cores": round((now[k] - self._cpu0[k]) / wall, 2) for k in now}
+
+
 def _pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -358,6 +389,8 @@ async def _run(n_cam: int, paced_s: int, bulk_s: int, result_cls: type) -> objec
         # 2. the target load: every camera at 1 fps, spread over each second in 10
         #    slices; latency = publish of a frame to its first scene event readable
         slices = 10
+        meter = _CpuMeter(proc.pid)
+        meter.start()
         t_start = time.monotonic()
         late_max = 0.0
         for sec in range(1, paced_s + 1):
@@ -375,6 +408,7 @@ async def _run(n_cam: int, paced_s: int, bulk_s: int, result_cls: type) -> objec
                 producer.producer.poll(0)
         producer.flush()
         t_sent = time.monotonic()
+        paced_cpu = meter.stop()
         paced_elapsed = t_sent - t_start
         lag_at_end = sent - _committed(group, det_topic, partitions)
         deadline = time.monotonic() + 600
@@ -433,6 +467,7 @@ async def _run(n_cam: int, paced_s: int, bulk_s: int, result_cls: type) -> objec
                  "drain_after_paced_s": round(drain_s, 2),
                  "p50_latency_ms": _pct(lat, 0.5), "p99_latency_ms": _pct(lat, 0.99),
                  "max_latency_ms": _pct(lat, 1.0), "latency_samples": len(lat),
+                 "paced_cpu_cores": paced_cpu,
                  "scene_events_read": reader.events,
                  "bulk_frames": n_bulk, "bulk_elapsed_s": round(scene_elapsed, 2),
                  "worker_cpu_ms_per_frame": round(bulk_cpu / n_bulk * 1000, 3),
