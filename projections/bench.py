@@ -200,6 +200,7 @@ def run(quick: bool = False) -> BenchResult:
                  "copy_s": copy_s, "replay_events": total_events, "replay_s": replay_s,
                  "replay_events_per_s": total_events / replay_s,
                  "replay_load_s": stats.load_s, "replay_index_build_s": stats.index_s,
+                 "replay_hnsw_build_s": stats.hnsw_s, "replay_btree_build_s": stats.btree_s,
                  "replay_workers": stats.workers, "replay_seed_s": seed_s,
                  # linear: an under-estimate below 1M (the HNSW build grows faster)
                  "replay_1m_events_linear_estimate_s": 1_000_000 / (total_events / replay_s),

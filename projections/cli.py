@@ -138,7 +138,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     stats = replay_into(s.database_dsn, s.topic_prefix, ps, args.into, force=args.force)
     print(f"replayed {stats.messages} messages into schema {args.into} "
           f"({stats.dead_letters} dead letters; {stats.workers} consumer process(es), "
-          f"load {stats.load_s:.1f} s, index build {stats.index_s:.1f} s)")
+          f"load {stats.load_s:.1f} s, index build {stats.index_s:.1f} s: "
+          f"HNSW {stats.hnsw_s:.1f} s, B-trees {stats.btree_s:.1f} s)")
     return 0
 
 

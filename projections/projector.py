@@ -96,10 +96,13 @@ class RunStats:
     dead_letters: int = 0
     db_retries: int = 0
     by_topic: dict[str, int] = field(default_factory=dict)
-    #: rebuilds only: parallel consumers, bulk-load and index-build seconds
+    #: rebuilds only: parallel consumers, bulk-load and index-build seconds (the latter
+    #: split into the HNSW graph's and the B-trees')
     workers: int = 1
     load_s: float = 0.0
     index_s: float = 0.0
+    hnsw_s: float = 0.0
+    btree_s: float = 0.0
 
 
 @dataclass

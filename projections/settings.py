@@ -39,6 +39,9 @@ class ProjectorSettings(BaseSettings):
     #: maintenance_work_mem (MB) for building the indexes once after a replay's bulk load;
     #: the HNSW graph of the embeddings is built much faster when it fits in memory.
     replay_index_mem_mb: int = Field(1024, ge=64, le=65536)
+    #: Parallel maintenance workers of those index builds (0 = one fewer than the cores:
+    #: the leader process builds too).
+    replay_index_workers: int = Field(0, ge=0, le=64)
     #: Prometheus metrics port on 127.0.0.1 (0 = no HTTP server).
     metrics_port: int = Field(0, ge=0, le=65535)
 

@@ -143,3 +143,30 @@ def test_parallel_rebuild_equals_single_consumer_and_live(live: str) -> None:
     finally:
         drop_schema(dsn, par)
         drop_schema(dsn, one)
+
+
+
+def test_bulk_load_restores_every_index_when_the_load_fails(topic_prefix: str) -> None:
+    """A bulk load that fails still leaves the schema with every index it had, the HNSW
+    graph included, and reports the B-tree and HNSW build times apart."""
+    from projections.replay import bulk_load
+
+    dsn = get_settings().database_dsn
+    schema = f"{topic_prefix}_bulk"
+    q = "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = %s ORDER BY 1"
+    upgrade(dsn, schema, 192)
+    try:
+        with psycopg.connect(dsn, autocommit=True) as c:
+            before = c.execute(q, (schema,)).fetchall()
+        timing: dict[str, float] = {}
+        with pytest.raises(RuntimeError, match="load failed"), \
+                bulk_load(dsn, schema, 64, timing=timing):
+            with psycopg.connect(dsn, autocommit=True) as c:
+                during = {n for n, _ in c.execute(q, (schema,)).fetchall()}
+            assert "embeddings_hnsw" not in during and len(during) < len(before)
+            raise RuntimeError("load failed")
+        with psycopg.connect(dsn, autocommit=True) as c:
+            assert c.execute(q, (schema,)).fetchall() == before
+        assert set(timing) == {"index_s", "btree_s", "hnsw_s"}
+    finally:
+        drop_schema(dsn, schema)
