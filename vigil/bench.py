@@ -11,7 +11,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
+import platform
 import sys
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,11 +43,43 @@ class BenchResult:
         return json.dumps(asdict(self), indent=2, default=str)
 
 
+#: iterations of the calibration loop (about 0.2-0.5 s of one core)
+CALIBRATION_LOOPS = 2_000_000
+
+
+def calibration_ms(loops: int = CALIBRATION_LOOPS) -> float:
+    """Milliseconds one core takes for a fixed pure-Python loop, best of three.
+
+    Absolute figures (frames/s, seconds per replay) move with the machine a session
+    happens to get: two "2-core" machines here differed by 2x in single-core speed. The
+    baseline in the same run makes the ratio comparable; this figure makes the absolute
+    numbers of two runs comparable, or shows that they are not."""
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        total = 0
+        for i in range(loops):
+            total += i
+        best = min(best, time.perf_counter() - started)
+    return round(best * 1000, 1)
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on (recorded in every result's details)."""
+    return {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+            "calibration_loop_ms": calibration_ms(),
+            "calibration_loops": CALIBRATION_LOOPS,
+            "loadavg_1m_before": round(os.getloadavg()[0], 2)}
+
+
 def run_one(name: str, quick: bool = False) -> BenchResult:
     module = importlib.import_module(BENCHMARKS[name])
+    host = machine()
     result: BenchResult = module.run(quick=quick)
     if result.name != name:
         raise ValueError(f"benchmark {name} reported itself as {result.name}")
+    result.details.setdefault("machine", host)
     return result
 
 
