@@ -122,28 +122,21 @@ def _raw_state_table(name: str, source: str) -> faust.TableT:
 # The app runs with topic_allow_declare=False: create the state changelog (with the
 # detections topic's partition count) and the leader topic before Faust subscribes.
 scene_state: faust.TableT = _raw_state_table(STATE_TABLE, "detections")
-#: camera id -> (the value bytes last written or read, its decoded form). While this
-#: worker owns a camera's partition only this agent writes its state, so the entry is
-#: the table's value and the table is not read again (a RocksDB read of the value was a
-#: twentieth of the worker's CPU); every rebalance (revocation, assignment, the end of a
-#: restore from the changelog) forgets them all, so a value restored or written elsewhere
-#: is read from the table.
-_decoded: dict[bytes, tuple[bytes, dict[str, Any]]] = {}
+#: camera id -> its decoded state. While this worker owns a camera's partition only this
+#: agent writes its state, so the entry is the table's value and the table is not read
+#: again (a RocksDB read of the value was a twentieth of the worker's CPU); every
+#: rebalance (revocation, assignment, the end of a restore from the changelog) forgets
+#: them all, so a value restored or written elsewhere is read from the table.
+_decoded: dict[bytes, dict[str, Any]] = {}
 
 
-@app.on_partitions_revoked.connect
-async def _forget_on_revoke(sender: Any, revoked: Any, **kwargs: Any) -> None:
+async def _forget_decoded(sender: Any, *args: Any, **kwargs: Any) -> None:
     _decoded.clear()
 
 
-@app.on_partitions_assigned.connect
-async def _forget_on_assign(sender: Any, assigned: Any, **kwargs: Any) -> None:
-    _decoded.clear()
-
-
-@app.on_rebalance_complete.connect
-async def _forget_on_restored(sender: Any, **kwargs: Any) -> None:
-    _decoded.clear()
+for _signal in (app.on_partitions_revoked, app.on_partitions_assigned,
+                app.on_rebalance_complete):
+    _signal.connect(_forget_decoded)
 
 
 #: first byte of a marshal-encoded state value (zlib streams start with 0x78, JSON with "{")
@@ -169,21 +162,19 @@ def _encode_state(value: dict[str, Any]) -> bytes:
 
 
 def _load(key: bytes) -> dict[str, Any] | None:
-    hit = _decoded.get(key)
-    if hit is not None:
-        return hit[1]
+    value = _decoded.get(key)
+    if value is not None:
+        return value
     raw = scene_state.get(key)
     if raw is None:
         return None
-    value = _decode_state(raw)
-    _decoded[key] = (bytes(raw), value)
+    value = _decoded[key] = _decode_state(raw)
     return value
 
 
 def _store(key: bytes, value: dict[str, Any]) -> None:
-    raw = _encode_state(value)
-    scene_state[key] = raw
-    _decoded[key] = (raw, value)
+    scene_state[key] = _encode_state(value)
+    _decoded[key] = value
 
 
 #: Off by default: with faust-streaming 0.15.3 a GlobalTable over vigil.config made the

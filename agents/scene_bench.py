@@ -294,12 +294,13 @@ def _cpu_s(pid: int) -> float:
 
 
 def _broker_pid() -> int | None:
-    """The dev stack's Kafka broker (its pid file), to account for its CPU; None when the
-    broker is not one the dev stack started."""
-    try:
-        return int((ROOT / ".vigil" / "run" / "kafka.pid").read_text().split()[0])
-    except (OSError, ValueError):
-        return None
+    """The dev stack's Kafka broker, to account for its CPU; None when the broker is not
+    one the dev stack started (or no longer runs)."""
+    from vigil.devstack.process import ManagedProcess
+    from vigil.settings import get_settings
+
+    run_dir = get_settings().state_dir / "run"
+    return ManagedProcess("kafka", run_dir, run_dir / "kafka.log").pid()
 
 
 class _CpuMeter:

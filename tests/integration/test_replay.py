@@ -145,7 +145,6 @@ def test_parallel_rebuild_equals_single_consumer_and_live(live: str) -> None:
         drop_schema(dsn, one)
 
 
-
 def test_bulk_load_restores_every_index_when_the_load_fails(topic_prefix: str) -> None:
     """A bulk load that fails still leaves the schema with every index it had, the HNSW
     graph included, and reports the B-tree and HNSW build times apart."""
