@@ -38,7 +38,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from agents import crowd, lines, loitering, tracker
-from agents.geometry import Pt, bottom_centre, polygon_test
+from agents.geometry import Pt, polygon_test
 from agents.schedule import is_armed
 from schemas.events import (
     CameraConfigured,
@@ -108,12 +108,15 @@ class CameraSpec:
     zones: dict[str, ZoneSpec] = field(default_factory=dict)
     lines: dict[str, LineSpec] = field(default_factory=dict)
     rules: tuple[RuleConfigured, ...] = ()
+    #: object classes any rule looks at (the tracker follows only these); computed once
+    labels: tuple[str, ...] = field(init=False, compare=False)
+    #: the last `_Plan` built for this spec (engine params and rules pre-digested)
+    _plan: list[_Plan] = field(init=False, repr=False, compare=False)
 
-    @property
-    def labels(self) -> tuple[str, ...]:
-        """Object classes any rule looks at (the tracker follows only these)."""
+    def __post_init__(self) -> None:
         found = {c for r in self.rules for c in r.classes} or {"person"}
-        return tuple(sorted(found))
+        object.__setattr__(self, "labels", tuple(sorted(found)))
+        object.__setattr__(self, "_plan", [])
 
 
 def compile_camera(camera_id: str, entities: Iterable[Event]) -> CameraSpec:
@@ -203,16 +206,23 @@ def upgrade_v1(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def _live_evidence(loiter_state: dict[str, Any], crowd_state: dict[str, Any],
-                   ids: dict[str, str]) -> dict[str, str]:
-    """The ref -> frame id entries some evidence list still points at."""
+                   ids: dict[str, str], ref: int, frame_id: str) -> dict[str, str]:
+    """The ref -> frame id entries some evidence list still points at (`ids` holds the
+    earlier frames' entries, `ref` is this frame's, for `frame_id`), in ref order."""
     live: set[int] = set()
     for pres in loiter_state.values():
         for p in pres.values():
-            live.update(p["evidence"])
+            ev = p["evidence"]
+            if ev:
+                live.update(ev)
     for cs in crowd_state.values():
         for w in cs["windows"].values():
             live.update(w["evidence"])
-    return {str(r): ids[str(r)] for r in sorted(live)}
+    out: dict[str, str] = {}
+    for r in sorted(live):
+        key = str(r)
+        out[key] = frame_id if r == ref else ids[key]
+    return out
 
 
 class _Out:
@@ -247,93 +257,155 @@ def _armed(rule: RuleConfigured, spec: CameraSpec, at: datetime) -> bool:
     return is_armed(s.kind, s.start, s.end, at, spec.timezone)
 
 
+class _Plan:
+    """What `process` needs from a (CameraSpec, EngineParams) pair, derived once instead
+    of on every frame (tracker params with the spec's labels, the rules per zone and per
+    line, loitering and crowd params): at 1000 cameras x 1 fps the engine runs 1000
+    times a second and this used to be rebuilt each time."""
+
+    __slots__ = ("area_rules", "grace_us", "line_rules", "params", "perimeter", "tparams")
+
+    def __init__(self, spec: CameraSpec, params: EngineParams):
+        self.params = params
+        self.tparams = tracker.TrackerParams(**{**params.tracker.__dict__,
+                                                "labels": spec.labels})
+        self.grace_us = int(params.zone_exit_grace_s * 1_000_000)
+        #: zone id -> its perimeter rules, in rule order
+        self.perimeter: dict[str, list[RuleConfigured]] = {zid: [] for zid in spec.zones}
+        #: line id -> its line-crossing rules, in rule order
+        self.line_rules: dict[str, list[RuleConfigured]] = {lid: [] for lid in spec.lines}
+        #: loitering and crowd rules in rule order: (rule, params, always armed)
+        self.area_rules: list[tuple[RuleConfigured, Any, bool]] = []
+        cap = params.evidence_cap
+        for r in spec.rules:
+            always = r.schedule.kind == "always"
+            if r.rule_type == "perimeter" and r.zone_id in self.perimeter:
+                self.perimeter[r.zone_id].append(r)
+            elif r.rule_type == "line_crossing" and r.line_id in self.line_rules:
+                self.line_rules[r.line_id].append(r)
+            elif r.rule_type == "loitering":
+                self.area_rules.append(
+                    (r, loitering.LoiterParams(r.dwell_s, r.gap_tolerance_s, cap), always))
+            elif r.rule_type == "crowd":
+                self.area_rules.append(
+                    (r, crowd.CrowdParams(r.min_people, r.clear_below, r.window_s,
+                                          params.crowd_grace_s, cap), always))
+
+
+def _plan_for(spec: CameraSpec, params: EngineParams) -> _Plan:
+    """The spec's cached plan if it was built for these params, else a new one."""
+    held = spec._plan
+    if held and (held[0].params is params or held[0].params == params):
+        return held[0]
+    plan = _Plan(spec, params)
+    held[:] = [plan]
+    return plan
+
+
+#: `process` without explicit params (the agent): one instance, so `_plan_for` hits
+_DEFAULT_PARAMS = EngineParams()
+_NO_TRACKS: frozenset[str] = frozenset()
+
+
 def process(
     spec: CameraSpec,
     frame: FrameAnalyzed,
     state: dict[str, Any] | None,
     params: EngineParams | None = None,
 ) -> tuple[dict[str, Any], list[Event]]:
-    """Apply one frame to one camera's state; returns (new state, events to publish)."""
-    params = params or EngineParams()
+    """Apply one frame to one camera's state; returns (new state, events to publish).
+
+    The input state is never modified: the new state is built from new dicts where
+    something changed and shares the unchanged parts (a track not seen in this frame,
+    an evidence list) with the input, so the caller may keep the old state (the agent
+    does, until the batch's write) at no copying cost.
+    """
+    params = params or _DEFAULT_PARAMS
     if state and state.get("v") == 1:
         state = upgrade_v1(state)
     state = state if state and state.get("v") == STATE_VERSION else new_state()
-    out = _Out(frame)
     if not spec.enabled:
         return state, []
-    t_us = to_us(frame.occurred_at)
+    plan = _plan_for(spec, params)
+    out = _Out(frame)
+    emit, trigger = out.emit, out.trigger
+    at = frame.occurred_at
+    t_us = to_us(at)
     t = t_us / 1_000_000
     ev_id = frame.event_id
-    cap = params.evidence_cap
-    # this frame's evidence ref (see the module docstring)
+    # this frame's evidence ref (see the module docstring); earlier frames' ids
     ev_ref = int(state["ev"]["n"])
-    ev_ids = {**state["ev"]["ids"], str(ev_ref): ev_id}
+    old_ids: dict[str, str] = state["ev"]["ids"]
+
+    def evidence_ids(refs: list[int]) -> list[str]:
+        return [ev_id if r == ev_ref else old_ids[str(r)] for r in refs]
 
     # ---- tracking
-    tparams = tracker.TrackerParams(**{**params.tracker.__dict__, "labels": spec.labels})
     if frame.skipped:
         tstate, tstep = tracker.hold(state["tracker"], t)
     else:
         dets = [(d.detection_id, d.label, (d.x1, d.y1, d.x2, d.y2)) for d in frame.detections]
-        tstate, tstep = tracker.update(state["tracker"], frame.camera_id, t, dets, tparams)
-    ended = frozenset(e.track_id for e in tstep.ended)
+        tstate, tstep = tracker.update(state["tracker"], frame.camera_id, t, dets,
+                                       plan.tparams)
+    ended = frozenset(e.track_id for e in tstep.ended) if tstep.ended else _NO_TRACKS
     obs = {o.track_id: o for o in tstep.observed}
-    positions: dict[str, tuple[Pt, bool]] = {
-        tid: (bottom_centre(o.box), o.confirmed) for tid, o in sorted(obs.items())
-    }
+    # bottom-centre of each box (`geometry.bottom_centre`, inlined) and confirmed
+    positions: dict[str, tuple[Pt, bool]] = {}
+    for tid, o in obs.items():
+        b = o.box
+        positions[tid] = (((b[0] + b[2]) / 2.0, b[3]), o.confirmed)
     inside: dict[str, set[str]] = {
         zid: {tid for tid, (p, _) in positions.items() if z.contains(p)}
         for zid, z in spec.zones.items()
     }
-    rules_by_zone: dict[str, list[RuleConfigured]] = {}
-    for r in spec.rules:
-        if r.zone_id is not None:
-            rules_by_zone.setdefault(r.zone_id, []).append(r)
 
     # ---- zone entry / exit (+ perimeter)
-    grace_us = int(params.zone_exit_grace_s * 1_000_000)
+    grace_us = plan.grace_us
     zones_state: dict[str, Any] = {}
+    old_zones = state["zones"]
     for zid in spec.zones:
-        zst = state["zones"].get(zid, {})
+        zst = old_zones.get(zid, {})
+        zin = inside[zid]
+        if not zst and not zin:
+            continue
         nz: dict[str, Any] = {}
-        perimeter_rules = [r for r in rules_by_zone.get(zid, []) if r.rule_type == "perimeter"]
-        for tid in sorted(set(zst) | inside[zid]):
+        perimeter_rules = plan.perimeter[zid]
+        for tid in sorted(zst.keys() | zin):
             pres = zst.get(tid)
             if pres is not None and (
-                tid in ended or (tid not in inside[zid] and t_us - pres["last_in"] > grace_us)
+                tid in ended or (tid not in zin and t_us - pres["last_in"] > grace_us)
             ):
                 if pres["announced"]:
-                    out.emit(ZoneExited, zid, tid, zone_id=zid, track_id=tid,
-                             entered_at=from_us(pres["entered"]),
-                             dwell_s=(pres["last_in"] - pres["entered"]) / 1_000_000)
+                    emit(ZoneExited, zid, tid, zone_id=zid, track_id=tid,
+                         entered_at=from_us(pres["entered"]),
+                         dwell_s=(pres["last_in"] - pres["entered"]) / 1_000_000)
                 for rid in pres["fired"]:
-                    out.emit(RuleCleared, rid, tid, zone_id=zid, rule_id=rid,
-                             rule_type="perimeter",
-                             reason=f"track {tid} left zone {zid}")
+                    emit(RuleCleared, rid, tid, zone_id=zid, rule_id=rid,
+                         rule_type="perimeter",
+                         reason=f"track {tid} left zone {zid}")
                 pres = None
-            if tid not in inside[zid]:
+            if tid not in zin:
                 if pres is not None:
                     nz[tid] = pres
                 continue
             if pres is None:
                 pres = {"entered": t_us, "last_in": t_us, "announced": False, "fired": []}
             else:
-                pres = dict(pres)
-            pres["last_in"] = t_us
+                pres = {**pres, "last_in": t_us}
             o = obs[tid]
             if o.confirmed and not pres["announced"]:
                 pres["announced"] = True
-                out.emit(ZoneEntered, zid, tid, zone_id=zid, track_id=tid)
+                emit(ZoneEntered, zid, tid, zone_id=zid, track_id=tid)
                 fired = []
                 for r in perimeter_rules:
-                    if o.label in r.classes and _armed(r, spec, frame.occurred_at):
+                    if o.label in r.classes and _armed(r, spec, at):
                         fired.append(r.rule_id)
-                        out.trigger(r, tid, zone_id=zid,
-                                 rule_id=r.rule_id, rule_type="perimeter",
-                                 severity=r.severity, value=1.0, threshold=1.0,
-                                 track_ids=[tid], first_evidence_at=from_us(pres["entered"]),
-                                 last_evidence_at=frame.occurred_at,
-                                 evidence_event_ids=[ev_id], frame_ref=frame.frame_ref)
+                        trigger(r, tid, zone_id=zid,
+                                rule_id=r.rule_id, rule_type="perimeter",
+                                severity=r.severity, value=1.0, threshold=1.0,
+                                track_ids=[tid], first_evidence_at=from_us(pres["entered"]),
+                                last_evidence_at=at,
+                                evidence_event_ids=[ev_id], frame_ref=frame.frame_ref)
                 pres["fired"] = fired
             nz[tid] = pres
         if nz:
@@ -341,88 +413,91 @@ def process(
 
     # ---- directed lines
     lines_state: dict[str, Any] = {}
+    old_lines = state["lines"]
     for lid, ln in spec.lines.items():
-        lst, crossings = lines.step(state["lines"].get(lid, {}), t, positions, ln.a, ln.b,
+        lst, crossings = lines.step(old_lines.get(lid, {}), t, positions, ln.a, ln.b,
                                     forget=ended)
         if lst:
             lines_state[lid] = lst
         for tid, direction in crossings:
-            out.emit(LineCrossed, lid, tid, line_id=lid, track_id=tid, direction=direction)
-            for r in spec.rules:
-                if r.rule_type != "line_crossing" or r.line_id != lid:
-                    continue
+            emit(LineCrossed, lid, tid, line_id=lid, track_id=tid, direction=direction)
+            for r in plan.line_rules[lid]:
                 if r.direction not in (None, direction) or obs[tid].label not in r.classes:
                     continue
-                if not _armed(r, spec, frame.occurred_at):
+                if not _armed(r, spec, at):
                     continue
-                out.trigger(r, tid, zone_id=r.zone_id, rule_id=r.rule_id,
-                         rule_type="line_crossing", severity=r.severity, value=1.0,
-                         threshold=1.0, track_ids=[tid], first_evidence_at=frame.occurred_at,
-                         last_evidence_at=frame.occurred_at, evidence_event_ids=[ev_id],
-                         frame_ref=frame.frame_ref)
+                trigger(r, tid, zone_id=r.zone_id, rule_id=r.rule_id,
+                        rule_type="line_crossing", severity=r.severity, value=1.0,
+                        threshold=1.0, track_ids=[tid], first_evidence_at=at,
+                        last_evidence_at=at, evidence_event_ids=[ev_id],
+                        frame_ref=frame.frame_ref)
 
     # ---- loitering and crowd
     loiter_state: dict[str, Any] = {}
     crowd_state: dict[str, Any] = {}
-    for r in spec.rules:
+    old_loiter, old_crowd = state["loiter"], state["crowd"]
+    for r, rp, always in plan.area_rules:
+        armed = always or _armed(r, spec, at)
         if r.rule_type == "loitering":
             assert r.zone_id is not None
-            zin = {
-                tid: (ev_ref, obs[tid].confirmed)
-                for tid in sorted(inside[r.zone_id]) if obs[tid].label in r.classes
-            }
-            lp = loitering.LoiterParams(r.dwell_s, r.gap_tolerance_s, cap)
-            lst, lstep = loitering.step(state["loiter"].get(r.rule_id, {}), t_us, zin,
-                                        _armed(r, spec, frame.occurred_at), lp, ended)
+            classes = r.classes
+            zin_l = {}
+            for tid in inside[r.zone_id]:
+                o = obs[tid]
+                if o.label in classes:
+                    zin_l[tid] = (ev_ref, o.confirmed)
+            lst, lstep = loitering.step(old_loiter.get(r.rule_id, {}), t_us, zin_l, armed,
+                                        rp, ended)
             if lst:
                 loiter_state[r.rule_id] = lst
             for tid, _p in lstep.cleared:
-                out.emit(RuleCleared, r.rule_id, tid, zone_id=r.zone_id, rule_id=r.rule_id,
-                         rule_type="loitering",
-                         reason=f"track {tid} away from zone {r.zone_id} "
-                                f"> {r.gap_tolerance_s:g}s")
+                emit(RuleCleared, r.rule_id, tid, zone_id=r.zone_id, rule_id=r.rule_id,
+                     rule_type="loitering",
+                     reason=f"track {tid} away from zone {r.zone_id} "
+                            f"> {r.gap_tolerance_s:g}s")
             for tid, p in lstep.fired:
-                out.trigger(r, tid, zone_id=r.zone_id, rule_id=r.rule_id,
-                         rule_type="loitering", severity=r.severity,
-                         value=(t_us - p["entered"]) / 1_000_000, threshold=r.dwell_s,
-                         track_ids=[tid], first_evidence_at=from_us(p["entered"]),
-                         last_evidence_at=frame.occurred_at,
-                         evidence_event_ids=[ev_ids[str(r)] for r in p["evidence"]],
-                         frame_ref=frame.frame_ref)
-        elif r.rule_type == "crowd":
+                trigger(r, tid, zone_id=r.zone_id, rule_id=r.rule_id,
+                        rule_type="loitering", severity=r.severity,
+                        value=(t_us - p["entered"]) / 1_000_000, threshold=r.dwell_s,
+                        track_ids=[tid], first_evidence_at=from_us(p["entered"]),
+                        last_evidence_at=at,
+                        evidence_event_ids=evidence_ids(p["evidence"]),
+                        frame_ref=frame.frame_ref)
+        else:  # crowd
+            classes = r.classes
+            zin_c = inside[r.zone_id] if r.zone_id is not None else None
             members = sorted(
                 tid for tid, o in obs.items()
-                if o.label in r.classes and (r.zone_id is None or tid in inside[r.zone_id])
+                if o.label in classes and (zin_c is None or tid in zin_c)
             )
-            cp = crowd.CrowdParams(r.min_people, r.clear_below, r.window_s,
-                                   params.crowd_grace_s, cap)
-            cst, cstep = crowd.step(state["crowd"].get(r.rule_id, crowd.new_state()), t_us,
-                                    len(members), members, ev_ref,
-                                    _armed(r, spec, frame.occurred_at), cp)
+            cs = old_crowd.get(r.rule_id)
+            cst, cstep = crowd.step(cs if cs is not None else crowd.new_state(), t_us,
+                                    len(members), members, ev_ref, armed, rp)
             crowd_state[r.rule_id] = cst
             for w in cstep.cleared:
-                out.emit(RuleCleared, r.rule_id, w["start"], zone_id=r.zone_id,
-                         rule_id=r.rule_id, rule_type="crowd",
-                         reason=f"at most {w['max']} people (< {r.clear_below}) "
-                                f"for {r.window_s:g}s")
+                emit(RuleCleared, r.rule_id, w["start"], zone_id=r.zone_id,
+                     rule_id=r.rule_id, rule_type="crowd",
+                     reason=f"at most {w['max']} people (< {r.clear_below}) "
+                            f"for {r.window_s:g}s")
             for w in cstep.fired:
-                out.trigger(r, w["start"], zone_id=r.zone_id,
-                         rule_id=r.rule_id, rule_type="crowd", severity=r.severity,
-                         value=float(w["min"]), threshold=float(r.min_people),
-                         track_ids=list(w["tracks"]), first_evidence_at=from_us(w["first"]),
-                         last_evidence_at=from_us(w["last"]),
-                         evidence_event_ids=[ev_ids[str(r)] for r in w["evidence"]],
-                         frame_ref=frame.frame_ref)
+                trigger(r, w["start"], zone_id=r.zone_id,
+                        rule_id=r.rule_id, rule_type="crowd", severity=r.severity,
+                        value=float(w["min"]), threshold=float(r.min_people),
+                        track_ids=list(w["tracks"]), first_evidence_at=from_us(w["first"]),
+                        last_evidence_at=from_us(w["last"]),
+                        evidence_event_ids=evidence_ids(w["evidence"]),
+                        frame_ref=frame.frame_ref)
 
     # ---- ended tracks
     for e in sorted(tstep.ended, key=lambda e: e.track_id):
         if e.confirmed:
-            out.emit(TrackSummary, e.track_id, track_id=e.track_id, label=e.label,
-                     first_seen_at=from_us(round(e.first_seen * 1_000_000)),
-                     last_seen_at=from_us(round(e.last_seen * 1_000_000)),
-                     observations=e.observations)
+            emit(TrackSummary, e.track_id, track_id=e.track_id, label=e.label,
+                 first_seen_at=from_us(round(e.first_seen * 1_000_000)),
+                 last_seen_at=from_us(round(e.last_seen * 1_000_000)),
+                 observations=e.observations)
 
     new = {"v": STATE_VERSION, "tracker": tstate, "zones": zones_state, "loiter": loiter_state,
            "crowd": crowd_state, "lines": lines_state,
-           "ev": {"n": ev_ref + 1, "ids": _live_evidence(loiter_state, crowd_state, ev_ids)}}
+           "ev": {"n": ev_ref + 1,
+                  "ids": _live_evidence(loiter_state, crowd_state, old_ids, ev_ref, ev_id)}}
     return new, out.events
