@@ -42,9 +42,10 @@ import gc
 import json
 import logging
 import marshal
+import time
 import weakref
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +55,7 @@ from faust.tables.globaltable import GlobalTable
 from faust.types import EventT
 
 from agents.app import app, topics
+from agents.batches import take_unacked
 from agents.codec import Undecodable
 from agents.dlq import dead_letter
 from agents.scene_rules import CameraSpec, compile_camera, process
@@ -128,10 +130,17 @@ scene_state: faust.TableT = _raw_state_table(STATE_TABLE, "detections")
 #: rebalance (revocation, assignment, the end of a restore from the changelog) forgets
 #: them all, so a value restored or written elsewhere is read from the table.
 _decoded: dict[bytes, dict[str, Any]] = {}
+#: camera id -> its state since its last write, not yet written (`_Pending`), oldest
+#: first (dicts keep insertion order, and a camera keeps its place until it is written)
+_unwritten: dict[bytes, _Pending] = {}
 
 
 async def _forget_decoded(sender: Any, *args: Any, **kwargs: Any) -> None:
     _decoded.clear()
+    # Normally empty by now (a rebalance waits until the agent has written them all);
+    # whatever is left is not acked, so Faust delivers those frames again after its seek
+    # to the committed offsets, and they are re-processed from the written state.
+    _unwritten.clear()
 
 
 for _signal in (app.on_partitions_revoked, app.on_partitions_assigned,
@@ -296,20 +305,24 @@ def camera_spec(camera_id: str) -> CameraSpec:
 
 @dataclass
 class _Pending:
-    """A camera's state after the frames of the current batch, not yet written."""
+    """A camera's state since its last write: kept in memory, written behind."""
 
-    event: EventT  # the camera's last frame in the batch: its partition gets the write
+    event: EventT  # the camera's last frame so far: its partition gets the write
     value: dict[str, Any]
+    #: monotonic time of the first frame since the last write (written after STATE_WRITE_S)
+    since: float
+    #: every event of this camera since the last write: acked once the state is written
+    events: list[EventT] = field(default_factory=list)
     acks: list[Any] = field(default_factory=list)
     frames: list[tuple[EventT, FrameAnalyzed]] = field(default_factory=list)
 
 
-def _process_frame(frame: FrameAnalyzed, event: EventT, pending: dict[bytes, _Pending]
+def _process_frame(frame: FrameAnalyzed, event: EventT
                    ) -> tuple[dict[str, Any], list[Event]] | None:
-    """One camera advanced by one frame in memory (the stored value and the events);
-    None for a re-delivered frame. Pure: `pending` is only read."""
+    """One camera advanced by one frame in memory (the value to store and the events);
+    None for a re-delivered frame. Pure: the unwritten states are only read."""
     partition, offset = event.message.partition, event.message.offset
-    p = pending.get(frame.camera_id.encode())
+    p = _unwritten.get(frame.camera_id.encode())
     stored = p.value if p is not None else _load(frame.camera_id.encode())
     if stored and stored.get("partition") == partition and offset <= stored.get("offset", -1):
         return None  # re-delivery of a frame whose state is already stored
@@ -329,57 +342,92 @@ def _write(key: bytes, p: _Pending) -> None:
         _current_event.reset(token)
 
 
-async def handle_batch(batch: Sequence[EventT]) -> int:
+Ack = Callable[[EventT], Awaitable[Any]]
+
+
+async def handle_batch(batch: Sequence[EventT], ack: Ack) -> int:
     """Process a batch of detection events; returns how many scene events were published.
 
-    Crash safety, as for one frame at a time but with one broker round trip per batch
-    instead of one per frame: every output is sent, then all are *acknowledged*, then
-    each camera's state is written once (after its last frame in the batch); Faust acks
-    the batch's offsets only after this returns, and commits them only after flushing the
-    producer (so after the changelog writes). A crash anywhere re-processes the batch from
-    the stored states and re-publishes the same events with the same derived ids, which
-    downstream deduplicates.
+    Outputs are handed to the producer frame by frame and not awaited here; each camera's
+    new state stays in memory (`_unwritten`) and its events stay unacked until
+    `write_states` stores it. Events with nothing to store (dead-lettered, re-delivered)
+    are acked at once, after the dead letter was handed to the producer (Faust commits
+    only after flushing the producer).
     """
     await refresh_config()
-    pending: dict[bytes, _Pending] = {}
     published = 0
+    now = time.monotonic()
     for event in batch:
         value = event.value
         try:
             if isinstance(value, Undecodable):
                 await dead_letter(value, value.reason, STAGE, event)
             elif isinstance(value, FrameAnalyzed):
-                done = _process_frame(value, event, pending)
+                done = _process_frame(value, event)
                 if done is not None:
                     stored, events = done
                     key = value.camera_id.encode()
                     acks = [await topics.scene.send(key=key, value=ev) for ev in events]
                     # only now (all outputs handed to the producer) does the state move on
-                    p = pending.setdefault(key, _Pending(event, stored))
+                    p = _unwritten.get(key)
+                    if p is None:
+                        p = _unwritten[key] = _Pending(event, stored, now)
                     p.event, p.value = event, stored
+                    p.events.append(event)
                     if acks:
                         p.acks += acks
                         p.frames.append((event, value))
                     published += len(events)
+                    continue
             elif value is not None:
                 await dead_letter(value, f"unexpected {type(value).__name__} on detections",
                                   STAGE, event)
         except Exception as exc:
             log.exception("scene: frame failed")
             await _dead_letter_safely(value, f"{type(exc).__name__}: {exc}", event)
-    for key, p in pending.items():
+        await ack(event)
+    return published
+
+
+async def write_states(ack: Ack, older_than: float | None) -> int:
+    """Write the unwritten states first dirtied before `older_than` (monotonic; None:
+    all of them), then ack their events; returns how many were written.
+
+    Crash safety: a camera's outputs are *acknowledged* by the broker before its state
+    is written, and its events are acked only after that (Faust commits an offset only
+    after flushing the producer, so after the changelog write). A crash anywhere
+    re-processes the camera's frames from its last written state and re-publishes the
+    same events with the same derived ids, which downstream deduplicates; the stored
+    offset makes frames already in a written state count as re-delivered.
+    """
+    written = 0
+    while _unwritten:
+        key, p = next(iter(_unwritten.items()))
+        if older_than is not None and p.since > older_than:
+            break
+        del _unwritten[key]
         try:
             for fut in p.acks:
                 await fut  # acknowledged before the state moves on
         except Exception as exc:
-            # the camera's state stays where it was (its next frame starts from there and
-            # re-derives what it can, with the same ids); these frames go to the DLQ
+            # the camera's state stays where it was written last (its next frame starts
+            # from there and re-derives what it can, with the same ids); the frames whose
+            # outputs failed go to the DLQ
             log.exception("scene: publishing the outputs of %s failed", key.decode())
             for ev, frame in p.frames:
                 await _dead_letter_safely(frame, f"publishing outputs: {exc}", ev)
-            continue
-        _write(key, p)
-    return published
+        else:
+            try:
+                _write(key, p)
+                written += 1
+            except Exception as exc:  # the store refused it: the frames are accounted for
+                log.exception("scene: storing the state of %s failed", key.decode())
+                _decoded.pop(key, None)
+                for ev in p.events:
+                    await _dead_letter_safely(ev.value, f"storing state: {exc}", ev)
+        for ev in p.events:
+            await ack(ev)
+    return written
 
 
 async def _dead_letter_safely(value: Any, reason: str, event: EventT) -> None:
@@ -389,17 +437,39 @@ async def _dead_letter_safely(value: Any, reason: str, event: EventT) -> None:
         log.exception("scene: dead-lettering failed")
 
 
+def _must_write_all() -> bool:
+    """True while Faust waits for this agent's events to be acked: a rebalance or a
+    shutdown has stopped the flow (``Consumer.stop_flow``) and will not commit or give
+    the partitions up until every event handed to a stream is acked."""
+    return bool(app.rebalancing) or not app.consumer.flow_active
+
+
 @app.agent(topics.detections, concurrency=1)
 async def scene(stream: faust.StreamT) -> None:
     """Frames in batches (up to VIGIL_SCENE_BATCH_MAX, waiting at most
-    VIGIL_SCENE_BATCH_WITHIN_S): at 1000
-    cameras, awaiting the broker's acknowledgement frame by frame capped the worker far
-    below the target. `take_events` acks the batch's offsets only after it was handled.
-    Every error goes to the DLQ with its reason; the stream never stops on one frame."""
-    async for batch in stream.take_events(settings.batch_max, within=settings.batch_within_s):
+    VIGIL_SCENE_BATCH_WITHIN_S), states written behind (VIGIL_SCENE_STATE_WRITE_S).
+
+    At 1000 cameras every frame wrote its camera's state (a RocksDB put and a changelog
+    record of ~3 KB) and every batch waited for the broker to acknowledge its outputs
+    before the next one was taken; both capped one worker below the target. Now a camera's
+    state is written once per VIGIL_SCENE_STATE_WRITE_S (a few frames' worth), oldest
+    first, a few cameras per batch, so the writes do not come in bursts; its events are
+    acked only after that write (`take_unacked`), so a crash or a rebalance re-delivers
+    exactly what no written state covers. Every error goes to the DLQ with its reason;
+    the stream never stops on one frame."""
+    write_s = settings.state_write_s
+    async for batch in take_unacked(stream, settings.batch_max, settings.batch_within_s):
         try:
-            await handle_batch(batch)
-        except Exception as exc:  # config unreadable, store failure: not one frame's fault
+            if batch:
+                await handle_batch(batch, stream.ack)
+            if _unwritten:
+                write_all = _must_write_all()
+                await write_states(stream.ack,
+                                   None if write_all else time.monotonic() - write_s)
+        except Exception as exc:  # config unreadable: not one frame's fault
             log.exception("scene: batch failed")
+            held = {id(ev) for p in _unwritten.values() for ev in p.events}
             for event in batch:
-                await _dead_letter_safely(event.value, f"batch failed: {exc}", event)
+                if id(event) not in held and not event.message.acked:
+                    await _dead_letter_safely(event.value, f"batch failed: {exc}", event)
+                    await stream.ack(event)

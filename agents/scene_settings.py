@@ -22,6 +22,13 @@ class SceneSettings(BaseSettings):
     batch_max: int = Field(100, ge=1, le=10_000)
     #: How long a batch waits to fill, seconds: the latency a batch can add at low load.
     batch_within_s: float = Field(0.02, gt=0.0, le=5.0)
+    #: How long a camera's state may stay in memory before it is written (RocksDB and its
+    #: changelog), seconds. Each write covers every frame since the last one, so at
+    #: 1 fps a camera is written once per this many frames instead of once per frame;
+    #: a crash or a rebalance re-processes at most this much of each camera from its
+    #: written state (the outputs come out again with the same ids). 0 writes after
+    #: every batch.
+    state_write_s: float = Field(5.0, ge=0.0, le=60.0)
     #: Python's cyclic GC runs a young collection every this many net allocations (its
     #: default is 700). The engine allocates many small dicts per frame and the worker
     #: keeps every camera's decoded state: at the default, collections took about a
