@@ -87,11 +87,17 @@ def step(
             w["first"] = min(w["first"], t_us)
             w["last"] = max(w["last"], t_us)
             w["evidence"] = [*w["evidence"], evidence_id][-params.evidence_cap :]
-            seen = list(w["tracks"])
-            for tid in track_ids:
-                if tid not in seen and len(seen) < params.track_cap:
-                    seen.append(tid)
-            w["tracks"] = seen
+            seen = w["tracks"]
+            known = set(seen)
+            if not known.issuperset(track_ids):  # else the list is shared, not copied
+                seen = list(seen)
+                for tid in track_ids:
+                    if len(seen) >= params.track_cap:
+                        break
+                    if tid not in known:
+                        seen.append(tid)
+                        known.add(tid)
+                w["tracks"] = seen
             windows[start] = w
     return (
         {"active": active, "closed_until": closed_until,

@@ -32,13 +32,18 @@ def step(
     Returns the new state and [(track_id, "forward"|"backward")] for confirmed tracks;
     tracks in `forget` (ended) are dropped from the state.
     """
-    new = {k: v for k, v in state.items() if k not in forget}
+    new = {k: v for k, v in state.items() if k not in forget} if forget else dict(state)
     crossings: list[tuple[str, str]] = []
+    ax, ay = a
+    bx, by = b
+    dx, dy = bx - ax, by - ay
     for tid in sorted(positions):
         p, confirmed = positions[tid]
-        s = side_of(p, a, b)
-        if s == 0:
+        # side_of(p, a, b), inlined (same arithmetic as geometry.cross(a, b, p))
+        c = dx * (p[1] - ay) - dy * (p[0] - ax)
+        if c == 0:
             continue
+        s = 1 if c > 0 else -1
         prev = new.get(tid)
         if prev is not None and prev["side"] != s:
             direction = line_crossing(tuple(prev["p"]), p, a, b)  # type: ignore[arg-type]

@@ -47,29 +47,33 @@ def step(
     """
     gap_us = int(params.gap_tolerance_s * US)
     dwell_us = int(params.dwell_s * US)
+    cap = params.evidence_cap
     out = LoiterStep()
     new: dict[str, Any] = {}
-    for tid in sorted(set(state) | set(inside)):
+    # presences are never modified in place (the caller may keep the old state): a
+    # presence seen again is a new dict, one away is passed on as it is
+    for tid in sorted(state.keys() | inside.keys()):
         p = state.get(tid)
         if p is not None and (t_us - p["last_in"] > gap_us or tid in ended):
             if p["fired"]:
                 out.cleared.append((tid, p))
             p = None
-        if tid not in inside:
+        seen = inside.get(tid)
+        if seen is None:
             if p is not None:
                 new[tid] = p
             continue
-        evidence_id, confirmed = inside[tid]
+        evidence_id, confirmed = seen
         if p is None:
             p = {"entered": t_us, "last_in": t_us, "fired": False, "evidence": []}
         else:
-            p = dict(p, evidence=list(p["evidence"]))
-        p["last_in"] = t_us
+            p = {**p, "last_in": t_us}
         if p["fired"]:
             new[tid] = p  # evidence matters only for the trigger: no longer collected
             continue
-        if evidence_id and (not p["evidence"] or p["evidence"][-1] != evidence_id):
-            p["evidence"] = [*p["evidence"], evidence_id][-params.evidence_cap :]
+        evidence = p["evidence"]
+        if evidence_id and (not evidence or evidence[-1] != evidence_id):
+            p["evidence"] = [*evidence, evidence_id][-cap:]
         if armed and confirmed and t_us - p["entered"] >= dwell_us:
             p["fired"] = True
             out.fired.append((tid, p))

@@ -218,10 +218,15 @@ def _live_evidence(loiter_state: dict[str, Any], crowd_state: dict[str, Any],
     for cs in crowd_state.values():
         for w in cs["windows"].values():
             live.update(w["evidence"])
-    out: dict[str, str] = {}
-    for r in sorted(live):
-        key = str(r)
-        out[key] = frame_id if r == ref else ids[key]
+    order = sorted(live)
+    # this frame's ref is the state's next ref, above every earlier one: last if live
+    mine = bool(order) and order[-1] == ref
+    if mine:
+        order.pop()
+    keys = list(map(str, order))
+    out = dict(zip(keys, map(ids.__getitem__, keys), strict=True))
+    if mine:
+        out[str(ref)] = frame_id
     return out
 
 

@@ -3,6 +3,7 @@ replay guarantees (byte-identical output, JSON state round trip, resume mid-stre
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 
@@ -165,3 +166,19 @@ def test_state_written_by_version_1_resumes_identically(camera: str) -> None:
         out_b += eb
     codec = default_codec()
     assert out_a and [codec.encode(e) for e in out_a] == [codec.encode(e) for e in out_b]
+
+
+@pytest.mark.parametrize("skip_every", [0, 3])
+def test_process_never_modifies_the_state_it_is_given(skip_every: int) -> None:
+    """The new state shares unchanged parts with the old one instead of copying them, and
+    the agent keeps the old state until its batch is written: one in-place change would
+    corrupt that copy. Every camera, with and without held (skipped) frames."""
+    for camera, frames in STREAMS.items():
+        sp, state = spec(camera), None
+        for i, f in enumerate(frames):
+            if skip_every and i % skip_every == 1:
+                f = dataclasses.replace(f, skipped=True, detections=[])
+            before = json.dumps(state)  # exact floats; marshal's bytes vary with sharing
+            new, _ = process(sp, f, state)
+            assert json.dumps(state) == before, (camera, i)
+            state = new

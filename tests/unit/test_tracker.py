@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
+import struct
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agents.geometry import iou
-from agents.tracker import TrackerParams, assign, hold, new_state, update
+from agents.tracker import STATE_DIGITS, TrackerParams, assign, hold, new_state, rounded, update
 
 P = TrackerParams(min_hits=2, confirm_window_s=3.0, max_age_s=5.0)
 
@@ -163,3 +165,33 @@ def test_assign_is_optimal_against_brute_force(costs: dict[tuple[int, int], floa
     k, total = _brute(costs)
     assert len(got) == k
     assert abs(sum(costs[p] for p in got) - total) < 1e-9
+
+
+# ----------------------------------------------------------------- state rounding
+
+
+def _bits(x: float) -> bytes:
+    return struct.pack("<d", x)
+
+
+def _near_halves() -> st.SearchStrategy[float]:
+    """Values whose x * 10**6 is at or within a few ulps of a half-integer: where a
+    naive round(x * 1e6) / 1e6 disagrees with round(x, 6)."""
+    return st.builds(
+        lambda n, k: math.nextafter((n + 0.5) / 1e6, math.copysign(math.inf, k)) if k
+        else (n + 0.5) / 1e6,
+        st.integers(-(10**9), 10**9), st.integers(-1, 1))
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.one_of(st.floats(), st.floats(-2.0, 2.0), st.floats(-1e-5, 1e-5), _near_halves(),
+                 st.integers(-(10**7), 10**7).map(lambda n: n / 1e6)))
+def test_rounded_is_the_builtin_round_bit_for_bit(x: float) -> None:
+    assert _bits(rounded([x])[0]) == _bits(round(x, STATE_DIGITS))
+
+
+def test_rounded_edge_values() -> None:
+    values = [0.0, -0.0, 4e-7, -4e-7, 5e-7, -5e-7, 1.5e-6, 2.5e-6, 0.1234565, 1e9, -1e9,
+              1e300, 5e-324, math.inf, -math.inf, math.nan]
+    assert [_bits(v) for v in rounded(values)] == [
+        _bits(round(v, STATE_DIGITS)) for v in values]
