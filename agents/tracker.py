@@ -52,15 +52,16 @@ def rounded(values: Iterable[float]) -> list[float]:
     exact value, so when y is farther than 1e-6 from any half-integer (and |y| < 1e9,
     where that error is < 2.3e-7) the integer nearest to y is N, and N / 1e6, a
     correctly rounded IEEE division of two exact doubles, is the double nearest to
-    N / 10**6. Everything else (near a half, huge, zero for its sign, inf, nan) takes
-    the builtin. tests/unit/test_tracker.py checks this against the builtin.
+    N / 10**6 (for N = 0: a zero with x's sign, as the builtin gives). Everything else
+    (near a half, huge, inf, nan) takes the builtin. tests/unit/test_tracker.py compares
+    the two.
     """
     out = []
     for x in values:
         y = x * _SCALE
         r = (y + _RINT) - _RINT
-        if -0.499999 < y - r < 0.499999 and -1e9 < y < 1e9 and r:
-            out.append(r / _SCALE)
+        if -0.499999 < y - r < 0.499999 and -1e9 < y < 1e9:
+            out.append(r / _SCALE if r else x * 0.0)  # x * 0.0: zero with x's sign
         else:
             out.append(round(x, STATE_DIGITS))
     return out
@@ -142,24 +143,31 @@ def assign(costs: dict[tuple[int, int], float]) -> list[tuple[int, int]]:
         row_deg[r] = row_deg.get(r, 0) + 1
         col_deg[c] = col_deg.get(c, 0) + 1
     out = [rc for rc in costs if row_deg[rc[0]] == 1 and col_deg[rc[1]] == 1]
-    # connected components of the bipartite graph (union-find over rows and columns)
-    parent: dict[tuple[int, int], tuple[int, int]] = {}
-
-    def find(x: tuple[int, int]) -> tuple[int, int]:
-        while parent.setdefault(x, x) != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    rest = [rc for rc in costs if row_deg[rc[0]] > 1 or col_deg[rc[1]] > 1]
+    # connected components of the bipartite graph (a walk from each row not yet reached;
+    # cheaper than union-find over (side, index) tuples for these few-node graphs)
+    rest = sorted(rc for rc in costs if row_deg[rc[0]] > 1 or col_deg[rc[1]] > 1)
+    by_row: dict[int, list[int]] = {}
+    by_col: dict[int, list[int]] = {}
     for r, c in rest:
-        a, b = find((0, r)), find((1, c))
-        if a != b:
-            parent[max(a, b)] = min(a, b)
-    groups: dict[tuple[int, int], list[tuple[int, int]]] = {}
-    for rc in sorted(rest):
-        groups.setdefault(find((0, rc[0])), []).append(rc)
-    for pairs in groups.values():
+        by_row.setdefault(r, []).append(c)
+        by_col.setdefault(c, []).append(r)
+    groups: list[list[tuple[int, int]]] = []
+    reached: set[int] = set()
+    for r0 in by_row:
+        if r0 in reached:
+            continue
+        rows_in, cols_in, todo = {r0}, set(), [r0]
+        while todo:
+            for c in by_row[todo.pop()]:
+                if c not in cols_in:
+                    cols_in.add(c)
+                    for r in by_col[c]:
+                        if r not in rows_in:
+                            rows_in.add(r)
+                            todo.append(r)
+        reached |= rows_in
+        groups.append([rc for rc in rest if rc[0] in rows_in])  # sorted, as `rest`
+    for pairs in groups:
         rows = sorted({r for r, _ in pairs})
         cols = sorted({c for _, c in pairs})
         # an infeasible pair costs more than any set of feasible ones: cardinality first
