@@ -84,7 +84,7 @@ class TrackerParams:
     labels: tuple[str, ...] = ("person",)
 
 
-@dataclass
+@dataclass(slots=True)
 class Observation:
     """A detection matched to a track in this frame."""
 
@@ -96,7 +96,7 @@ class Observation:
     newly_confirmed: bool
 
 
-@dataclass
+@dataclass(slots=True)
 class EndedTrack:
     track_id: str
     label: str
@@ -266,8 +266,8 @@ def update(
         tlabel = tracks[ti]["label"]
         parea = max(0.0, px2 - px1) * max(0.0, py2 - py1)
         for di, (_, label, (x1, y1, x2, y2)) in enumerate(dets):
-            if label != tlabel:
-                continue
+            if x1 >= px2 or x2 <= px1 or label != tlabel:
+                continue  # (no horizontal overlap: the ix <= 0 below, decided sooner)
             ix = (px2 if px2 < x2 else x2) - (px1 if px1 > x1 else x1)
             if ix <= 0:
                 continue
