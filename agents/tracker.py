@@ -261,11 +261,14 @@ def update(
     # first pass: optimal assignment on IoU (cost 1 - IoU), gated by iou_min
     # (`geometry.iou` inlined, same arithmetic: 64 calls a frame at 8 people)
     costs: dict[tuple[int, int], float] = {}
-    det_areas = [max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1]) for _, _, b in dets]
+    # one flat row per detection: the inner loop below runs tracks x detections times
+    flat = [(di, label, b[0], b[1], b[2], b[3],
+             max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1]))
+            for di, (_, label, b) in enumerate(dets)]
     for ti, (px1, py1, px2, py2) in enumerate(preds):
         tlabel = tracks[ti]["label"]
         parea = max(0.0, px2 - px1) * max(0.0, py2 - py1)
-        for di, (_, label, (x1, y1, x2, y2)) in enumerate(dets):
+        for di, label, x1, y1, x2, y2, darea in flat:
             if x1 >= px2 or x2 <= px1 or label != tlabel:
                 continue  # (no horizontal overlap: the ix <= 0 below, decided sooner)
             ix = (px2 if px2 < x2 else x2) - (px1 if px1 > x1 else x1)
@@ -275,7 +278,7 @@ def update(
             if iy <= 0:
                 continue
             inter = ix * iy
-            union = parea + det_areas[di] - inter
+            union = parea + darea - inter
             score = inter / union if union > 1e-12 else 0.0
             if score >= iou_min:
                 costs[(ti, di)] = 1.0 - score
@@ -322,16 +325,20 @@ def update(
             dt = t - tr["last_seen"]
             if dt > 0:
                 b0 = tr["box"]
-                vel = rounded((h0 * vel[0] + g * (box[0] - b0[0]) / dt,
-                               h0 * vel[1] + g * (box[1] - b0[1]) / dt,
-                               h0 * vel[2] + g * (box[2] - b0[2]) / dt,
-                               h0 * vel[3] + g * (box[3] - b0[3]) / dt))
+                both = rounded((box[0], box[1], box[2], box[3],
+                                h0 * vel[0] + g * (box[0] - b0[0]) / dt,
+                                h0 * vel[1] + g * (box[1] - b0[1]) / dt,
+                                h0 * vel[2] + g * (box[2] - b0[2]) / dt,
+                                h0 * vel[3] + g * (box[3] - b0[3]) / dt))
+                new_box, vel = both[:4], both[4:]
+            else:
+                new_box = rounded(box)
             hits += 1
             newly = not confirmed and hits >= min_hits
             if newly:
                 confirmed = True
             ntr = {"id": tr["id"], "label": tr["label"],
-                   "box": rounded(box), "vel": vel,
+                   "box": new_box, "vel": vel,
                    "first_seen": first_seen, "last_seen": t, "hits": hits,
                    "confirmed": confirmed}
             survivors.append(ntr)
