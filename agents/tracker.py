@@ -23,6 +23,7 @@ order so that output is a pure function of the input.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -117,6 +118,13 @@ class TrackerStep:
 def new_state() -> dict[str, Any]:
     """Empty tracker state (JSON-able)."""
     return {"counter": 0, "tracks": [], "last_t": None}
+
+
+def _left_edge(row: tuple[Any, ...]) -> float:
+    """Sort key of a flat detection row: its left edge, NaN first (a NaN never compares
+    greater, so it cannot end the scan early, and the finite edges after it stay sorted)."""
+    x = row[0]
+    return x if x == x else -math.inf
 
 
 def _centre(b: Box) -> tuple[float, float]:
@@ -261,15 +269,19 @@ def update(
     # first pass: optimal assignment on IoU (cost 1 - IoU), gated by iou_min
     # (`geometry.iou` inlined, same arithmetic: 64 calls a frame at 8 people)
     costs: dict[tuple[int, int], float] = {}
-    # one flat row per detection: the inner loop below runs tracks x detections times
-    flat = [(di, label, b[0], b[1], b[2], b[3],
-             max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1]))
-            for di, (_, label, b) in enumerate(dets)]
+    # one flat row per detection, sorted by left edge: for each track the scan stops at
+    # the first detection starting right of the prediction (no overlap from there on;
+    # the order in which pairs enter `costs` does not matter to `assign`)
+    flat = sorted(((b[0], di, label, b[1], b[2], b[3],
+                    max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1]))
+                   for di, (_, label, b) in enumerate(dets)), key=_left_edge)
     for ti, (px1, py1, px2, py2) in enumerate(preds):
         tlabel = tracks[ti]["label"]
         parea = max(0.0, px2 - px1) * max(0.0, py2 - py1)
-        for di, label, x1, y1, x2, y2, darea in flat:
-            if x1 >= px2 or x2 <= px1 or label != tlabel:
+        for x1, di, label, y1, x2, y2, darea in flat:
+            if x1 >= px2:
+                break  # this and every later detection: ix <= 0 below
+            if x2 <= px1 or label != tlabel:
                 continue  # (no horizontal overlap: the ix <= 0 below, decided sooner)
             ix = (px2 if px2 < x2 else x2) - (px1 if px1 > x1 else x1)
             if ix <= 0:
