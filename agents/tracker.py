@@ -107,7 +107,7 @@ class EndedTrack:
     confirmed: bool
 
 
-@dataclass
+@dataclass(slots=True)
 class TrackerStep:
     """What one frame did to the tracks."""
 
@@ -272,12 +272,16 @@ def update(
     # one flat row per detection, sorted by left edge: for each track the scan stops at
     # the first detection starting right of the prediction (no overlap from there on;
     # the order in which pairs enter `costs` does not matter to `assign`)
-    flat = sorted(((b[0], di, label, b[1], b[2], b[3],
-                    max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1]))
-                   for di, (_, label, b) in enumerate(dets)), key=_left_edge)
+    # (`a if a > 0.0 else 0.0` is max(0.0, a), NaN and -0.0 included, without a call)
+    flat = [(b[0], di, label, b[1], b[2], b[3],
+             ((w if (w := b[2] - b[0]) > 0.0 else 0.0)
+              * (h if (h := b[3] - b[1]) > 0.0 else 0.0)))
+            for di, (_, label, b) in enumerate(dets)]
+    flat.sort(key=_left_edge)
     for ti, (px1, py1, px2, py2) in enumerate(preds):
         tlabel = tracks[ti]["label"]
-        parea = max(0.0, px2 - px1) * max(0.0, py2 - py1)
+        parea = ((w if (w := px2 - px1) > 0.0 else 0.0)
+                 * (h if (h := py2 - py1) > 0.0 else 0.0))
         for x1, di, label, y1, x2, y2, darea in flat:
             if x1 >= px2:
                 break  # this and every later detection: ix <= 0 below
