@@ -58,20 +58,23 @@ def step(
     grace_us = int(params.grace_s * US)
     active = bool(state.get("active"))
     closed_until = state.get("closed_until")
-    windows = {int(k): v for k, v in state.get("windows", {}).items()}
+    stored = state.get("windows")
     out = CrowdStep()
-    for start in sorted(windows):
-        if start + window_us + grace_us > t_us:
-            continue
-        w = windows.pop(start)
-        w = dict(w, start=start, end=start + window_us)
-        closed_until = max(closed_until or 0, start + window_us)
-        if not active and armed and w["min"] >= params.min_people:
-            active = True
-            out.fired.append(w)
-        elif active and w["max"] < params.clear_below:
-            active = False
-            out.cleared.append(w)
+    windows: dict[int, dict[str, Any]] = {}
+    if stored:
+        # usually one or two windows, closed in start order
+        for start, w in sorted((int(k), v) for k, v in stored.items()):
+            if start + window_us + grace_us > t_us:
+                windows[start] = w
+                continue
+            w = dict(w, start=start, end=start + window_us)
+            closed_until = max(closed_until or 0, start + window_us)
+            if not active and armed and w["min"] >= params.min_people:
+                active = True
+                out.fired.append(w)
+            elif active and w["max"] < params.clear_below:
+                active = False
+                out.cleared.append(w)
     if count is not None:
         start = window_start(t_us, window_us)
         if closed_until is None or start >= closed_until:
@@ -81,11 +84,16 @@ def step(
                      "evidence": [], "tracks": []}
             else:
                 w = dict(w)
-            w["min"] = min(w["min"], count)
-            w["max"] = max(w["max"], count)
+            # (comparisons rather than min()/max() calls: same ints, this runs every frame)
+            if count < w["min"]:
+                w["min"] = count
+            if count > w["max"]:
+                w["max"] = count
             w["frames"] += 1
-            w["first"] = min(w["first"], t_us)
-            w["last"] = max(w["last"], t_us)
+            if t_us < w["first"]:
+                w["first"] = t_us
+            if t_us > w["last"]:
+                w["last"] = t_us
             w["evidence"] = [*w["evidence"], evidence_id][-params.evidence_cap :]
             seen = w["tracks"]
             known = set(seen)
@@ -101,6 +109,6 @@ def step(
             windows[start] = w
     return (
         {"active": active, "closed_until": closed_until,
-         "windows": {str(k): v for k, v in sorted(windows.items())}},
+         "windows": {str(k): windows[k] for k in sorted(windows)}},
         out,
     )
