@@ -17,13 +17,14 @@ from typing import Any
 import faust
 
 import agents.codec  # noqa: F401  (registers the "vigil" codec)
-from agents.faust_fixes import VigilTableManager, VigilWorker
+from agents.faust_fixes import VigilTableManager, VigilWorker, install_fetch_max_wait
 from agents.settings import get_worker_settings
 from schemas.topics import BY_SUFFIX, CATALOG
 from vigil.settings import get_settings
 
 settings = get_settings()
 worker = get_worker_settings()
+install_fetch_max_wait(worker.fetch_max_wait_ms)  # Faust hard-codes 1.5 s (faust_fixes)
 #: RocksDB lives under state_dir/worker/<topic prefix>/<worker id>: the prefix is part of the
 #: app id and of every changelog name, so state of another prefix must never be reused.
 DATADIR = settings.state_dir / "worker" / settings.topic_prefix / worker.id

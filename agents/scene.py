@@ -61,6 +61,7 @@ from agents.dlq import dead_letter
 from agents.scene_rules import CameraSpec, compile_camera, process
 from agents.scene_settings import get_scene_settings
 from agents.ticks import ensure_changelog, source_partitions
+from schemas.codec import default_codec
 from schemas.events import Event, FrameAnalyzed
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,8 @@ if settings.gc_threshold0:
     gc.set_threshold(settings.gc_threshold0, *gc.get_threshold()[1:])
 
 STAGE = "scene"
+_SCENE_TOPIC = str(topics.scene.get_topic_name())
+_CODEC = default_codec()
 STATE_TABLE = "scene-state"
 CONFIG_TABLE = "scene-config"
 
@@ -345,6 +348,17 @@ def _write(key: bytes, p: _Pending) -> None:
 Ack = Callable[[EventT], Awaitable[Any]]
 
 
+async def _publish(key: bytes, event: Event) -> Awaitable[Any]:
+    """Hand one output to the producer; the returned future is its acknowledgement.
+
+    Straight to Faust's producer with the codec's bytes: ``Topic.send`` built a
+    FutureMessage, a PendingMessage and a callback chain per output, a tenth of the
+    worker's CPU at 1000 frames/s. The partition is the producer's (murmur2 of the key),
+    as it was through the topic."""
+    return await app.producer.send(_SCENE_TOPIC, key, _CODEC.encode(event), None, None,
+                                   None)
+
+
 async def handle_batch(batch: Sequence[EventT], ack: Ack) -> int:
     """Process a batch of detection events; returns how many scene events were published.
 
@@ -367,7 +381,7 @@ async def handle_batch(batch: Sequence[EventT], ack: Ack) -> int:
                 if done is not None:
                     stored, events = done
                     key = value.camera_id.encode()
-                    acks = [await topics.scene.send(key=key, value=ev) for ev in events]
+                    acks = [await _publish(key, ev) for ev in events]
                     # only now (all outputs handed to the producer) does the state move on
                     p = _unwritten.get(key)
                     if p is None:

@@ -31,6 +31,9 @@ class WorkerSettings(BaseSettings):
     #: Per-table RocksDB block cache and write buffer, in bytes (rocksdict defaults are huge).
     rocksdb_block_cache: int = Field(8 << 20, ge=1 << 20)
     rocksdb_write_buffer: int = Field(4 << 20, ge=1 << 20)
+    #: How long the broker may hold a fetch waiting for data, milliseconds (Faust
+    #: hard-codes 1500; see agents/faust_fixes.py).
+    fetch_max_wait_ms: int = Field(50, ge=1, le=30_000)
 
     @field_validator("agents")
     @classmethod
