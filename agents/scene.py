@@ -29,10 +29,11 @@ State:
   intermittently consumed nothing after "Worker ready", or agents ran before its values
   were readable, so frames met an empty configuration and missed rule hits.
 
-Ordering for crash safety: outputs are sent and *acknowledged* before the state is
-written, per batch of frames (see `handle_batch`). A crash in between re-processes the
-frames from the old state and re-publishes the same events with the same derived ids,
-which downstream deduplicates.
+Ordering for crash safety: a camera's state is written behind (at most every
+VIGIL_SCENE_STATE_WRITE_S, see `write_states`), after the broker acknowledged every
+output derived since its last write, and the frames it covers are acked only after the
+write. A crash in between re-processes those frames from the last written state and
+re-publishes the same events with the same derived ids, which downstream deduplicates.
 """
 
 from __future__ import annotations

@@ -15,10 +15,9 @@ from vigil.settings import load_component_settings
 class SceneSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VIGIL_SCENE_", extra="forbid", frozen=True)
 
-    #: Frames handled per batch at most. One broker round trip (the outputs'
-    #: acknowledgement) is paid per batch instead of per frame; each camera's state is
-    #: written once per batch, and Faust stalls intake while more than 100 table writes
-    #: wait for its producer, so larger batches gain little.
+    #: Frames handled per batch at most. Outputs go to the producer frame by frame and
+    #: states are written behind (`state_write_s`), so a batch is mostly the unit of
+    #: Faust's hand-over to the agent; larger batches gain little.
     batch_max: int = Field(100, ge=1, le=10_000)
     #: How long a batch waits to fill, seconds: the latency a batch can add at low load.
     batch_within_s: float = Field(0.02, gt=0.0, le=5.0)
