@@ -238,6 +238,7 @@ class _SceneReader:
 
         self.first: dict[str, float] = {}
         self.events = 0
+        self.arrivals: list[float] = []
         self._stop = False
         self._c = Consumer(consumer_config(bootstrap_group, **{"auto.offset.reset": "latest",
                                                                 "fetch.wait.max.ms": 10}))
@@ -261,6 +262,7 @@ class _SceneReader:
                 now = time.perf_counter()
                 ev = codec.decode(msg.value())
                 self.events += 1
+                self.arrivals.append(now)
                 if ev.causation_id is not None:
                     self.first.setdefault(ev.causation_id, now)
 
@@ -426,8 +428,13 @@ async def _run(n_cam: int, paced_s: int, bulk_s: int, result_cls: type) -> objec
             if f in reader.first:
                 windows.setdefault(int((t - t_start_perf) // 10), []).append(
                     reader.first[f] - t)
+        outputs: dict[int, int] = {}
+        for at in reader.arrivals:
+            w = int((at - t_start_perf) // 10)
+            outputs[w] = outputs.get(w, 0) + 1
         by_window = [{"from_s": w * 10, "p50_ms": round(_pct(v, 0.5)),
-                      "p99_ms": round(_pct(v, 0.99))} for w, v in sorted(windows.items())]
+                      "p99_ms": round(_pct(v, 0.99)), "scene_events": outputs.get(w, 0)}
+                     for w, v in sorted(windows.items())]
 
         # 3. throughput: a backlog of bulk_s seconds of every camera, as fast as it goes
         n_bulk = 0
