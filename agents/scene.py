@@ -365,9 +365,9 @@ async def handle_batch(batch: Sequence[EventT], ack: Ack) -> int:
 
     Outputs are handed to the producer frame by frame and not awaited here; each camera's
     new state stays in memory (`_unwritten`) and its events stay unacked until
-    `write_states` stores it. Events with nothing to store (dead-lettered, re-delivered)
-    are acked at once, after the dead letter was handed to the producer (Faust commits
-    only after flushing the producer).
+    `write_states` stores it. Events with nothing to store (dead-lettered, or re-delivered
+    and covered by a written state) are acked at once, after the dead letter was handed
+    to the producer (Faust commits only after flushing the producer).
     """
     await refresh_config()
     published = 0
@@ -393,6 +393,12 @@ async def handle_batch(batch: Sequence[EventT], ack: Ack) -> int:
                         p.acks += acks
                         p.frames.append((event, value))
                     published += len(events)
+                    continue
+                held = _unwritten.get(value.camera_id.encode())
+                if held is not None:
+                    # re-delivered, but the state that covers it is not written yet: it is
+                    # committed with that state, not before
+                    held.events.append(event)
                     continue
             elif value is not None:
                 await dead_letter(value, f"unexpected {type(value).__name__} on detections",
