@@ -313,7 +313,8 @@ class _Pending:
 
     event: EventT  # the camera's last frame so far: its partition gets the write
     value: dict[str, Any]
-    #: monotonic time of the first frame since the last write (written after STATE_WRITE_S)
+    #: monotonic time of the first frame since the last write (the state is written
+    #: VIGIL_SCENE_STATE_WRITE_S after it)
     since: float
     #: every event of this camera since the last write: acked once the state is written
     events: list[EventT] = field(default_factory=list)
@@ -321,13 +322,11 @@ class _Pending:
     frames: list[tuple[EventT, FrameAnalyzed]] = field(default_factory=list)
 
 
-def _process_frame(frame: FrameAnalyzed, event: EventT
+def _process_frame(frame: FrameAnalyzed, event: EventT, stored: dict[str, Any] | None
                    ) -> tuple[dict[str, Any], list[Event]] | None:
-    """One camera advanced by one frame in memory (the value to store and the events);
-    None for a re-delivered frame. Pure: the unwritten states are only read."""
+    """One camera advanced by one frame from its latest value (unwritten or stored) in
+    memory: the value to store and the events; None for a re-delivered frame. Pure."""
     partition, offset = event.message.partition, event.message.offset
-    p = _unwritten.get(frame.camera_id.encode())
-    stored = p.value if p is not None else _load(frame.camera_id.encode())
     if stored and stored.get("partition") == partition and offset <= stored.get("offset", -1):
         return None  # re-delivery of a frame whose state is already stored
     new_state, events = process(camera_spec(frame.camera_id), frame,
@@ -378,27 +377,24 @@ async def handle_batch(batch: Sequence[EventT], ack: Ack) -> int:
             if isinstance(value, Undecodable):
                 await dead_letter(value, value.reason, STAGE, event)
             elif isinstance(value, FrameAnalyzed):
-                done = _process_frame(value, event)
+                key = value.camera_id.encode()
+                p = _unwritten.get(key)
+                done = _process_frame(value, event, p.value if p is not None else _load(key))
                 if done is not None:
                     stored, events = done
-                    key = value.camera_id.encode()
                     acks = [await _publish(key, ev) for ev in events]
                     # only now (all outputs handed to the producer) does the state move on
-                    p = _unwritten.get(key)
                     if p is None:
                         p = _unwritten[key] = _Pending(event, stored, now)
                     p.event, p.value = event, stored
-                    p.events.append(event)
                     if acks:
                         p.acks += acks
                         p.frames.append((event, value))
                     published += len(events)
-                    continue
-                held = _unwritten.get(value.camera_id.encode())
-                if held is not None:
-                    # re-delivered, but the state that covers it is not written yet: it is
-                    # committed with that state, not before
-                    held.events.append(event)
+                if p is not None:
+                    # committed with the camera's next write, not before (also a
+                    # re-delivered frame that only the unwritten state covers)
+                    p.events.append(event)
                     continue
             elif value is not None:
                 await dead_letter(value, f"unexpected {type(value).__name__} on detections",

@@ -38,7 +38,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from agents import crowd, lines, loitering, tracker
-from agents.geometry import Pt, polygon_test
+from agents.geometry import Pt, bottom_centre, polygon_test
 from agents.schedule import is_armed
 from schemas.events import (
     CameraConfigured,
@@ -354,11 +354,10 @@ def process(
                                        plan.tparams)
     ended = frozenset(e.track_id for e in tstep.ended) if tstep.ended else _NO_TRACKS
     obs = {o.track_id: o for o in tstep.observed}
-    # bottom-centre of each box (`geometry.bottom_centre`, inlined) and confirmed
-    positions: dict[str, tuple[Pt, bool]] = {}
-    for tid, o in obs.items():
-        b = o.box
-        positions[tid] = (((b[0] + b[2]) / 2.0, b[3]), o.confirmed)
+    # where each track stands, and whether it is confirmed (consumers sort by track id)
+    positions: dict[str, tuple[Pt, bool]] = {
+        tid: (bottom_centre(o.box), o.confirmed) for tid, o in obs.items()
+    }
     inside: dict[str, set[str]] = {
         zid: {tid for tid, (p, _) in positions.items() if z.contains(p)}
         for zid, z in spec.zones.items()
