@@ -12,6 +12,11 @@ Two wire formats (DESIGN "Wire format"):
 The writer schema is found from the fingerprint (or registry id) and resolved against the
 current reader schema, so events written with an older committed schema version still
 decode into today's records.
+
+Bodies are written by the per-schema compiled encoder (`schemas.avro_compiled`), and read
+by its compiled decoder when the writer schema is today's reader schema (the usual case);
+fastavro stays for schema resolution (historical and registry writer schemas), where a
+generic reader earns its cost, and as the reference the compiled code is tested against.
 """
 
 from __future__ import annotations
@@ -31,6 +36,12 @@ import fastavro
 import httpx
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
+from schemas.avro_compiled import (
+    AvroDecodeError,
+    CompiledRecord,
+    UnsupportedSchemaError,
+    compile_record,
+)
 from schemas.events import EVENT_TYPES, NAMESPACE, Event
 from vigil.errors import VigilError
 
@@ -154,12 +165,15 @@ def _parse(raw: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
 
 
 class SchemaStore:
-    """Current reader schemas plus every committed historical writer schema."""
+    """Current reader schemas plus every committed historical writer schema, and the
+    compiled encoder/decoder of each reader schema (compiled here, once per store, so an
+    unsupported schema fails at startup rather than on the first event of its type)."""
 
     def __init__(self, schema_dir: Path = SCHEMA_DIR, history_dir: Path = HISTORY_DIR):
         self.readers: dict[str, dict[str, Any]] = {}
         self.reader_fingerprints: dict[str, bytes] = {}
         self.writers: dict[bytes, _Writer] = {}
+        self.compiled: dict[str, CompiledRecord] = {}
         for path in sorted(schema_dir.glob("*.avsc")):
             parsed, fp = _parse(load_schema_file(path))
             name = path.stem
@@ -174,6 +188,11 @@ class SchemaStore:
         missing = set(EVENT_TYPES) - set(self.readers)
         if missing:
             raise CodecError(f"no .avsc for event types: {sorted(missing)}")
+        for name, cls in EVENT_TYPES.items():
+            try:
+                self.compiled[name] = compile_record(self.readers[name], cls)
+            except UnsupportedSchemaError as exc:
+                raise CodecError(f"cannot compile the {name} schema: {exc}") from exc
 
 
 @cache
@@ -233,21 +252,20 @@ class Codec:
 
     def encode(self, event: Event) -> bytes:
         name = type(event).__name__
-        schema = self.store.readers.get(name)
-        if schema is None:
+        compiled = self.store.compiled.get(name)
+        if compiled is None:
             raise CodecError(f"no schema for event type {name!r}")
-        buf = io.BytesIO()
         if self.registry is not None:
             schema_id = self.registry.id_for(f"{NAMESPACE}.{name}", self._raw_readers[name])
-            buf.write(_CONFLUENT_HEADER.pack(0, schema_id))
+            header = _CONFLUENT_HEADER.pack(0, schema_id)
         else:
-            buf.write(SINGLE_OBJECT_MAGIC)
-            buf.write(self.store.reader_fingerprints[name])
+            header = SINGLE_OBJECT_MAGIC + self.store.reader_fingerprints[name]
         try:
-            fastavro.schemaless_writer(buf, schema, to_avro_dict(event))
-        except (ValueError, TypeError, AttributeError, KeyError, OverflowError) as exc:
-            raise CodecError(f"cannot encode {name}: {exc}") from exc
-        return buf.getvalue()
+            return compiled.encode(event, header)
+        except (ValueError, TypeError, AttributeError, OverflowError, struct.error) as exc:
+            field = compiled.field_of(exc)
+            where = f" (field {field})" if field else ""
+            raise CodecError(f"cannot encode {name}{where}: {exc}") from exc
 
     def decode(self, data: bytes | None) -> Event:
         if not data:
@@ -258,25 +276,32 @@ class Codec:
             writer = self.store.writers.get(bytes(data[2:10]))
             if writer is None:
                 raise CodecError(f"unknown schema fingerprint {bytes(data[2:10]).hex()}")
-            name, writer_schema, body = writer.name, writer.parsed, data[10:]
+            name, writer_schema, start = writer.name, writer.parsed, 10
         elif data[:1] == CONFLUENT_MAGIC and len(data) >= 5:
             if self.registry is None:
                 raise CodecError("Confluent-framed value but no schema registry configured")
             _, schema_id = _CONFLUENT_HEADER.unpack(data[:5])
             writer_schema = self.registry.schema_for(schema_id)
             name = str(writer_schema["name"]).rsplit(".", 1)[-1]
-            body = data[5:]
+            start = 5
         else:
             raise CodecError(f"unknown wire format (first bytes {bytes(data[:2]).hex()})")
         reader = self.store.readers.get(name)
         if reader is None:
             raise CodecError(f"no reader schema for event type {name!r}")
+        if writer_schema is reader:
+            # written with today's schema (the usual case): nothing to resolve, so the
+            # compiled decoder reads the body straight into the record
+            try:
+                return self.store.compiled[name].decode(data, start)
+            except AvroDecodeError as exc:
+                raise CodecError(f"corrupt {name} body: {exc}") from exc
+            except Exception as exc:  # truncation (IndexError, struct.error), bad UTF-8, ...
+                raise CodecError(f"corrupt {name} body: {type(exc).__name__}: {exc}") from exc
+        body = data[start:]
         stream = io.BytesIO(body)
         try:
-            # written with today's schema (the usual case): nothing to resolve, and
-            # fastavro's resolution pass costs more than the read itself
-            record = fastavro.schemaless_reader(
-                stream, writer_schema, None if writer_schema is reader else reader)
+            record = fastavro.schemaless_reader(stream, writer_schema, reader)
         except Exception as exc:  # fastavro raises many types on corrupt input
             raise CodecError(f"corrupt {name} body: {type(exc).__name__}: {exc}") from exc
         if stream.tell() != len(body):
