@@ -54,8 +54,7 @@ _MICRO = timedelta(microseconds=1)
 _SMALL = 8192  # longs in [-_SMALL, _SMALL) are looked up, not computed (<= 2 bytes)
 
 
-def _varint(z: int) -> bytes:
-    """Unsigned varint of an already zig-zagged value."""
+def _varint_slow(z: int) -> bytes:
     out = bytearray()
     while z > 0x7F:
         out.append((z & 0x7F) | 0x80)
@@ -64,7 +63,25 @@ def _varint(z: int) -> bytes:
     return bytes(out)
 
 
-_LONGS: list[bytes] = [_varint((n << 1) ^ (n >> 63)) for n in range(-_SMALL, _SMALL)]
+#: Unsigned varints of 0 <= z < 2**14, and 14-bit chunks followed by more chunks (both
+#: bytes with the continuation bit): a timestamp's 8-byte varint is 4 lookups, not 8 steps.
+_U14: list[bytes] = [_varint_slow(z) for z in range(1 << 14)]
+_C14: list[bytes] = [bytes(((z & 0x7F) | 0x80, (z >> 7) | 0x80)) for z in range(1 << 14)]
+
+
+def _varint(z: int) -> bytes:
+    """Unsigned varint of an already zig-zagged value."""
+    if z < 16384:
+        return _U14[z]
+    parts = []
+    while z >= 16384:
+        parts.append(_C14[z & 16383])
+        z >>= 14
+    parts.append(_U14[z])
+    return b"".join(parts)
+
+
+_LONGS: list[bytes] = [_U14[(n << 1) ^ (n >> 63)] for n in range(-_SMALL, _SMALL)]
 _LENS: list[bytes] = _LONGS[_SMALL:]  # non-negative lengths/counts: _LENS[n]
 
 
@@ -82,12 +99,38 @@ def _long(n: Any) -> bytes:
 
 
 def _timestamp(v: Any) -> bytes:
-    """timestamp-micros of an aware datetime, computed as fastavro does (exact integers)."""
-    if type(v) is not datetime and not isinstance(v, datetime):
-        raise TypeError(f"timestamp-micros needs a datetime, got {type(v).__name__} {v!r}")
-    if v.utcoffset() is None:
-        raise TypeError(f"timestamp-micros needs a timezone-aware datetime, got naive {v!r}")
-    return _long((v - _EPOCH) // _MICRO)
+    """timestamp-micros of an aware datetime: the same exact integer as fastavro's
+    ``(delta.days * 86400 + delta.seconds) * 10**6 + delta.microseconds``. Subtracting the
+    aware epoch is also the type check: it fails for naive datetimes and non-datetimes."""
+    try:
+        n = (v - _EPOCH) // _MICRO
+    except TypeError:
+        if isinstance(v, datetime):
+            raise TypeError("timestamp-micros needs a timezone-aware datetime, "
+                            f"got naive {v!r}") from None
+        raise TypeError(f"timestamp-micros needs a datetime, got {type(v).__name__} "
+                        f"{v!r}") from None
+    if type(n) is not int:  # a timedelta-like subtraction result of an odd operand
+        raise TypeError(f"timestamp-micros needs a datetime, got {type(v).__name__}")
+    if -_SMALL <= n < _SMALL:
+        return _LONGS[n + _SMALL]
+    if not _LONG_MIN <= n <= _LONG_MAX:
+        raise OverflowError(f"{v!r} does not fit timestamp-micros")
+    return _varint((n << 1) ^ (n >> 63))
+
+
+_ASCII_LEN = [chr(2 * n) for n in range(64)]  # zig-zag length prefix of 0..63, as text
+
+
+def _short_ascii_strings(v: list[Any] | tuple[Any, ...]) -> bytes | None:
+    """The items of a string array when all are ASCII and shorter than 64 characters (ids,
+    labels): prefixes and text joined as str and encoded once, a third cheaper than
+    encoding item by item. None: anything else (also wrong types), for the general loop."""
+    try:
+        text = "".join([_ASCII_LEN[len(x)] + x for x in v])
+    except (IndexError, TypeError):
+        return None
+    return text.encode() if text.isascii() else None
 
 
 def _bytes(v: Any) -> bytes:
@@ -127,6 +170,7 @@ _BASE_NAMES: dict[str, Any] = {
     "_rl": _read_long, "_Z1": _ZIGZAG1, "_EPOCH": _EPOCH, "_td": timedelta,
     "_Err": AvroDecodeError, "_new": object.__new__, "_bytes_t": bytes,
     "_list": list, "_tuple": tuple,
+    "_sa": _short_ascii_strings,
 }
 
 
@@ -285,8 +329,16 @@ class _Gen:
             e(ind + 1, f"_bad_array({v})", path)
             e(ind, f"if {v}:", path)
             e(ind + 1, f"a(_LENS[len({v})] if len({v}) < _SMALL else _long(len({v})))", path)
-            e(ind + 1, f"for {x} in {v}:", path)
-            self.enc_value(t["items"], item_hint, x, ind + 2, path + "[]")
+            loop = ind + 1
+            if self.resolve(t["items"], path) == "string":
+                s = self.var("s")
+                e(ind + 1, f"{s} = _sa({v})", path)
+                e(ind + 1, f"if {s} is not None:", path)
+                e(ind + 2, f"a({s})", path)
+                e(ind + 1, "else:", path)
+                loop = ind + 2
+            e(loop, f"for {x} in {v}:", path)
+            self.enc_value(t["items"], item_hint, x, loop + 1, path + "[]")
             e(ind, "a(b'\\x00')", path)
         else:  # record
             self.enc_record(t, hint, v, ind, path)

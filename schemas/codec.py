@@ -249,6 +249,9 @@ class Codec:
         self._raw_readers = {
             name: load_schema_file(SCHEMA_DIR / f"{name}.avsc") for name in self.store.readers
         }
+        self._single_object_headers = {
+            name: SINGLE_OBJECT_MAGIC + fp for name, fp in self.store.reader_fingerprints.items()
+        }
 
     def encode(self, event: Event) -> bytes:
         name = type(event).__name__
@@ -259,7 +262,7 @@ class Codec:
             schema_id = self.registry.id_for(f"{NAMESPACE}.{name}", self._raw_readers[name])
             header = _CONFLUENT_HEADER.pack(0, schema_id)
         else:
-            header = SINGLE_OBJECT_MAGIC + self.store.reader_fingerprints[name]
+            header = self._single_object_headers[name]
         try:
             return compiled.encode(event, header)
         except (ValueError, TypeError, AttributeError, OverflowError, struct.error) as exc:
