@@ -59,6 +59,7 @@ from agents.app import app, topics
 from agents.batches import take_unacked
 from agents.codec import Undecodable
 from agents.dlq import dead_letter
+from agents.gc_policy import FreezingCollector
 from agents.scene_rules import CameraSpec, compile_camera, process
 from agents.scene_settings import get_scene_settings
 from agents.ticks import ensure_changelog, source_partitions
@@ -475,7 +476,9 @@ async def scene(stream: faust.StreamT) -> None:
     exactly what no written state covers. Every error goes to the DLQ with its reason;
     the stream never stops on one frame."""
     write_s = settings.state_write_s
+    collector = FreezingCollector(settings.gc_freeze_s, settings.gc_full_s)
     async for batch in take_unacked(stream, settings.batch_max, settings.batch_within_s):
+        collector.tick()
         try:
             if batch:
                 await handle_batch(batch, stream.ack)

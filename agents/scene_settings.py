@@ -33,6 +33,13 @@ class SceneSettings(BaseSettings):
     #: keeps every camera's decoded state: at the default, collections took about a
     #: tenth of the scene worker's CPU. 0 leaves the interpreter's setting alone.
     gc_threshold0: int = Field(50_000, ge=0)
+    #: Every this many seconds every live object goes into the interpreter's permanent
+    #: generation, which the collector does not scan (agents/gc_policy.py); 0 = off.
+    gc_freeze_s: float = Field(1.0, ge=0.0, le=60.0)
+    #: Every this many seconds the permanent generation is released and a full
+    #: collection returns any cyclic garbage frozen meanwhile (a pause of a few hundred
+    #: ms at 1000 cameras).
+    gc_full_s: float = Field(600.0, gt=0.0)
     #: Read the configuration through a Faust GlobalTable (off: see agents/scene.py).
     config_globaltable: bool = False
 
