@@ -314,3 +314,31 @@ def test_null_second_unions_are_supported() -> None:
         fastavro.schemaless_writer(buf, schema, {"x": value})
         assert compiled.encode(NullLast(x=value)) == buf.getvalue()
         assert compiled.decode(buf.getvalue()) == NullLast(x=value)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Checked:
+    x: int
+
+    def __post_init__(self) -> None:
+        if self.x < 0:
+            raise ValueError("x must not be negative")
+
+
+@dataclass(frozen=True, kw_only=True)
+class NoSlots:
+    x: int
+
+
+def test_records_with_post_init_or_without_slots_are_built_through_init() -> None:
+    """The decoder sets slots directly only where that is what __init__ would do."""
+    for cls in (Checked, NoSlots):
+        schema = fastavro.parse_schema({"type": "record", "name": f"vigil.events.{cls.__name__}",
+                                        "fields": [{"name": "x", "type": "long"}]})
+        compiled = compile_record(schema, cls)
+        assert "_new(" not in compiled.decode_source
+        assert compiled.decode(b"\x04") == cls(x=2)
+    with pytest.raises(ValueError, match="must not be negative"):
+        compile_record(fastavro.parse_schema(
+            {"type": "record", "name": "vigil.events.Checked",
+             "fields": [{"name": "x", "type": "long"}]}), Checked).decode(b"\x03")
