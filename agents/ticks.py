@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +28,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from schemas.topics import BY_SUFFIX
+from vigil.errors import VigilError
 from vigil.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -37,17 +39,34 @@ def _admin() -> AdminClient:
                         "socket.timeout.ms": 10_000})
 
 
-def source_partitions(suffix: str) -> int:
-    """Partition count of a catalog topic on the broker (catalog value if unreachable)."""
+def source_partitions(suffix: str, wait_s: float = 30.0) -> int:
+    """Partition count of a catalog topic on the broker (catalog value if unreachable).
+
+    A topic that does not show yet is waited for, up to `wait_s`, and then fails the
+    worker's start naming it: whatever this returns is permanent, because the table's
+    changelog is created with it, and a guess that does not match makes Faust refuse
+    every write to the table (PartitionsMismatch). A topic created a moment ago can be
+    missing from a broker's metadata for a while: 1.6 s was seen on a test broker holding
+    about 5,000 partitions, and the catalog's count (8) then went into a changelog whose
+    source had 2."""
     name = f"{get_settings().topic_prefix}.{suffix}"
-    try:
-        md = _admin().list_topics(topic=name, timeout=15)
-        t = md.topics.get(name)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            # all topics, not list_topics(topic=name): a metadata request naming a missing
+            # topic makes a broker with auto.create.topics.enable create it, with the
+            # broker's default partition count (1 on the dev stack)
+            topics = _admin().list_topics(timeout=15).topics
+        except KafkaException as exc:
+            log.warning("cannot read partitions of %s: %s", name, exc)
+            return BY_SUFFIX[suffix].partitions
+        t = topics.get(name)
         if t is not None and t.error is None and t.partitions:
             return len(t.partitions)
-    except KafkaException as exc:
-        log.warning("cannot read partitions of %s: %s", name, exc)
-    return BY_SUFFIX[suffix].partitions
+        if time.monotonic() >= deadline:
+            raise VigilError(f"topic {name} does not exist on the broker "
+                             f"(create the catalog's topics: vigil topics apply)")
+        time.sleep(0.5)
 
 
 def ensure_topic(name: str, partitions: int, compact: bool = False) -> None:
