@@ -353,7 +353,7 @@ async def _run(n_cam: int, paced_s: int, bulk_s: int, result_cls: type) -> objec
     from aiokafka import AIOKafkaConsumer
 
     from schemas.codec import default_codec
-    from schemas.topics import apply_topics, topic_name
+    from schemas.topics import apply_topics, delete_topics, topic_name
     from vigil.kafka import EventProducer
     from vigil.settings import get_settings
     from vigil.site_config import SiteConfig, config_events
@@ -489,6 +489,7 @@ async def _run(n_cam: int, paced_s: int, bulk_s: int, result_cls: type) -> objec
     finally:
         await consumer.stop()
     raw_rate = sent / (time.perf_counter() - t0)
+    delete_topics(s.kafka_bootstrap, prefix)  # the run's topics serve no later run
     scene_rate = n_bulk / scene_elapsed
     return result_cls(
         name="scene", value=scene_rate, unit="frames/s", baseline=raw_rate,

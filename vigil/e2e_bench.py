@@ -226,17 +226,10 @@ class Sandbox:
                 p.popen.wait(10)
         with contextlib.suppress(Exception):
             self.producer.flush(5)
-        from confluent_kafka.admin import AdminClient
+        from schemas.topics import delete_topics
 
-        from schemas.topics import CATALOG
-
-        admin = AdminClient({"bootstrap.servers": self.bootstrap})
-        existing = admin.list_topics(timeout=10).topics
-        mine = [t.name(self.prefix) for t in CATALOG]
-        mine += [t for t in existing if t.startswith(f"{self.prefix}-worker")]  # changelogs
-        for fut in admin.delete_topics([t for t in mine if t in existing]).values():
-            with contextlib.suppress(Exception):
-                fut.result(30)
+        with contextlib.suppress(Exception):
+            delete_topics(self.bootstrap, self.prefix)
         from projections.replay import drop_schema
 
         with contextlib.suppress(Exception):
