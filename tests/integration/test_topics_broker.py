@@ -1,5 +1,7 @@
-"""Topics per prefix on a real broker. A state table's partition count comes from its source topic on the broker, and a
-wrong guess is permanent (the changelog is created with it and Faust then refuses every
+"""Topics per prefix on a real broker.
+
+A state table's partition count comes from its source topic on the broker, and a wrong
+guess is permanent (the changelog is created with it and Faust then refuses every
 write with PartitionsMismatch): `source_partitions` waits for a topic that does not show
 yet and fails naming one that never does, without auto-creating it."""
 
