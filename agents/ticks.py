@@ -27,7 +27,7 @@ import faust
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from schemas.topics import BY_SUFFIX
+from schemas.topics import BY_SUFFIX, admin_client
 from vigil.errors import VigilError
 from vigil.settings import get_settings
 
@@ -35,8 +35,7 @@ log = logging.getLogger(__name__)
 
 
 def _admin() -> AdminClient:
-    return AdminClient({"bootstrap.servers": get_settings().kafka_bootstrap,
-                        "socket.timeout.ms": 10_000})
+    return admin_client(get_settings().kafka_bootstrap)
 
 
 def source_partitions(suffix: str, wait_s: float = 30.0) -> int:

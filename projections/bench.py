@@ -96,20 +96,9 @@ def _baseline_replay(dsn: str, prefix: str, ps: ProjectorSettings, schema: str,
     return messages, time.perf_counter() - t
 
 
-def _delete_topics(bootstrap: str, prefix: str) -> None:
-    from confluent_kafka.admin import AdminClient
-
-    from schemas.topics import CATALOG
-
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    for fut in admin.delete_topics([t.name(prefix) for t in CATALOG]).values():
-        with contextlib.suppress(Exception):
-            fut.result(30)
-
-
 def run(quick: bool = False) -> BenchResult:
     from schemas.codec import default_codec
-    from schemas.topics import apply_topics
+    from schemas.topics import apply_topics, delete_topics
     from vigil.settings import get_settings
 
     prefix = f"bench{uuid.uuid4().hex[:8]}"
@@ -184,7 +173,8 @@ def run(quick: bool = False) -> BenchResult:
         drop_schema(dsn, schema)
         drop_schema(dsn, replay_schema)
         drop_schema(dsn, base_schema)
-        _delete_topics(s.kafka_bootstrap, prefix)
+        with contextlib.suppress(Exception):  # cleanup must not hide the run's error
+            delete_topics(s.kafka_bootstrap, prefix)
         if old_prefix is None:
             os.environ.pop("VIGIL_TOPIC_PREFIX", None)
         else:

@@ -108,6 +108,12 @@ def topic_name(suffix: str, prefix: str | None = None) -> str:
     return BY_SUFFIX[suffix].name(prefix)
 
 
+def admin_client(bootstrap: str) -> AdminClient:
+    """The admin client every topic operation uses (a broker that does not answer fails
+    a call within 10 s instead of librdkafka's minute)."""
+    return AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 10_000})
+
+
 def apply_topics(
     bootstrap: str,
     prefix: str,
@@ -115,7 +121,7 @@ def apply_topics(
     timeout: float = 30.0,
 ) -> dict[str, str]:
     """Create or update every catalog topic; returns {topic: "created"|"updated"|"ok"}."""
-    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 10_000})
+    admin = admin_client(bootstrap)
     try:
         existing = admin.list_topics(timeout=timeout).topics
     except KafkaException as exc:
@@ -166,7 +172,7 @@ def delete_topics(bootstrap: str, prefix: str, timeout: float = 30.0) -> int:
     For benchmarks and tests that create a prefix per run: left behind, a dev broker
     gathered over a thousand such topics, and every metadata request and start-up grew
     with them."""
-    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 10_000})
+    admin = admin_client(bootstrap)
     existing = admin.list_topics(timeout=timeout).topics
     mine = {t.name(prefix) for t in CATALOG} & set(existing)
     mine |= {t for t in existing if t.startswith(f"{prefix}-worker")}
