@@ -177,7 +177,8 @@ _BASE_NAMES: dict[str, Any] = {
 # ----------------------------------------------------------------- schema walk
 
 
-def _optional_inner(hint: Any) -> Any:
+def optional_inner(hint: Any) -> Any:
+    """``X`` for a type hint ``X | None`` (or ``Optional[X]``), the hint itself otherwise."""
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         if len(args) == 1:
@@ -321,7 +322,7 @@ class _Gen:
             e(ind + 1, f"a({null_b!r})", path)
             e(ind, "else:", path)
             e(ind + 1, f"a({val_b!r})", path)
-            self.enc_value(other, _optional_inner(hint), v, ind + 1, path)
+            self.enc_value(other, optional_inner(hint), v, ind + 1, path)
         elif t["type"] == "array":
             (item_hint,) = typing.get_args(hint) or (Any,)
             x = self.var("x")
@@ -406,7 +407,7 @@ class _Gen:
             e(ind, f"if {i} == {null_at}:", path)
             e(ind + 1, f"{out} = None", path)
             e(ind, f"elif {i} == {1 - null_at}:", path)
-            self.dec_value(other, _optional_inner(hint), out, ind + 1, path)
+            self.dec_value(other, optional_inner(hint), out, ind + 1, path)
             e(ind, "else:", path)
             e(ind + 1, f"raise _Err(f'{path}: union index {{{i}}} out of range')", path)
         elif t["type"] == "array":

@@ -25,7 +25,6 @@ import dataclasses
 import io
 import json
 import struct
-import types
 import typing
 from collections.abc import Callable, Iterable
 from functools import cache
@@ -41,6 +40,7 @@ from schemas.avro_compiled import (
     CompiledRecord,
     UnsupportedSchemaError,
     compile_record,
+    optional_inner,
 )
 from schemas.events import EVENT_TYPES, NAMESPACE, Event
 from vigil.errors import VigilError
@@ -70,21 +70,13 @@ def schema_fingerprint(parsed: dict[str, Any]) -> bytes:
 # ----------------------------------------------------------------- records <-> Avro dicts
 
 
-def _is_optional(tp: Any) -> tuple[bool, Any]:
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1:
-            return True, args[0]
-    return False, tp
-
-
 @cache
 def _builder(cls: type) -> Callable[[dict[str, Any]], Any]:
     """A function turning a decoded Avro dict into `cls`, converting nested records."""
     hints = typing.get_type_hints(cls)
     converters: dict[str, Callable[[Any], Any]] = {}
     for f in dataclasses.fields(cls):
-        _, inner = _is_optional(hints[f.name])
+        inner = optional_inner(hints[f.name])
         if dataclasses.is_dataclass(inner):
             sub = _builder(inner)  # type: ignore[arg-type]
             converters[f.name] = lambda v, sub=sub: None if v is None else sub(v)
@@ -107,36 +99,6 @@ def _builder(cls: type) -> Callable[[dict[str, Any]], Any]:
         return cls(**kwargs)
 
     return build
-
-
-@cache
-def _field_names(cls: type) -> tuple[tuple[str, bool], ...]:
-    """(name, may hold records) per field, computed once per class."""
-    hints = typing.get_type_hints(cls)
-    out = []
-    for f in dataclasses.fields(cls):
-        _, inner = _is_optional(hints[f.name])
-        args = typing.get_args(inner) if typing.get_origin(inner) is list else ()
-        nested = dataclasses.is_dataclass(inner) or any(dataclasses.is_dataclass(a)
-                                                        for a in args)
-        out.append((f.name, nested or inner is Any))
-    return tuple(out)
-
-
-def to_avro_dict(obj: Any) -> dict[str, Any]:
-    """Shallow-walk a record into the dict fastavro writes (no deep copies of bytes): the
-    reference the compiled encoder is tested against, and what the Apache library's
-    decoded records are compared with. Not on the encode path any more."""
-    out: dict[str, Any] = {}
-    for name, nested in _field_names(type(obj)):
-        value = getattr(obj, name)
-        if nested:
-            if dataclasses.is_dataclass(value):
-                value = to_avro_dict(value)
-            elif isinstance(value, list) and value and dataclasses.is_dataclass(value[0]):
-                value = [to_avro_dict(v) for v in value]
-        out[name] = value
-    return out
 
 
 def from_avro_dict(event_type: str, data: dict[str, Any]) -> Event:

@@ -13,11 +13,12 @@ from typing import Any
 
 import fastavro
 import pytest
+from avro_reference import to_avro_dict
 from event_strategies import event_strategy
 from hypothesis import HealthCheck, given, settings
 
 from schemas.avro_compiled import AvroDecodeError, UnsupportedSchemaError, compile_record
-from schemas.codec import Codec, CodecError, default_store, from_avro_dict, to_avro_dict
+from schemas.codec import Codec, CodecError, default_store, from_avro_dict
 from schemas.events import (
     EVENT_TYPES,
     AppearanceErased,

@@ -19,6 +19,7 @@ import avro.io
 import avro.schema
 import fastavro
 import pytest
+from avro_reference import to_avro_dict
 from event_strategies import any_event, event_strategy
 from fastavro.schema import to_parsing_canonical_form
 from hypothesis import HealthCheck, given, settings
@@ -31,7 +32,6 @@ from schemas.codec import (
     CodecError,
     default_store,
     load_schema_file,
-    to_avro_dict,
 )
 from schemas.events import EVENT_TYPES, NAMESPACE, Event, FrameCaptured, ZoneEntered
 from vigil.errors import VigilError

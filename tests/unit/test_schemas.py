@@ -19,6 +19,7 @@ import avro.compatibility
 import avro.schema
 import fastavro
 import pytest
+from avro_reference import to_avro_dict
 from event_strategies import avro_datum
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -31,7 +32,6 @@ from schemas.codec import (
     from_avro_dict,
     load_schema_file,
     schema_fingerprint,
-    to_avro_dict,
 )
 from schemas.events import EVENT_TYPES, NAMESPACE, Event, StreamDown, ZoneEntered
 from schemas.topics import CATALOG
