@@ -264,7 +264,7 @@ async def _run_until_signalled() -> None:
 def main() -> int:
     from vigil.logs import setup_logging
 
-    setup_logging(service="notifier")
+    setup_logging(service="notifier")  # JSON, with vigil.redact's filter on the handler
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_run_until_signalled())
     return 0

@@ -8,7 +8,9 @@ logged below it (a contextvar, so concurrent asyncio tasks keep theirs apart). T
 ``request_id`` travels the same way.
 
 Extra fields: ``log.info("msg", extra={"camera_id": ...})``; any extra field is emitted.
-Secrets never go into `extra`.
+Secrets never go into `extra`; should one slip into a message, an extra field or a
+traceback anyway, `vigil.redact.RedactingFilter` on the handler masks it (URL passwords
+and registered secrets).
 
 Third-party libraries that install their own handlers (Faust/mode, uvicorn) are routed
 back here: `setup_logging` owns the root logger's only handler, and the Faust worker calls
@@ -29,6 +31,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from vigil import __version__
+from vigil.redact import install_log_redaction
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
@@ -90,7 +93,9 @@ class JsonFormatter(logging.Formatter):
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_") and key not in out:
                 out[key] = value
-        if record.exc_info:
+        if record.exc_text:  # already formatted (and redacted) by RedactingFilter
+            out["exc"] = record.exc_text
+        elif record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str)
 
@@ -110,6 +115,7 @@ def setup_logging(level: str | None = None, fmt: str | None = None,
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    install_log_redaction(handler)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel((level or settings.log_level).upper())
