@@ -240,7 +240,8 @@ class UserStore:
                 found = Session(
                     Principal(key_id=f"{USER_PREFIX}{row.username}", name=row.username,
                               role=row.role,
-                              sites=frozenset(row.sites) if row.sites else None),
+                              sites=frozenset(row.sites) if row.sites else None,
+                              expires_at=row.expires_at),
                     row.csrf_token, row.expires_at)
                 if (now - row.last_seen_at).total_seconds() > 60:
                     conn.execute(self.sessions.update()
