@@ -202,6 +202,12 @@ async def root(request: Request) -> Response:
     return RedirectResponse("/console/", status_code=307)
 
 
+def is_console_route(route: BaseRoute) -> bool:
+    """True for the console's own routes (HTML pages, static files, login)."""
+    path = getattr(route, "path", "")
+    return path == "/" or path.startswith("/console")
+
+
 def routes() -> list[BaseRoute]:
     """The console's routes, mounted by `api.app.create_app` (not in the OpenAPI
     document: that describes the JSON API, which the console itself uses)."""
