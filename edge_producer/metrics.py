@@ -36,9 +36,14 @@ SEGMENTS_UPLOADED = Counter("vigil_edge_segments_uploaded_total",
 SEGMENTS_EVICTED = Counter("vigil_edge_segments_evicted_total",
                            "segments lost before their upload (buffer bounds, full disk)",
                            ["camera_id"])
-SEGMENT_UPLOAD_FAILURES = Counter("vigil_edge_segment_upload_failures_total",
-                                  "failed segment upload attempts (each is retried)")
-RECORD_BACKLOG = Gauge("vigil_edge_record_backlog", "segments waiting for upload")
 RECORD_BUFFER_BYTES = Gauge("vigil_edge_record_buffer_bytes",
                             "bytes of segments in the local recording buffer")
 OBJECT_STORE_UP = Gauge("vigil_edge_object_store_up", "1 when the last segment upload succeeded")
+#: Finished segments in the edge's recording buffer not yet uploaded and announced; they
+#: go up in order once the object store answers (edge_producer/uploader.py).
+RECORDING_BACKLOG = Gauge("vigil_edge_recording_backlog", "segments waiting for upload")
+#: each failed upload attempt (the segment stays first in line and is retried)
+RECORDING_FAILED = Counter("vigil_edge_recording_upload_failures_total",
+                           "failed segment upload attempts (each is retried)", ["camera_id"])
+#: Free bytes on the edge's state disk (spool, recordings), as sent in each heartbeat.
+DISK_FREE = Gauge("vigil_edge_state_disk_free_bytes", "free bytes on the edge's state disk")

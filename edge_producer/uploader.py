@@ -81,7 +81,7 @@ class SegmentUploader(threading.Thread):
     def run(self) -> None:
         delay = self.backoff_initial
         while not self.stop_event.is_set():
-            metrics.RECORD_BACKLOG.set(len(self.buffer.pending()))
+            metrics.RECORDING_BACKLOG.set(len(self.buffer.pending()))
             seg = self.buffer.wait_pending(0.5)
             if seg is None:
                 continue
@@ -91,7 +91,7 @@ class SegmentUploader(threading.Thread):
                 continue  # evicted before it could be read: counted by the buffer
             except Exception as exc:
                 self.failures += 1
-                metrics.SEGMENT_UPLOAD_FAILURES.inc()
+                metrics.RECORDING_FAILED.labels(seg.camera_id).inc()
                 if self.store_up:
                     log.warning("segment upload failed; retrying with backoff: %s", exc,
                                 extra={"camera_id": seg.camera_id, "key": seg.key})
