@@ -19,6 +19,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
 from api import alerts, cameras, config_routes, events, health, reports, search, stream
+from api.access_log import AccessLogMiddleware
 from api.auth import KeyStore
 from api.deps import Deps
 from api.errors import EXCEPTION_HANDLERS
@@ -100,7 +101,8 @@ def create_app(
             await hub.stop()
             await deps.publisher.stop()
 
-    middleware = [Middleware(MetricsMiddleware, metrics=metrics, routes=routes),
+    middleware = [Middleware(AccessLogMiddleware),
+                  Middleware(MetricsMiddleware, metrics=metrics, routes=routes),
                   Middleware(BodySizeLimitMiddleware, max_bytes=api.max_body_bytes)]
     if api.cors_origins:
         middleware.insert(0, Middleware(
