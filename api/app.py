@@ -19,6 +19,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute
 
 from api import alerts, cameras, config_routes, events, health, reports, search, stream
+from api.access_log import AccessLogMiddleware
 from api.auth import KeyStore
 from api.console import pages as console_pages
 from api.deps import Deps
@@ -110,7 +111,8 @@ def create_app(
             await hub.stop()
             await deps.publisher.stop()
 
-    middleware = [Middleware(MetricsMiddleware, metrics=metrics, routes=routes),
+    middleware = [Middleware(AccessLogMiddleware),
+                  Middleware(MetricsMiddleware, metrics=metrics, routes=routes),
                   Middleware(BodySizeLimitMiddleware, max_bytes=api.max_body_bytes)]
     if api.cors_origins:
         middleware.insert(0, Middleware(
