@@ -35,12 +35,15 @@ def _cmd_upgrade(args: argparse.Namespace) -> int:
 
 
 def _cmd_retention(args: argparse.Namespace) -> int:
-    from projections.retention import run_retention
+    """Every retention policy once (the projector also runs them on its own timer)."""
+    from projections.retention_service import object_store, run_all
+    from vigil.kafka import EventProducer
 
     s, ps = _settings()
-    report = run_retention(s.database_dsn, args.schema or ps.schema_name, ps)
-    print(json.dumps(report, indent=2, default=str))
-    return 0
+    result = run_all(s.database_dsn, args.schema or ps.schema_name, ps, store=object_store(),
+                     producer=EventProducer())
+    print(json.dumps(result, indent=2, default=str))
+    return 0 if result["outcome"] == "ok" else 1
 
 
 class AlertsOpenCollector(Collector):
@@ -126,17 +129,27 @@ def _cmd_project(args: argparse.Namespace) -> int:
     proj = Projector(dsn=s.database_dsn, schema=schema, prefix=s.topic_prefix, settings=ps,
                      producer=EventProducer())
     if ps.metrics_port:
+        import projections.retention_service  # noqa: F401  (declares vigil_retention_*)
+
         REGISTRY.register(AlertsOpenCollector(s.database_dsn, schema))
         ops = OpsServer("projector", s.metrics_host, ps.metrics_port)
         ops.check("postgres", lambda: _ping_postgres(s.database_dsn))
         ops.check("read_model", lambda: _fresh(proj, ps.read_model_stale_s))
         ops.start()
+    timer = None
+    if ps.retention_interval_s > 0:
+        from projections.retention_service import RetentionTimer
+
+        timer = RetentionTimer(s.database_dsn, schema, ps, proj.producer,
+                               ps.retention_interval_s).start()
     signal.signal(signal.SIGTERM, lambda *_: proj.stop())
     signal.signal(signal.SIGINT, lambda *_: proj.stop())
     log.info("projector running", extra={"schema": schema, "prefix": s.topic_prefix})
     try:
         stats = proj.run(max_seconds=args.max_seconds)
     finally:
+        if timer is not None:
+            timer.stop()
         proj.close()
     log.info("projector stopped", extra={"messages": stats.messages, "batches": stats.batches})
     return 0
@@ -191,7 +204,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = dbs.add_parser("upgrade", help="apply pending migrations to the read-model schema")
     p.add_argument("--schema", help="default: VIGIL_PROJECTOR_SCHEMA (vigil)")
     p.set_defaults(func=_cmd_upgrade)
-    p = dbs.add_parser("retention", help="expire embeddings, aggregate and drop old detections")
+    p = dbs.add_parser("retention",
+                       help="apply every retention policy once (the projector runs them too)")
     p.add_argument("--schema")
     p.set_defaults(func=_cmd_retention)
 

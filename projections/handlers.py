@@ -397,6 +397,12 @@ def fold_inference_recovered(b: Batch, e: ev.InferenceRecovered, p: Position, _d
     _health(b, e, p, worker_id=e.worker_id)
 
 
+@folds(ev.RetentionRun)
+def fold_retention_run(b: Batch, e: ev.RetentionRun, p: Position, _d: int) -> None:
+    """Kept with the health events: what retention did, queryable next to outages."""
+    _health(b, e, p, worker_id="retention", reason=e.error)
+
+
 # ------------------------------------------------------------------------ privacy
 @folds(ev.AppearanceErased)
 def fold_appearance_erased(b: Batch, e: ev.AppearanceErased, p: Position, _d: int) -> None:

@@ -1,4 +1,5 @@
-"""`vigil db retention`: personal data expires, history shrinks to counts.
+"""Retention of embeddings and detections: personal data expires, history shrinks to counts.
+(One policy of projections/retention_policies.py; `vigil db retention` runs them all.)
 
 - embeddings older than VIGIL_PROJECTOR_EMBEDDING_RETENTION_H (72 h) are deleted
   (appearance descriptors are personal data; the Kafka topic keeps them 72 h too);
@@ -37,31 +38,41 @@ def _partitions(conn: psycopg.Connection) -> list[tuple[str, datetime]]:
     return sorted(out, key=lambda r: r[1])
 
 
+def expire_detections_and_embeddings(conn: psycopg.Connection, ps: ProjectorSettings,
+                                     now: datetime) -> dict[str, Any]:
+    """The embeddings and detections policy (projections/retention_policies.py), on a
+    connection whose search_path is the read-model schema."""
+    report: dict[str, Any] = {"dropped_partitions": []}
+    cutoff = now - timedelta(hours=ps.embedding_retention_h)
+    report["embeddings_deleted"] = conn.execute(
+        "DELETE FROM embeddings WHERE occurred_at < %s", (cutoff,)).rowcount
+    det_cutoff = now - timedelta(days=ps.detection_retention_days)
+    for name, upper in _partitions(conn):
+        if upper > det_cutoff:
+            continue
+        with conn.transaction():
+            conn.execute(sql.SQL(
+                "INSERT INTO detection_daily_counts AS t (day, camera_id, label, "
+                "detections, frames) SELECT (occurred_at AT TIME ZONE 'UTC')::date, "
+                "camera_id, label, count(*), count(DISTINCT event_id) FROM {} "
+                "GROUP BY 1, 2, 3 ON CONFLICT (day, camera_id, label) DO UPDATE SET "
+                "detections = t.detections + EXCLUDED.detections, "
+                "frames = t.frames + EXCLUDED.frames").format(sql.Identifier(name)))
+            conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
+        report["dropped_partitions"].append(name)
+    with conn.transaction():
+        report["partitions_ensured"] = ensure_partitions(
+            conn, date(now.year, now.month, 1), ahead=ps.partitions_ahead)
+    return report
+
+
 def run_retention(dsn: str, schema: str, ps: ProjectorSettings,
                   now: datetime | None = None) -> dict[str, Any]:
+    """Only the embeddings and detections policy (the other policies run through
+    projections/retention_service.py)."""
     now = now or datetime.now(UTC)
-    report: dict[str, Any] = {"schema": schema, "dropped_partitions": []}
     with psycopg.connect(dsn, autocommit=True) as conn:
         set_search_path(conn, schema)
-        cutoff = now - timedelta(hours=ps.embedding_retention_h)
-        report["embeddings_deleted"] = conn.execute(
-            "DELETE FROM embeddings WHERE occurred_at < %s", (cutoff,)).rowcount
-        det_cutoff = now - timedelta(days=ps.detection_retention_days)
-        for name, upper in _partitions(conn):
-            if upper > det_cutoff:
-                continue
-            with conn.transaction():
-                conn.execute(sql.SQL(
-                    "INSERT INTO detection_daily_counts AS t (day, camera_id, label, "
-                    "detections, frames) SELECT (occurred_at AT TIME ZONE 'UTC')::date, "
-                    "camera_id, label, count(*), count(DISTINCT event_id) FROM {} "
-                    "GROUP BY 1, 2, 3 ON CONFLICT (day, camera_id, label) DO UPDATE SET "
-                    "detections = t.detections + EXCLUDED.detections, "
-                    "frames = t.frames + EXCLUDED.frames").format(sql.Identifier(name)))
-                conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
-            report["dropped_partitions"].append(name)
-        with conn.transaction():
-            report["partitions_ensured"] = ensure_partitions(
-                conn, date(now.year, now.month, 1), ahead=ps.partitions_ahead)
+        report = {"schema": schema, **expire_detections_and_embeddings(conn, ps, now)}
     log.info("retention done", extra=report)
     return report

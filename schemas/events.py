@@ -540,6 +540,19 @@ class InferenceRecovered(Event):
     degraded_since: datetime | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetentionRun(Event):
+    """One run of the retention service (projections/retention_service.py), on the health
+    topic keyed ``retention``: the durable record that retention ran, and what it did."""
+
+    schema_name: str
+    outcome: str
+    started_at: datetime
+    duration_s: float
+    report: str
+    error: str | None = None
+
+
 # --------------------------------------------------------------------------- vigil.privacy
 
 
@@ -589,6 +602,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         StreamUp,
         InferenceDegraded,
         InferenceRecovered,
+        RetentionRun,
         AppearanceErased,
     )
 }

@@ -85,9 +85,9 @@ CATALOG: tuple[Topic, ...] = (
     Topic("config", "entity id (camera/ID, zone/ID, line/ID, rule/ID)",
           ("CameraConfigured", "ZoneConfigured", "LineConfigured", "RuleConfigured",
            "EntityDeleted"), 1, None, compacted=True),
-    Topic("health", "edge_id / camera_id / worker_id",
+    Topic("health", "edge_id / camera_id / worker_id / \"retention\"",
           ("EdgeOffline", "EdgeOnline", "StreamDown", "StreamUp", "InferenceDegraded",
-           "InferenceRecovered"), 4, 90 * DAY_MS),
+           "InferenceRecovered", "RetentionRun"), 4, 90 * DAY_MS),
     Topic("privacy", "subject", ("AppearanceErased",), 1, None),
     # twice the frames cap: a 2 MiB poison frame plus its reason headers must fit
     Topic("dlq", "original key", (), 4, 30 * DAY_MS,

@@ -1,0 +1,146 @@
+"""Every retention period of the operations plan, in one table (docs/operations.md,
+"Retention"), with the function that applies it.
+
+Why one table: several parts of the system keep data (read models, the object store, the
+edge's recordings), and a period that lives next to its code only is a period nobody can
+review. A part that keeps something adds a `RetentionPolicy` here with `register`; the
+retention service (projections/retention_service.py) runs them all, in order, and records
+what each did. An applier gets a connection whose search_path is the read-model schema,
+the object store client (or None) and the run's `now`, and returns what it removed.
+
+Where a table is partitioned, old partitions are dropped (never rows deleted); other
+tables delete rows older than the cutoff; object-store entries are deleted through the
+read-model rows that reference them, so an object is never orphaned in the read model.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlparse
+
+import psycopg
+
+from projections.settings import ProjectorSettings
+
+log = logging.getLogger(__name__)
+
+#: (connection in the read-model schema, object store or None, now, settings) -> counts
+Applier = Callable[[psycopg.Connection, Any, datetime, ProjectorSettings], dict[str, Any]]
+
+#: Rows deleted per statement, so a large backlog never holds one long transaction.
+BATCH = 5000
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    name: str
+    #: "postgres" or "object_store" (where the data lives)
+    store: str
+    #: the period, from the settings (so an operator can change it per site)
+    period: Callable[[ProjectorSettings], timedelta]
+    #: what happens after the period
+    action: str
+    #: the operations plan's row it implements
+    plan: str
+    apply: Applier
+
+
+POLICIES: list[RetentionPolicy] = []
+
+
+def register(policy: RetentionPolicy) -> RetentionPolicy:
+    if any(p.name == policy.name for p in POLICIES):
+        raise ValueError(f"retention policy {policy.name!r} registered twice")
+    POLICIES.append(policy)
+    return policy
+
+
+def _delete_old(conn: psycopg.Connection, table: str, column: str, cutoff: datetime,
+                extra: str = "", returning: str = "") -> tuple[int, list[Any]]:
+    """Delete rows older than `cutoff` in batches; (rows deleted, returned values)."""
+    total, out = 0, []
+    ret = f" RETURNING {returning}" if returning else ""
+    while True:
+        rows = conn.execute(
+            f"DELETE FROM {table} WHERE ctid IN (SELECT ctid FROM {table} WHERE {column} < %s"
+            f" {extra} LIMIT {BATCH}){ret}", (cutoff,))
+        n = rows.rowcount
+        if returning:
+            out.extend(r[0] for r in rows.fetchall() if r[0])
+        total += n
+        if n < BATCH:
+            return total, out
+
+
+def _remove_objects(store: Any, refs: list[str]) -> int:
+    """Delete s3://bucket/key objects; a missing object is already gone."""
+    if store is None:
+        return 0
+    removed = 0
+    for ref in refs:
+        u = urlparse(ref)
+        if u.scheme != "s3" or not u.netloc:
+            continue
+        store.remove_object(u.netloc, u.path.lstrip("/"))  # idempotent in S3
+        removed += 1
+    return removed
+
+
+def _frames(conn: psycopg.Connection, store: Any, now: datetime,
+            ps: ProjectorSettings) -> dict[str, Any]:
+    cutoff = now - timedelta(days=ps.frame_retention_days)
+    frames, refs = _delete_old(conn, "frames", "occurred_at", cutoff, returning="object_ref")
+    analyses, _ = _delete_old(conn, "frame_analyses", "occurred_at", cutoff)
+    return {"frames_deleted": frames, "frame_analyses_deleted": analyses,
+            "frame_objects_deleted": _remove_objects(store, refs)}
+
+
+def _snapshots_apply(conn: psycopg.Connection, store: Any, now: datetime,
+                     ps: ProjectorSettings) -> dict[str, Any]:
+    cutoff = now - timedelta(days=ps.snapshot_retention_days)
+    with conn.transaction():
+        refs = [r[0] for r in conn.execute(
+            "SELECT snapshot_ref FROM alerts WHERE raised_at < %s AND snapshot_ref IS NOT NULL"
+            " FOR UPDATE", (cutoff,)).fetchall()]
+        removed = _remove_objects(store, refs)
+        conn.execute("UPDATE alerts SET snapshot_ref = NULL WHERE raised_at < %s "
+                     "AND snapshot_ref IS NOT NULL", (cutoff,))
+    return {"snapshots_deleted": removed}
+
+
+def _alerts(conn: psycopg.Connection, store: Any, now: datetime,
+            ps: ProjectorSettings) -> dict[str, Any]:
+    cutoff = now - timedelta(days=ps.alert_retention_days)
+    n, _ = _delete_old(conn, "alerts", "raised_at", cutoff, extra="AND state = 'RESOLVED'")
+    return {"alerts_deleted": n}
+
+
+def _detections_and_embeddings(conn: psycopg.Connection, store: Any, now: datetime,
+                               ps: ProjectorSettings) -> dict[str, Any]:
+    from projections.retention import expire_detections_and_embeddings
+
+    return expire_detections_and_embeddings(conn, ps, now)
+
+
+register(RetentionPolicy(
+    "embeddings+detections", "postgres",
+    lambda ps: timedelta(days=ps.detection_retention_days),
+    "embeddings deleted after VIGIL_PROJECTOR_EMBEDDING_RETENTION_H (72 h); detection "
+    "partitions older than the period folded into daily counts and dropped",
+    "detection metadata: 1 year, then anonymised and aggregated", _detections_and_embeddings))
+register(RetentionPolicy(
+    "frames", "postgres", lambda ps: timedelta(days=ps.frame_retention_days),
+    "frames and frame_analyses rows deleted, with the frame images they reference",
+    "raw video: 90 days", _frames))
+register(RetentionPolicy(
+    "snapshots", "object_store", lambda ps: timedelta(days=ps.snapshot_retention_days),
+    "alert snapshot images deleted from the object store, the alert keeps no reference",
+    "event clips (alerts): 1 year", _snapshots_apply))
+register(RetentionPolicy(
+    "alerts", "postgres", lambda ps: timedelta(days=ps.alert_retention_days),
+    "resolved alerts deleted from the read model (the alerts topic keeps them)",
+    "alert history: 2 years", _alerts))
