@@ -18,7 +18,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
-from api import alerts, cameras, config_routes, events, health, reports, search, stream
+from api import access, alerts, cameras, config_routes, events, health, reports, search, stream
 from api.auth import KeyStore
 from api.deps import Deps
 from api.errors import EXCEPTION_HANDLERS
@@ -47,6 +47,7 @@ def all_endpoints() -> list[Endpoint]:
         *search.ROUTES,
         *config_routes.ROUTES,
         *reports.ROUTES,
+        *access.routes(),
     ]
 
 
@@ -83,6 +84,7 @@ def create_app(
         anon_limiter=RateLimiter(api.anon_rate_limit_per_s, api.anon_rate_limit_burst),
         metrics=metrics, object_store=object_store, embed_image=embed_image,
     )
+    deps.extra["access"] = access.AccessRecorder(producer, metrics.access_records_failed)
     if triton_probe is not None:
         deps.extra["triton_probe"] = triton_probe
     hub = stream.AlertHub(deps)

@@ -89,6 +89,9 @@ CATALOG: tuple[Topic, ...] = (
           ("EdgeOffline", "EdgeOnline", "StreamDown", "StreamUp", "InferenceDegraded",
            "InferenceRecovered"), 4, 90 * DAY_MS),
     Topic("privacy", "subject", ("AppearanceErased",), 1, None),
+    # who read personal data or changed what (api/access.py): one partition, so the read
+    # model's hash chain follows one total order; kept forever, never compacted
+    Topic("access", "access", ("AccessRecorded",), 1, None),
     # twice the frames cap: a 2 MiB poison frame plus its reason headers must fit
     Topic("dlq", "original key", (), 4, 30 * DAY_MS,
           extra={"max.message.bytes": "4194304"}),
