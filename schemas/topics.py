@@ -114,7 +114,11 @@ def topic_name(suffix: str, prefix: str | None = None) -> str:
 def admin_client(bootstrap: str) -> AdminClient:
     """The admin client every topic operation uses (a broker that does not answer fails
     a call within 10 s instead of librdkafka's minute)."""
-    return AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 10_000})
+    from vigil.settings import get_settings
+
+    # the configured security (TLS, SASL) with the address the caller names
+    cfg = {**get_settings().kafka_client_config(), "bootstrap.servers": bootstrap}
+    return AdminClient({**cfg, "socket.timeout.ms": 10_000})
 
 
 def apply_topics(
