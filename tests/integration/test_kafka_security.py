@@ -56,13 +56,14 @@ def secure() -> Iterator[tuple[str, Security]]:
 
 
 @pytest.fixture
-def as_principal(secure: tuple[str, Security], monkeypatch: pytest.MonkeyPatch) -> Any:
+def as_principal(secure: tuple[str, Security]) -> Any:
     """Point this process's settings at the secured broker as a given principal, with the
     catalog topics of a fresh prefix created (as admin) and the service ACLs applied."""
     from schemas.topics import apply_topics
 
     bootstrap, sec = secure
     prefix = f"s{uuid.uuid4().hex[:10]}"
+    monkeypatch = pytest.MonkeyPatch()
 
     def use(principal: str) -> dict[str, str]:
         env = {"KAFKA_BOOTSTRAP": bootstrap, "VIGIL_TOPIC_PREFIX": prefix,
@@ -72,11 +73,14 @@ def as_principal(secure: tuple[str, Security], monkeypatch: pytest.MonkeyPatch) 
         _clear()
         return env
 
-    use("admin")
-    apply_topics(bootstrap, prefix, partitions_override=1)
-    apply_acls(sec.client_config("admin", bootstrap), prefix)
-    yield use
-    _clear()
+    try:
+        use("admin")
+        apply_topics(bootstrap, prefix, partitions_override=1)
+        apply_acls(sec.client_config("admin", bootstrap), prefix)
+        yield use
+    finally:  # the environment first, then the cached settings made from it
+        monkeypatch.undo()
+        _clear()
 
 
 def _produce(cfg: dict[str, Any], topic: str, value: bytes) -> KafkaError | None:
