@@ -116,9 +116,11 @@ def admin_client(bootstrap: str) -> AdminClient:
     a call within 10 s instead of librdkafka's minute)."""
     from vigil.settings import get_settings
 
-    # the configured security (TLS, SASL) with the address the caller names
+    # the configured security (TLS, SASL) with the address the caller names; librdkafka's
+    # messages through Python logging (JSON like every other line)
     cfg = {**get_settings().kafka_client_config(), "bootstrap.servers": bootstrap}
-    return AdminClient({**cfg, "socket.timeout.ms": 10_000})
+    return AdminClient({**cfg, "socket.timeout.ms": 10_000,
+                        "logger": logging.getLogger("librdkafka")})
 
 
 def apply_topics(
