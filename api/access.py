@@ -86,7 +86,8 @@ class AccessRecorder:
     def record(self, request: Request, ep: Endpoint, status: int) -> AccessRecorded:
         principal = request.scope.get("principal")
         if isinstance(principal, Principal):
-            kind = getattr(principal, "kind", "key")
+            # a console user's principal carries "user:<name>" as its id (api.users)
+            kind = "user" if principal.key_id.startswith("user:") else "key"
             actor_id, name, role = principal.key_id, principal.name, principal.role
         else:
             kind, actor_id, name, role = "key", "anonymous", "", ""
