@@ -22,6 +22,11 @@ class ProjectorSettings(BaseSettings):
     embedding_dim: int = Field(192, ge=1, le=16000)  # appearance_embedder output
     #: Embeddings are personal data: rows older than this are deleted by retention.
     embedding_retention_h: float = Field(72.0, gt=0)
+    #: Recorded video segments are deleted this many days after they were stored
+    #: (projections/recording_retention.py), by a timer in the projector every
+    #: retention_interval_s (0 = only by `vigil db retention`).
+    recording_retention_days: float = Field(30.0, gt=0)
+    retention_interval_s: float = Field(3600.0, ge=0)
     #: Detections older than this many days are aggregated into daily counts and dropped.
     detection_retention_days: int = Field(365, ge=31)
     #: Adaptive batching bounds: a batch is flushed after max_batch events or max_wait_ms.
@@ -44,6 +49,9 @@ class ProjectorSettings(BaseSettings):
     replay_index_workers: int = Field(0, ge=0, le=64)
     #: Prometheus metrics port on 127.0.0.1 (0 = no HTTP server).
     metrics_port: int = Field(0, ge=0, le=65535)
+    #: /health/ready (projector) and /health/deep (API) fail once the read model has not
+    #: been caught up with Kafka for this long (s).
+    read_model_stale_s: float = Field(120.0, gt=0)
 
     @field_validator("schema_name")
     @classmethod
