@@ -277,6 +277,9 @@ class RuleTriggered(Event):
     #: seconds during which a new hit counts as a repeat. None = the site-wide default.
     auto_resolve: bool | None = None
     cooldown_s: float | None = None
+    #: (v3) the detection id of each track in the frame that completed the evidence, so
+    #: the evidence stage can highlight them without re-running the tracker.
+    detection_ids: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -298,6 +301,34 @@ class TrackSummary(Event):
     first_seen_at: datetime
     last_seen_at: datetime
     observations: int
+
+
+# --------------------------------------------------------------------------- vigil.evidence
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EvidenceCaptured(Event):
+    """The still evidence of one rule hit is stored: the frame as captured, an annotated
+    rendering and a thumbnail. Published only after the objects exist; `causation_id` is
+    the RuleTriggered event id and the object keys derive from it (docs/evidence.md)."""
+
+    camera_id: str
+    rule_event_id: str
+    rule_id: str
+    rule_type: str
+    zone_id: str | None = None
+    line_id: str | None = None
+    frame_event_id: str
+    analysis_event_id: str
+    frame_at: datetime
+    width: int
+    height: int
+    snapshot_ref: str
+    annotated_ref: str
+    thumbnail_ref: str
+    track_ids: list[str]
+    detection_ids: list[str]
+    highlighted_detection_ids: list[str]
 
 
 # --------------------------------------------------------------------------- vigil.commands
@@ -560,6 +591,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         RuleTriggered,
         RuleCleared,
         TrackSummary,
+        EvidenceCaptured,
         AcknowledgeAlert,
         ResolveAlert,
         AlertRaised,

@@ -68,6 +68,8 @@ CATALOG: tuple[Topic, ...] = (
     Topic("scene", "camera_id",
           ("ZoneEntered", "ZoneExited", "LineCrossed", "RuleTriggered", "RuleCleared",
            "TrackSummary"), 8, 90 * DAY_MS),
+    # an alert's still evidence (snapshot, annotated rendering, thumbnail): object refs only
+    Topic("evidence", "camera_id", ("EvidenceCaptured",), 8, 90 * DAY_MS),
     Topic("alerts", "incident_key",
           ("AlertRaised", "AlertRepeated", "AlertEscalated", "AlertAcknowledged",
            "AlertResolved", "CommandRejected"), 8, None),
