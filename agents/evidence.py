@@ -327,7 +327,10 @@ async def handle(t: RuleTriggered, event: Any) -> EvidenceCaptured:
             fut = await topics.evidence.send(key=t.camera_id.encode(), value=captured,
                                              force=True)
             await fut
-            CAPTURE_LATENCY.observe(max(0.0, time.time() - ts_ms / 1000))
+            latency = max(0.0, time.time() - ts_ms / 1000)
+            CAPTURE_LATENCY.observe(latency)
+            log.info("evidence: %s of rule hit %s announced %.3f s after the hit",
+                     captured.event_id, t.event_id, latency)
             return captured
         except NotCapturable:
             raise

@@ -18,7 +18,17 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
-from api import alerts, cameras, config_routes, events, health, reports, search, stream
+from api import (
+    alerts,
+    cameras,
+    config_routes,
+    events,
+    evidence,
+    health,
+    reports,
+    search,
+    stream,
+)
 from api.auth import KeyStore
 from api.deps import Deps
 from api.errors import EXCEPTION_HANDLERS
@@ -44,6 +54,7 @@ def all_endpoints() -> list[Endpoint]:
         *alerts.ROUTES,
         *cameras.ROUTES,
         *events.ROUTES,
+        *evidence.ROUTES,
         *search.ROUTES,
         *config_routes.ROUTES,
         *reports.ROUTES,
