@@ -321,6 +321,8 @@ class EvidenceCaptured(Event):
     frame_event_id: str
     analysis_event_id: str
     frame_at: datetime
+    first_evidence_at: datetime
+    last_evidence_at: datetime
     width: int
     height: int
     snapshot_ref: str
