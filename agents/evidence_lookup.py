@@ -16,6 +16,7 @@ Synchronous (confluent-kafka): the agent runs it in a thread.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 
@@ -117,11 +118,18 @@ class EventLookup:
               ) -> tuple[bytes, int] | None:
         c = self._consumer
         c.assign([TopicPartition(topic, p, start)])
+        deadline = time.monotonic() + self._timeout
         try:
             while True:
-                msgs = c.consume(500, timeout=self._timeout)
+                # short waits: `consume` returns only once it has its count or its timeout
+                # is up (a partition end does not cut it short), so one long wait per
+                # call cost its whole timeout whenever fewer messages were left
+                msgs = c.consume(500, timeout=0.05)
                 if not msgs:
-                    raise VigilError(f"timed out reading {topic}[{p}] at {start}..{end}")
+                    if time.monotonic() > deadline:
+                        raise VigilError(f"timed out reading {topic}[{p}] at {start}..{end}")
+                    continue
+                deadline = time.monotonic() + self._timeout
                 for m in msgs:
                     err = m.error()
                     if err is not None:

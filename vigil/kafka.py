@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 
 DeliveryCallback = Callable[[KafkaError | None, Message], None]
 
+#: librdkafka's own messages go through Python logging (so they are JSON lines like the
+#: rest) instead of being written raw to stderr ("%6|...|BGQUEUE|...").
+RDKAFKA_LOG = logging.getLogger("librdkafka")
+
 
 def producer_config(**overrides: Any) -> dict[str, Any]:
     cfg: dict[str, Any] = {
@@ -41,6 +45,7 @@ def producer_config(**overrides: Any) -> dict[str, Any]:
         "message.max.bytes": 4_194_304,
         "socket.timeout.ms": 10_000,
         "message.timeout.ms": 120_000,
+        "logger": RDKAFKA_LOG,
     }
     cfg.update(overrides)
     return cfg
@@ -54,6 +59,7 @@ def consumer_config(group_id: str, **overrides: Any) -> dict[str, Any]:
         "auto.offset.reset": "earliest",
         "isolation.level": "read_committed",
         "socket.timeout.ms": 10_000,
+        "logger": RDKAFKA_LOG,
     }
     cfg.update(overrides)
     return cfg
