@@ -85,11 +85,25 @@ class EvidenceSettings(BaseSettings):
     attempts: int = Field(5, ge=1, le=50)
     #: back-off before the second try; doubles each time
     retry_s: float = Field(0.5, gt=0, le=60)
+    #: a clip covers PRE_S before the first evidence to POST_S after the hit
+    pre_s: float = Field(10.0, ge=0, le=600)
+    post_s: float = Field(20.0, ge=0, le=600)
+    #: first re-check of a clip whose segments have not all arrived; doubles, at most 5 min
+    clip_retry_s: float = Field(5.0, gt=0, le=300)
+    #: how long a clip waits for late segments before it is built with what there is
+    clip_wait_max_s: float = Field(86_400.0, gt=0)
+    #: a camera with no segment at all this long after its window says "no recording"
+    clip_no_recording_s: float = Field(120.0, gt=0)
+    #: how far before the hit's publication the recordings topic is searched
+    clip_lookback_s: float = Field(3_600.0, gt=0)
 
 
 @cache
 def get_evidence_settings() -> EvidenceSettings:
     return load_component_settings(EvidenceSettings, "VIGIL_EVIDENCE_")
+
+
+get_evidence_settings()  # fails the worker at start, naming a bad variable
 
 
 class NotCapturable(VigilError):

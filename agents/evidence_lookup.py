@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from confluent_kafka import Consumer, TopicPartition
 
@@ -108,6 +108,48 @@ class EventLookup:
                 if start <= low:
                     break
             return None
+
+    def collect(self, topic: str, key: str, from_ms: int, keep: Callable[[Event], bool]
+                ) -> list[Event]:
+        """Every event on `key`'s partition of `topic` produced since `from_ms` (Kafka
+        timestamp) up to the partition's end for which `keep` holds (small events only:
+        each is decoded)."""
+        with self._lock:
+            p = self.partition_for(topic, key)
+            c = self._consumer
+            low, high = c.get_watermark_offsets(TopicPartition(topic, p),
+                                                timeout=self._timeout)
+            start = max(low, self._offset_at(topic, p, from_ms, high))
+            out: list[Event] = []
+            if start >= high:
+                return out
+            codec = default_codec()
+            c.assign([TopicPartition(topic, p, start)])
+            deadline = time.monotonic() + self._timeout
+            try:
+                while True:
+                    msgs = c.consume(500, timeout=0.05)
+                    if not msgs:
+                        if time.monotonic() > deadline:
+                            raise VigilError(f"timed out reading {topic}[{p}]")
+                        continue
+                    deadline = time.monotonic() + self._timeout
+                    for m in msgs:
+                        err = m.error()
+                        if err is not None:
+                            if err.code() == -191:  # _PARTITION_EOF
+                                return out
+                            raise VigilError(f"reading {topic}[{p}]: {err}")
+                        try:
+                            ev = codec.decode(m.value())
+                        except Exception:  # not ours to judge here: the projector DLQs it
+                            ev = None
+                        if ev is not None and keep(ev):
+                            out.append(ev)
+                        if m.offset() >= high - 1:
+                            return out
+            finally:
+                c.unassign()
 
     def _offset_at(self, topic: str, p: int, ts_ms: int, high: int) -> int:
         got = self._consumer.offsets_for_times([TopicPartition(topic, p, max(ts_ms, 0))],

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from pydantic import BaseModel, Field
@@ -24,7 +24,7 @@ from api.common import check_id, json_response, presign, site_filter
 from api.deps import deps_of
 from api.errors import ApiError
 from api.routing import Endpoint
-from projections.tables import cameras, evidence
+from projections.tables import cameras, clips, evidence
 
 
 class EvidenceOut(BaseModel):
@@ -44,6 +44,12 @@ class EvidenceOut(BaseModel):
     snapshot_url: str | None = Field(None, description="the frame as captured; presigned")
     annotated_url: str | None = Field(None, description="boxes, tracks, zone, caption")
     thumbnail_url: str | None = Field(None, description="small JPEG for lists")
+    clip_status: Literal["pending", "complete", "partial", "no_recording"] = Field(
+        "pending", description="pending until the window's segments are in")
+    clip_reason: str = Field("", description="why a clip is partial or missing")
+    clip_url: str | None = Field(None, description="MP4 a browser plays; presigned")
+    clip_start_at: datetime | None = None
+    clip_end_at: datetime | None = None
 
 
 _COLS = (evidence.c.event_id, evidence.c.rule_event_id, evidence.c.camera_id,
@@ -55,10 +61,20 @@ _COLS = (evidence.c.event_id, evidence.c.rule_event_id, evidence.c.camera_id,
 
 async def _out(request: Request, row: Any) -> EvidenceOut:
     bucket = deps_of(request).settings.bucket_snapshots
-    urls: dict[str, str | None] = {}
+    urls: dict[str, Any] = {}
     if not row.erased:
         for name in ("snapshot", "annotated", "thumbnail"):
             urls[f"{name}_url"] = await presign(request, getattr(row, f"{name}_ref"), bucket)
+    stmt = (sa.select(clips.c.status, clips.c.reason, clips.c.clip_ref, clips.c.erased,
+                      clips.c.clip_start_at, clips.c.clip_end_at)
+            .where(clips.c.evidence_id == row.event_id)
+            .order_by(clips.c.log_offset.desc()).limit(1))
+    clip = await deps_of(request).read(lambda conn: conn.execute(stmt).first())
+    if clip is not None:
+        urls.update(clip_status=clip.status, clip_reason=clip.reason,
+                    clip_start_at=clip.clip_start_at, clip_end_at=clip.clip_end_at)
+        if not (clip.erased or row.erased):
+            urls["clip_url"] = await presign(request, clip.clip_ref, bucket)
     return EvidenceOut(
         evidence_id=row.event_id, rule_event_id=row.rule_event_id, camera_id=row.camera_id,
         rule_id=row.rule_id, rule_type=row.rule_type, frame_event_id=row.frame_event_id,

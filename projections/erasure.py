@@ -58,6 +58,12 @@ def snapshot_refs_for(conn: psycopg.Connection, detection_ids: list[str]) -> lis
         (detection_ids, detection_ids)).fetchall()
     for row in rows:
         refs.update(row)
+    # and the clips of those rule hits
+    rows = conn.execute(
+        "SELECT c.clip_ref FROM clips c JOIN evidence v ON v.event_id = c.evidence_id "
+        "WHERE c.clip_ref IS NOT NULL AND (v.snapshot_ref = ANY(%s) "
+        "OR v.annotated_ref = ANY(%s))", (sorted(refs), sorted(refs))).fetchall()
+    refs.update(r[0] for r in rows)
     return sorted(refs)
 
 
@@ -102,6 +108,7 @@ def erase(s: Settings, ps: ProjectorSettings, schema: str, detection_ids: list[s
                                (list(detection_ids),)).rowcount
         if refs:  # what the projector does too, once it reads the event
             conn.execute(OPS["erase_evidence"], (refs, refs, refs))
+            conn.execute(OPS["erase_clips"], (refs,))
     objects = delete_objects(s, refs) if refs else {}
     log.info("erased", extra={"event_id": event.event_id, "embeddings": deleted})
     return {"event_id": event.event_id, "embeddings_deleted": deleted, "objects": objects}

@@ -314,6 +314,7 @@ SOURCE_TOPICS: dict[str, str] = {
     "embeddings": "embeddings", "recordings": "recordings", "scene_events": "scene",
     "alert_events": "alerts", "commands": "commands", "notifications": "notifications",
     "health_events": "health", "evidence": "evidence",
+    "clips": "evidence",
 }
 
 Starts = dict[tuple[str, int], int]

@@ -388,6 +388,28 @@ evidence = Table(
     *_log_position(),
 )
 
+#: One row per ClipRecorded: a rule hit's clip, or why there is none.
+clips = Table(
+    "clips", metadata,
+    Column("event_id", Text, primary_key=True),
+    Column("evidence_id", Text, nullable=False),
+    Column("rule_event_id", Text, nullable=False),
+    Column("camera_id", Text, nullable=False),
+    Column("window_start", TS, nullable=False),
+    Column("window_end", TS, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("clip_ref", Text),
+    Column("clip_start_at", TS),
+    Column("clip_end_at", TS),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("segment_refs", ARRAY(Text), nullable=False),
+    Column("skipped", JSONB, nullable=False),
+    Column("gaps", JSONB, nullable=False),
+    Column("erased", Boolean, nullable=False),
+    *_log_position(),
+)
+
 # ------------------------------------------------------------------------ privacy
 erasures = Table(
     "erasures", metadata,
@@ -441,6 +463,7 @@ READ_MODEL_TABLES: tuple[Table, ...] = (
     sites, edges, cameras, zones, lines, rules, frames, recordings, frame_analyses,
     detections, detection_daily_counts, embeddings, scene_events, alerts, alert_events,
     commands, notifications, health_events, erasures, erased_detections, evidence,
+    clips,
 )
 BOOKKEEPING_TABLES: tuple[Table, ...] = (
     projector_offsets, projector_dead_letters, schema_migrations,

@@ -339,6 +339,43 @@ class EvidenceCaptured(Event):
     highlighted_detection_ids: list[str]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClipSkip:
+    """A segment left out of a clip, and why."""
+
+    ref: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClipGap:
+    """A span of the window with no video."""
+
+    start_at: datetime
+    end_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClipRecorded(Event):
+    """A rule hit's clip from the recorded segments (docs/evidence.md, "Clips"):
+    complete, partial (`skipped`, `gaps`) or no_recording (`reason`)."""
+
+    camera_id: str
+    evidence_id: str
+    rule_event_id: str
+    window_start: datetime
+    window_end: datetime
+    status: str  # complete | partial | no_recording
+    reason: str = ""
+    clip_ref: str | None = None
+    clip_start_at: datetime | None = None
+    clip_end_at: datetime | None = None
+    size_bytes: int = 0
+    segment_refs: list[str]
+    skipped: list[ClipSkip]
+    gaps: list[ClipGap]
+
+
 # --------------------------------------------------------------------------- vigil.commands
 
 
@@ -600,6 +637,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         RuleCleared,
         TrackSummary,
         EvidenceCaptured,
+        ClipRecorded,
         AcknowledgeAlert,
         ResolveAlert,
         AlertRaised,

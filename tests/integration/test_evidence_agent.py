@@ -72,7 +72,11 @@ def world(stack: dict[str, str], tmp_path_factory: pytest.TempPathFactory
             env = dict(os.environ)
             env.update(stack)
             env.update({"VIGIL_TOPIC_PREFIX": prefix, "VIGIL_STATE_DIR": str(tmp / "state"),
-                        "VIGIL_LOG_FORMAT": "text", "VIGIL_WORKER_AGENTS": "evidence",
+                        "VIGIL_LOG_FORMAT": "text", "VIGIL_WORKER_AGENTS": "evidence,clips",
+                        # a short clip window and quick re-checks keep the test short
+                        "VIGIL_EVIDENCE_PRE_S": "2", "VIGIL_EVIDENCE_POST_S": "3",
+                        "VIGIL_EVIDENCE_CLIP_RETRY_S": "1",
+                        "VIGIL_EVIDENCE_CLIP_NO_RECORDING_S": "4",
                         "VIGIL_WORKER_WEB_PORT": str(free_port()),
                         "VIGIL_WORKER_ID": "evidence-it"})
             (tmp / "state" / "worker").mkdir(parents=True, exist_ok=True)
@@ -118,9 +122,10 @@ DETS = [Detection(detection_id="", label="person", score=0.91, x1=0.10, y1=0.20,
                   y2=0.80)]
 
 
-def send_hit(w: World, cam: str, *, big: bool = False) -> tuple[RuleTriggered, list[str]]:
+def send_hit(w: World, cam: str, *, big: bool = False, dwell_s: float = 42.0,
+             now: datetime | None = None) -> tuple[RuleTriggered, list[str]]:
     """A frame, its analysis and a loitering hit on it (highlighting the second box)."""
-    now = datetime.now(UTC)
+    now = now or datetime.now(UTC)
     jpeg = grey_jpeg()
     tag = uuid.uuid4().hex[:8]
     fields: dict[str, Any] = {"jpeg": jpeg}
@@ -139,7 +144,8 @@ def send_hit(w: World, cam: str, *, big: bool = False) -> tuple[RuleTriggered, l
     hit = w.send("scene", cam, RuleTriggered.create(
         producer="t", occurred_at=now, cause=analysis, camera_id=cam, zone_id=f"{cam}.z",
         rule_id=f"{cam}.r", rule_type="loitering", severity="warning", value=42.0,
-        threshold=30.0, track_ids=["trk-9"], first_evidence_at=now - timedelta(seconds=42),
+        threshold=30.0, track_ids=["trk-9"],
+        first_evidence_at=now - timedelta(seconds=dwell_s),
         last_evidence_at=now, evidence_event_ids=[analysis.event_id],
         detection_ids=[dets[1].detection_id]))
     assert w.producer.flush(30) == 0
@@ -322,3 +328,127 @@ def test_the_api_serves_the_evidence_and_answers_410_once_erased(
             f'SELECT erased FROM "{w.schema}".evidence WHERE event_id = :e'),
             {"e": ev.event_id}).scalar()
     assert erased is True
+
+
+# --------------------------------------------------------------------------- clips
+FPS = 10
+
+
+def encode_segment(seconds: int) -> bytes:
+    """H.264 in MP4 at 10 fps, a keyframe a second, as the edge records it."""
+    import os
+    import tempfile
+
+    import av
+
+    fd, path = tempfile.mkstemp(suffix=".mp4")
+    os.close(fd)
+    try:
+        with av.open(path, "w") as out:
+            st = out.add_stream("libx264", rate=FPS, options={"g": str(FPS), "bf": "0"})
+            st.width, st.height, st.pix_fmt = 160, 120, "yuv420p"
+            for i in range(seconds * FPS):
+                img = np.full((120, 160, 3), (i * 9) % 255, np.uint8)
+                for pkt in st.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                    out.mux(pkt)
+            for pkt in st.encode():
+                out.mux(pkt)
+        with open(path, "rb") as fh:
+            return fh.read()
+    finally:
+        os.unlink(path)
+
+
+def send_segments(w: World, cam: str, start: datetime, n: int, corrupt: int | None = None
+                  ) -> list[str]:
+    from edge_producer.objects import put_bytes
+    from schemas.events import SegmentRecorded
+
+    refs = []
+    for i in range(n):
+        data = encode_segment(4)
+        if i == corrupt:
+            data = data[:300]  # truncated upload
+        at = start + timedelta(seconds=4 * i)
+        ref = put_bytes(get_settings().bucket_segments, f"{cam}/{uuid.uuid4().hex}.mp4",
+                        data, "video/mp4")
+        w.send("recordings", cam, SegmentRecorded.create(
+            producer="t", occurred_at=at + timedelta(seconds=4), edge_id="edge-ev",
+            camera_id=cam, object_ref=ref, start_at=at, end_at=at + timedelta(seconds=4),
+            size_bytes=len(data)))
+        refs.append(ref)
+    assert w.producer.flush(30) == 0
+    return refs
+
+
+def clip_of(ev: EvidenceCaptured, worker: Worker) -> Any:
+    from schemas.events import ClipRecorded
+
+    def mine(out: list[tuple[Any, Any]]) -> list[Any]:
+        return [e for _, e in out if isinstance(e, ClipRecorded) and e.evidence_id == ev.event_id]
+
+    return mine(read_topic("evidence", lambda out: bool(mine(out)), worker=worker))[0]
+
+
+def decode_clip(data: bytes) -> tuple[int, float]:
+    import io
+
+    import av
+
+    with av.open(io.BytesIO(data)) as c:
+        frames = sum(1 for _ in c.decode(c.streams.video[0]))
+        return frames, float(c.duration or 0) / av.time_base
+
+
+def test_a_clip_covers_the_window_even_when_its_segments_arrive_late(
+        world: tuple[World, Worker]) -> None:
+    w, worker = world
+    now = datetime.now(UTC).replace(microsecond=0)
+    hit, _ = send_hit(w, "cam-clip", dwell_s=4, now=now)  # window now-6 s .. now+3 s
+    (ev,) = evidence_of(hit, worker)
+    time.sleep(3)  # the edge is behind: its segments come after the hit
+    refs = send_segments(w, "cam-clip", now - timedelta(seconds=8), 3)
+    clip = clip_of(ev, worker)
+    assert clip.status == "complete", clip.reason
+    assert clip.segment_refs == refs and not clip.skipped and not clip.gaps
+    assert clip.clip_start_at <= clip.window_start  # from the keyframe before the window
+    assert clip.clip_end_at >= clip.window_end - timedelta(seconds=1 / FPS)
+    data, _ = get_object(clip.clip_ref)
+    assert data.index(b"moov") < data.index(b"mdat")  # plays before it is all downloaded
+    frames, duration = decode_clip(data)
+    window_s = (clip.window_end - clip.window_start).total_seconds()
+    assert duration >= window_s - 0.2 and frames >= window_s * FPS
+    # the API hands out the clip's URL with the stills
+    from api.app import create_app
+    from api.settings import load_api_settings
+    from edge_producer.objects import client
+
+    w.project()
+    app = create_app(get_settings(), w.engine, w.producer, read_schema=w.schema,
+                     api_settings=load_api_settings(env={}, keys_schema=w.keys_schema),
+                     object_store=client())
+    with TestClient(app, raise_server_exceptions=False) as c:
+        item = c.get(f"/api/v1/evidence/{ev.event_id}", headers=w.auth("viewer")).json()
+    assert item["clip_status"] == "complete", item
+    got = httpx.get(item["clip_url"], timeout=10)
+    assert got.status_code == 200 and got.content == data
+
+
+def test_a_corrupt_segment_makes_a_partial_clip_and_a_camera_without_recording_says_so(
+        world: tuple[World, Worker]) -> None:
+    w, worker = world
+    now = datetime.now(UTC).replace(microsecond=0)
+    send_segments(w, "cam-clip2", now - timedelta(seconds=8), 3, corrupt=1)
+    hit, _ = send_hit(w, "cam-clip2", dwell_s=4, now=now)
+    (ev,) = evidence_of(hit, worker)
+    clip = clip_of(ev, worker)
+    assert clip.status == "partial" and len(clip.skipped) == 1 and clip.skipped[0].reason
+    assert clip.gaps and clip.reason
+    frames, _ = decode_clip(get_object(clip.clip_ref)[0])
+    assert frames > 0
+
+    hit, _ = send_hit(w, "cam-norec", dwell_s=4)
+    (ev,) = evidence_of(hit, worker)
+    clip = clip_of(ev, worker)
+    assert clip.status == "no_recording" and clip.clip_ref is None
+    assert "recorded nothing" in clip.reason
