@@ -299,9 +299,9 @@ alerts = Table(
     Column("resolved_by", Text),
     Column("resolution", Text),
     Column("auto_resolved", Boolean),
-    Column("assigned_to", Text),  # AlertAssigned; None = nobody
     Column("raised_event_id", Text, nullable=False),  # RuleTriggered chain starts here
     Column("last_event_id", Text, nullable=False),
+    Column("assigned_to", Text),  # AlertAssigned; None = nobody
 )
 
 #: Full history: every vigil.alerts event, CommandRejected included.
