@@ -330,6 +330,11 @@ def test_alert_list_filters_and_detail(client: TestClient,
     assert cam_detail["lines"][0]["a"] == {"x": 0.0, "y": 0.5}
     report = client.get("/api/v1/reports/daily?date=2026-01-15", headers=h).json()
     assert report["alerts_raised"] == 3
+    # entries per zone, UTC hour and class (seed_world: 6 people and a car per camera)
+    day = {c["camera_id"]: c for c in report["cameras"]}
+    assert day["cam-a1"]["zone_entries"] == [
+        {"zone_id": "zone-a1", "hour": T0.hour, "label": "car", "entries": 1},
+        {"zone_id": "zone-a1", "hour": T0.hour, "label": "person", "entries": 6}]
 
 
 def test_search_caps_k_and_never_returns_vectors(client: TestClient,
