@@ -6,7 +6,8 @@ edge's recordings), and a period that lives next to its code only is a period no
 review. A part that keeps something adds a `RetentionPolicy` here with `register`; the
 retention service (projections/retention_service.py) runs them all, in order, and records
 what each did. An applier gets a connection whose search_path is the read-model schema,
-the object store client (or None) and the run's `now`, and returns what it removed.
+the object store client (or None), the run's `now` and the settings (a
+`RetentionContext`), and returns what it removed.
 
 Where a table is partitioned, old partitions are dropped (never rows deleted); other
 tables delete rows older than the cutoff; object-store entries are deleted through the
@@ -28,8 +29,21 @@ from projections.settings import ProjectorSettings
 
 log = logging.getLogger(__name__)
 
-#: (connection in the read-model schema, object store or None, now, settings) -> counts
-Applier = Callable[[psycopg.Connection, Any, datetime, ProjectorSettings], dict[str, Any]]
+@dataclass(frozen=True)
+class RetentionContext:
+    """What an applier gets: a connection whose search_path is the read-model schema
+    (autocommit), the object store client (or None), the run's `now` and settings."""
+
+    conn: psycopg.Connection
+    store: Any
+    now: datetime
+    ps: ProjectorSettings
+    dsn: str
+    schema: str
+
+
+#: context -> what it removed (counts, names)
+Applier = Callable[[RetentionContext], dict[str, Any]]
 
 #: Rows deleted per statement, so a large backlog never holds one long transaction.
 BATCH = 5000
@@ -90,18 +104,18 @@ def _remove_objects(store: Any, refs: list[str]) -> int:
     return removed
 
 
-def _frames(conn: psycopg.Connection, store: Any, now: datetime,
-            ps: ProjectorSettings) -> dict[str, Any]:
-    cutoff = now - timedelta(days=ps.frame_retention_days)
+def _frames(ctx: RetentionContext) -> dict[str, Any]:
+    conn, store = ctx.conn, ctx.store
+    cutoff = ctx.now - timedelta(days=ctx.ps.frame_retention_days)
     frames, refs = _delete_old(conn, "frames", "occurred_at", cutoff, returning="object_ref")
     analyses, _ = _delete_old(conn, "frame_analyses", "occurred_at", cutoff)
     return {"frames_deleted": frames, "frame_analyses_deleted": analyses,
             "frame_objects_deleted": _remove_objects(store, refs)}
 
 
-def _snapshots_apply(conn: psycopg.Connection, store: Any, now: datetime,
-                     ps: ProjectorSettings) -> dict[str, Any]:
-    cutoff = now - timedelta(days=ps.snapshot_retention_days)
+def _snapshots(ctx: RetentionContext) -> dict[str, Any]:
+    conn, store = ctx.conn, ctx.store
+    cutoff = ctx.now - timedelta(days=ctx.ps.snapshot_retention_days)
     with conn.transaction():
         refs = [r[0] for r in conn.execute(
             "SELECT snapshot_ref FROM alerts WHERE raised_at < %s AND snapshot_ref IS NOT NULL"
@@ -112,18 +126,27 @@ def _snapshots_apply(conn: psycopg.Connection, store: Any, now: datetime,
     return {"snapshots_deleted": removed}
 
 
-def _alerts(conn: psycopg.Connection, store: Any, now: datetime,
-            ps: ProjectorSettings) -> dict[str, Any]:
-    cutoff = now - timedelta(days=ps.alert_retention_days)
-    n, _ = _delete_old(conn, "alerts", "raised_at", cutoff, extra="AND state = 'RESOLVED'")
+def _alerts(ctx: RetentionContext) -> dict[str, Any]:
+    cutoff = ctx.now - timedelta(days=ctx.ps.alert_retention_days)
+    n, _ = _delete_old(ctx.conn, "alerts", "raised_at", cutoff, extra="AND state = 'RESOLVED'")
     return {"alerts_deleted": n}
 
 
-def _detections_and_embeddings(conn: psycopg.Connection, store: Any, now: datetime,
-                               ps: ProjectorSettings) -> dict[str, Any]:
+def _detections_and_embeddings(ctx: RetentionContext) -> dict[str, Any]:
     from projections.retention import expire_detections_and_embeddings
 
-    return expire_detections_and_embeddings(conn, ps, now)
+    return expire_detections_and_embeddings(ctx.conn, ctx.ps, ctx.now)
+
+
+def _recordings(ctx: RetentionContext) -> dict[str, Any]:
+    """Recorded video segments, aged by the object's LastModified
+    (projections/recording_retention.py)."""
+    from edge_producer.objects import client
+    from projections.recording_retention import expire_recordings
+    from vigil.settings import get_settings
+
+    return expire_recordings(client(), get_settings().bucket_segments, ctx.dsn, ctx.schema,
+                             ctx.ps.recording_retention_days, now=ctx.now)
 
 
 register(RetentionPolicy(
@@ -139,7 +162,11 @@ register(RetentionPolicy(
 register(RetentionPolicy(
     "snapshots", "object_store", lambda ps: timedelta(days=ps.snapshot_retention_days),
     "alert snapshot images deleted from the object store, the alert keeps no reference",
-    "event clips (alerts): 1 year", _snapshots_apply))
+    "event clips (alerts): 1 year", _snapshots))
+register(RetentionPolicy(
+    "recordings", "object_store", lambda ps: timedelta(days=ps.recording_retention_days),
+    "video segments deleted from the object store 30 days after they were stored, with "
+    "their recordings rows", "raw video recordings (cloud copy)", _recordings))
 register(RetentionPolicy(
     "alerts", "postgres", lambda ps: timedelta(days=ps.alert_retention_days),
     "resolved alerts deleted from the read model (the alerts topic keeps them)",

@@ -27,7 +27,7 @@ import psycopg
 from prometheus_client import Counter, Gauge
 
 from projections.migrate import set_search_path
-from projections.retention_policies import POLICIES
+from projections.retention_policies import POLICIES, RetentionContext
 from projections.settings import ProjectorSettings
 from schemas.events import RetentionRun
 from vigil.redact import redact
@@ -54,9 +54,10 @@ def run_all(dsn: str, schema: str, ps: ProjectorSettings, store: Any = None,
     errors: list[str] = []
     with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
         set_search_path(conn, schema)
+        ctx = RetentionContext(conn, store, now, ps, dsn, schema)
         for policy in POLICIES:
             try:
-                done = policy.apply(conn, store, now, ps)
+                done = policy.apply(ctx)
             except Exception as exc:  # one policy failing must not stop the others
                 log.exception("retention policy failed", extra={"policy": policy.name})
                 errors.append(f"{policy.name}: {type(exc).__name__}: {exc}")

@@ -22,6 +22,9 @@ class ProjectorSettings(BaseSettings):
     embedding_dim: int = Field(192, ge=1, le=16000)  # appearance_embedder output
     #: Embeddings are personal data: rows older than this are deleted by retention.
     embedding_retention_h: float = Field(72.0, gt=0)
+    #: Recorded video segments are deleted this many days after they were stored
+    #: (projections/recording_retention.py, one policy of retention_policies.py).
+    recording_retention_days: float = Field(30.0, gt=0)
     #: Detections older than this many days are aggregated into daily counts and dropped.
     detection_retention_days: int = Field(365, ge=31)
     #: Frame metadata (frames, frame_analyses) and stored frame images: as raw video.
@@ -30,9 +33,9 @@ class ProjectorSettings(BaseSettings):
     snapshot_retention_days: int = Field(365, ge=1)
     #: Resolved alerts (alert history) in the read model.
     alert_retention_days: int = Field(730, ge=30)
-    #: The projector runs retention itself this often (s); 0 = never (run `vigil db
-    #: retention` from cron instead). The first run is one interval after start.
-    retention_interval_s: float = Field(21600.0, ge=0)
+    #: The projector runs every retention policy itself this often (s); 0 = never (run
+    #: `vigil db retention` from cron instead). The first run is one interval after start.
+    retention_interval_s: float = Field(3600.0, ge=0)
     #: Adaptive batching bounds: a batch is flushed after max_batch events or max_wait_ms.
     min_batch: int = Field(50, ge=1)
     max_batch: int = Field(5000, ge=1)
