@@ -327,6 +327,10 @@ class TritonPythonModel:
         except ModelError as exc:
             raise ModelError(f"{config.get('name', 'object_detector')}: {exc}") from None
         self.name = config.get("name", "object_detector")
+        logger = getattr(pb_utils, "Logger", None)
+        if logger is not None:  # which providers onnxruntime really took (GPU or not)
+            logger.log_info(f"{self.name}: {path}: {self.detector.num_classes} classes, "
+                            f"providers {', '.join(self.detector.providers)}")
 
     def execute(self, requests: list) -> list:
         responses = []
