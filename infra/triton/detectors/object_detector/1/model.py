@@ -194,6 +194,17 @@ def select_providers(
     return out
 
 
+def engine_cache_dir(onnx_path: str) -> str:
+    """Where TensorRT keeps its built engines: next to the export when that folder is
+    writable (a rebuilt container reuses them), else the temp folder (read-only mounts)."""
+    folder = os.path.dirname(os.path.abspath(onnx_path))
+    if os.access(folder, os.W_OK):
+        return folder
+    import tempfile
+
+    return tempfile.gettempdir()
+
+
 def parse_classes(raw: str) -> np.ndarray | None:
     """``"0,2,7"`` -> class ids kept; ``""`` or ``"all"`` keeps every class."""
     if raw.strip() in ("", "all"):
@@ -233,7 +244,7 @@ class YoloOnnx:
         opts.inter_op_num_threads = 1
         providers = select_providers(
             p["providers"], ort.get_available_providers(), gpu, device_id,
-            p["trt_fp16"].strip() not in ("0", "false", ""), os.path.dirname(path) or ".",
+            p["trt_fp16"].strip() not in ("0", "false", ""), engine_cache_dir(path),
         )
         try:
             self.session = ort.InferenceSession(path, opts, providers=providers)
