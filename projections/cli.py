@@ -1,5 +1,6 @@
-"""CLI: `vigil db upgrade|retention`, `vigil project`, `vigil replay`, `vigil audit`,
-`vigil erase`. Heavy imports happen inside the commands so `vigil --help` stays fast."""
+"""CLI: `vigil db upgrade|retention`, `vigil project`, `vigil projector check`,
+`vigil replay`, `vigil audit`, `vigil erase`. Heavy imports happen inside the commands
+so `vigil --help` stays fast."""
 
 from __future__ import annotations
 
@@ -38,9 +39,20 @@ def _cmd_retention(args: argparse.Namespace) -> int:
     from projections.retention import run_retention
 
     s, ps = _settings()
-    report = run_retention(s.database_dsn, args.schema or ps.schema_name, ps)
+    schema = args.schema or ps.schema_name
+    report = run_retention(s.database_dsn, schema, ps)
+    report["recordings"] = _expire_recordings(s, ps, schema)()
     print(json.dumps(report, indent=2, default=str))
     return 0
+
+
+def _expire_recordings(s: Any, ps: Any, schema: str) -> Any:
+    """One recording-retention pass bound to this process's settings."""
+    from edge_producer.objects import client
+    from projections.recording_retention import expire_recordings
+
+    return lambda: expire_recordings(client(), s.bucket_segments, s.database_dsn, schema,
+                                     ps.recording_retention_days)
 
 
 class AlertsOpenCollector(Collector):
@@ -131,15 +143,34 @@ def _cmd_project(args: argparse.Namespace) -> int:
         ops.check("postgres", lambda: _ping_postgres(s.database_dsn))
         ops.check("read_model", lambda: _fresh(proj, ps.read_model_stale_s))
         ops.start()
+    timer = None
+    if ps.retention_interval_s > 0:
+        from projections.recording_retention import RetentionTimer
+
+        timer = RetentionTimer(ps.retention_interval_s, _expire_recordings(s, ps, schema),
+                               first_delay_s=min(60.0, ps.retention_interval_s))
+        timer.start()
     signal.signal(signal.SIGTERM, lambda *_: proj.stop())
     signal.signal(signal.SIGINT, lambda *_: proj.stop())
     log.info("projector running", extra={"schema": schema, "prefix": s.topic_prefix})
     try:
         stats = proj.run(max_seconds=args.max_seconds)
     finally:
+        if timer is not None:
+            timer.stop_event.set()
         proj.close()
     log.info("projector stopped", extra={"messages": stats.messages, "batches": stats.batches})
     return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from projections.check import check_schema
+
+    s, ps = _settings()
+    report = check_schema(s.database_dsn, args.schema or ps.schema_name, s.topic_prefix,
+                          s.kafka_bootstrap, consumer_name=args.consumer or ps.consumer)
+    print(json.dumps(report.to_dict(), indent=2, default=str) if args.json else report.text())
+    return 0 if report.ok else 1
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
@@ -199,6 +230,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--schema")
     p.add_argument("--max-seconds", type=float, default=None, help="stop after this long")
     p.set_defaults(func=_cmd_project)
+
+    p = sub.add_parser("projector", help="projector tools")
+    psub = p.add_subparsers(dest="projector_command", required=True)
+    c = psub.add_parser("check", help="report events below the stored offsets without "
+                                      "their row (exit 1 if any)")
+    c.add_argument("--schema", help="default: VIGIL_PROJECTOR_SCHEMA (vigil)")
+    c.add_argument("--consumer", help="projector_offsets consumer (default: projector)")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=_cmd_check)
 
     p = sub.add_parser("replay", help="rebuild read models from offset 0 / verify them")
     p.add_argument("--into", metavar="SCHEMA", help="fresh schema to rebuild into")

@@ -68,10 +68,15 @@ CATALOG: tuple[Topic, ...] = (
     Topic("scene", "camera_id",
           ("ZoneEntered", "ZoneExited", "LineCrossed", "RuleTriggered", "RuleCleared",
            "TrackSummary"), 8, 90 * DAY_MS),
+    # an alert's still evidence (snapshot, annotated rendering, thumbnail): object refs only
+    Topic("evidence", "camera_id", ("EvidenceCaptured", "ClipRecorded"), 8, 90 * DAY_MS),
+    # clips waiting for their segments: EvidenceCaptured again, header vigil.not_before
+    Topic("clip-retry", "camera_id", ("EvidenceCaptured",), 8, 7 * DAY_MS, public=False),
     Topic("alerts", "incident_key",
           ("AlertRaised", "AlertRepeated", "AlertEscalated", "AlertAcknowledged",
-           "AlertResolved", "CommandRejected"), 8, None),
-    Topic("commands", "incident_key", ("AcknowledgeAlert", "ResolveAlert"), 8, None),
+           "AlertResolved", "AlertAssigned", "AlertCommented", "CommandRejected"), 8, None),
+    Topic("commands", "incident_key",
+          ("AcknowledgeAlert", "ResolveAlert", "AssignAlert", "CommentOnAlert"), 8, None),
     Topic("alert-ticks", "partition", (), 8, HOUR_MS, public=False),
     # rule hits and health events re-keyed by incident (the scene topic is keyed by camera)
     Topic("alert-input", "incident_key",
