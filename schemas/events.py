@@ -419,6 +419,16 @@ class NotificationFailed(Event):
     reason: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryNotification(Event):
+    """Operator command (API or `vigil notify retry`) to the notifier, on vigil.notifications:
+    deliver a failed notification again. `notification_event_id` "*" = every failed one."""
+
+    notification_event_id: str
+    alert_id: str
+    requested_by: str
+
+
 # --------------------------------------------------------------------------- vigil.config
 
 
@@ -477,6 +487,25 @@ class RuleConfigured(Event):
     escalation_s: float = 900.0
     max_escalation_level: int = 3
     auto_resolve: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteConfigured(Event):
+    """A notification route (vigil/site_config.py RouteModel, docs/notifications.md)."""
+
+    route_id: str
+    site_id: str | None = None
+    cameras: list[str] = field(default_factory=list)
+    rule_types: list[str] = field(default_factory=list)
+    severities: list[str] = field(default_factory=list)
+    event_types: list[str] = field(default_factory=list)
+    levels: list[int] = field(default_factory=list)
+    channels: list[str]
+    recipients: list[str] = field(default_factory=list)
+    quiet_start: str | None = None
+    quiet_end: str | None = None
+    timezone: str | None = None
+    enabled: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -570,10 +599,12 @@ EVENT_TYPES: dict[str, type[Event]] = {
         CommandRejected,
         NotificationDelivered,
         NotificationFailed,
+        RetryNotification,
         CameraConfigured,
         ZoneConfigured,
         LineConfigured,
         RuleConfigured,
+        RouteConfigured,
         EntityDeleted,
         EdgeOffline,
         EdgeOnline,
