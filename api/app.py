@@ -18,7 +18,17 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
-from api import alerts, cameras, config_routes, events, health, reports, search, stream
+from api import (
+    alerts,
+    cameras,
+    config_routes,
+    events,
+    health,
+    notifications,
+    reports,
+    search,
+    stream,
+)
 from api.auth import KeyStore
 from api.deps import Deps
 from api.errors import EXCEPTION_HANDLERS
@@ -46,6 +56,7 @@ def all_endpoints() -> list[Endpoint]:
         *events.ROUTES,
         *search.ROUTES,
         *config_routes.ROUTES,
+        *notifications.ROUTES,
         *reports.ROUTES,
     ]
 

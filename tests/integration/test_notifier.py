@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -28,7 +30,7 @@ from agents.notify_channels import (
 )
 from agents.notify_templates import Templates
 from schemas.events import AlertRaised
-from tests.integration.alerts_support import Reader, free_port, module_env, of_type
+from tests.integration.alerts_support import ROOT, Reader, free_port, module_env, of_type
 from tests.integration.notify_support import (
     Authenticator,
     NotifierProc,
@@ -83,6 +85,7 @@ def test_retries_until_receiver_is_up_then_delivers(env: dict[str, str], tmp_pat
         "VIGIL_NOTIFY_MAX_ATTEMPTS": "8",
         "VIGIL_NOTIFY_BACKOFF_BASE_S": "0.25",
         "VIGIL_NOTIFY_BACKOFF_MAX_S": "2",
+        "VIGIL_NOTIFY_STATE_FILE": str(tmp_path / "outbox.sqlite"),
     })
     proc = NotifierProc(env, tmp_path / "notifier.log")
     notes = Reader("notifications")
@@ -114,6 +117,25 @@ def test_retries_until_receiver_is_up_then_delivers(env: dict[str, str], tmp_pat
         assert headers["X-Vigil-Event-Id"] == alert.event_id
         assert json.loads(body)["alert_id"] == "a-1"
         assert json.loads(body)["delivery_id"] == headers["X-Vigil-Delivery-Id"]
+
+        # the operator fixes the receiver and retries the failed delivery from the CLI
+        listed = subprocess.run(
+            [sys.executable, "-m", "vigil.cli", "notify", "failed", "--outbox",
+             env["VIGIL_NOTIFY_STATE_FILE"]], env=env, cwd=ROOT, capture_output=True,
+            text=True, timeout=60, check=True)
+        (entry,) = [json.loads(line) for line in listed.stdout.splitlines()]
+        assert entry["notification_event_id"] == failed.event_id
+        assert entry["channel"] == "broken" and "HTTP 500" in entry["reason"]
+        bad.close()
+        bad = Receiver(bad_port)
+        subprocess.run([sys.executable, "-m", "vigil.cli", "notify", "retry", failed.event_id,
+                        "--alert-id", "a-1", "--by", "test-operator"], env=env, cwd=ROOT,
+                       capture_output=True, timeout=60, check=True)
+        evs = notes.wait_for(lambda e: len(of_type(e, "NotificationDelivered")) >= 2, 60)
+        again = [e for e in of_type(evs, "NotificationDelivered") if e.channel == "broken"]
+        assert len(again) == 1 and len(bad.got) == 1
+        retried = of_type(evs, "RetryNotification")
+        assert [r.requested_by for r in retried] == ["test-operator"]
     finally:
         proc.stop()
         notes.close()
