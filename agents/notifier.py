@@ -45,7 +45,7 @@ from pydantic import Field, SecretStr, TypeAdapter, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agents.notify_channels import Channel, ChannelConfig, Message, WebhookConfig, make_channel
-from agents.notify_metrics import BACKLOG, LATENCY, NOTIFICATIONS, OLDEST_PENDING
+from agents.notify_metrics import LATENCY, NOTIFICATIONS, OLDEST_PENDING, PENDING
 from agents.notify_outbox import Outbox, Row
 from agents.notify_routes import (
     AlertContext,
@@ -73,6 +73,7 @@ from schemas.events import (
 )
 from schemas.topics import topic_name
 from vigil.errors import ConfigError
+from vigil.logs import event_context, log_context
 from vigil.metrics import DLQ_MESSAGES
 from vigil.settings import get_settings, load_component_settings
 
@@ -327,8 +328,13 @@ class Notifier:
         self.wake.set()
 
     async def _send(self, row: Row) -> None:
+        p = row.message.get("payload", {})
+        ids = {"event_id": row.alert_event_id,
+               "correlation_id": p.get("correlation_id") or row.alert_event_id,
+               "causation_id": p.get("causation_id") or row.alert_event_id}
         try:
-            await self._send_row(row)
+            with log_context(**ids):  # log lines of a delivery name its alert event
+                await self._send_row(row)
         except Exception:  # a bug in one send must not stop the others; it is retried
             log.exception("delivery %s crashed", row.delivery_id)
             self.outbox.mark_retry(row.delivery_id, row.attempts + 1,
@@ -352,6 +358,9 @@ class Notifier:
         if outcome.ok:
             if self.outbox.mark_sent(row.delivery_id, now, outcome.status_code, attempts):
                 NOTIFICATIONS.labels(row.channel, "delivered").inc()
+                log.info("delivered to %s via %s", row.recipient or row.route_id, row.channel,
+                         extra={"alert_id": row.alert_id, "channel": row.channel,
+                                "attempts": attempts, "delivery_id": row.delivery_id})
                 if row.raised_at:
                     LATENCY.labels(row.channel).observe(max(0.0, now - row.raised_at))
             await self.report()
@@ -401,7 +410,7 @@ class Notifier:
 
     def update_gauges(self) -> None:
         counts = self.outbox.counts()
-        BACKLOG.set(counts.get("pending", 0))
+        PENDING.set(counts.get("pending", 0))
         oldest = self.outbox.db.execute(
             "SELECT MIN(created_at) FROM deliveries WHERE status='pending'").fetchone()[0]
         OLDEST_PENDING.set(max(0.0, self.clock() - oldest) if oldest else 0.0)
@@ -478,10 +487,11 @@ async def run(stop: asyncio.Event | None = None) -> None:
     s = get_settings()
     stop = stop or asyncio.Event()
     channels = build_channels(cfg)
+    ops = None
     if cfg.metrics_port:
-        from prometheus_client import start_http_server
+        from agents.notifier_ops import NotifierOps
 
-        start_http_server(cfg.metrics_port, addr=s.metrics_host)
+        ops = NotifierOps(s.metrics_host, cfg.metrics_port).start()
     outbox = Outbox(cfg.outbox_path())
     client = f"notifier-{uuid.uuid4().hex[:6]}"
     consumer = AIOKafkaConsumer(
@@ -508,6 +518,8 @@ async def run(stop: asyncio.Event | None = None) -> None:
         while not stop.is_set():
             await _poll_config(config, notifier, 0)
             batch = await consumer.getmany(timeout_ms=200)
+            if ops is not None:
+                await ops.polled(consumer)
             for msgs in batch.values():
                 for msg in msgs:
                     try:
@@ -516,10 +528,11 @@ async def run(stop: asyncio.Event | None = None) -> None:
                         await _dead_letter(producer, msg, str(exc))
                         continue
                     try:
-                        if isinstance(event, RetryNotification):
-                            notifier.retry(event)
-                        elif msg.topic == topic_name("alerts"):
-                            notifier.intake(event)
+                        with event_context(event):
+                            if isinstance(event, RetryNotification):
+                                notifier.retry(event)
+                            elif msg.topic == topic_name("alerts"):
+                                notifier.intake(event)
                     except Exception as exc:  # one bad message must not stop delivery
                         log.exception("notification intake failed")
                         await _dead_letter(producer, msg, repr(exc))
@@ -532,6 +545,8 @@ async def run(stop: asyncio.Event | None = None) -> None:
                 last_gauges = time.monotonic()
     finally:
         stop.set()
+        if ops is not None:
+            ops.stop()
         if dispatcher is not None:
             with contextlib.suppress(Exception):
                 await dispatcher
@@ -557,7 +572,9 @@ async def _run_until_signalled() -> None:
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO)
+    from vigil.logs import setup_logging
+
+    setup_logging(service="notifier")  # JSON, with vigil.redact's filter on the handler
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_run_until_signalled())
     return 0

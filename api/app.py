@@ -29,6 +29,7 @@ from api import (
     search,
     stream,
 )
+from api.access_log import AccessLogMiddleware
 from api.auth import KeyStore
 from api.deps import Deps
 from api.errors import EXCEPTION_HANDLERS
@@ -111,7 +112,8 @@ def create_app(
             await hub.stop()
             await deps.publisher.stop()
 
-    middleware = [Middleware(MetricsMiddleware, metrics=metrics, routes=routes),
+    middleware = [Middleware(AccessLogMiddleware),
+                  Middleware(MetricsMiddleware, metrics=metrics, routes=routes),
                   Middleware(BodySizeLimitMiddleware, max_bytes=api.max_body_bytes)]
     if api.cors_origins:
         middleware.insert(0, Middleware(

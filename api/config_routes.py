@@ -280,7 +280,8 @@ async def put_route(request: Request, body: RouteIn) -> Response:
             await visible_camera(request, cam)
         except ApiError:
             raise ApiError(422, "unknown camera", details={
-                "errors": [{"loc": ["body", "cameras", str(i)], "msg": "no such camera"}]}) from None
+                "errors": [{"loc": ["body", "cameras", str(i)],
+                            "msg": "no such camera"}]}) from None
     model = RouteModel.model_validate({**body.model_dump(), "route_id": route_id})
     return await _publish(request, f"route/{route_id}",
                           route_event(model, {"producer": PRODUCER}))

@@ -49,6 +49,7 @@ from schemas.events import (
 )
 from schemas.topics import topic_name
 from vigil.kafka import EventProducer
+from vigil.redact import redact
 from vigil.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -307,6 +308,8 @@ class Edge:
             memory_rss_bytes=_rss_bytes(), spool_backlog=self.spool.backlog,
             spool_evicted=self.spool.lost,
         )
+        metrics.DISK_FREE.set(hb.disk_free_bytes)
+        metrics.SPOOL_BACKLOG.set(self.spool.backlog)
         self.producer.send("heartbeats", self.cfg.edge_id, hb)
         return hb
 
@@ -322,7 +325,7 @@ class Edge:
                 scenario.start
         if cam.kind == "file":
             return cam.url, cam.start_at or file_start_time(cam.url)
-        return cam.url, None
+        return cam.source_url(), None
 
     def _camera_loop(self, cam: CameraConfig) -> None:
         st = self.cameras[cam.camera_id]
@@ -377,8 +380,8 @@ class Edge:
                 raise SourceError(f"{cam.url}: stream ended")
             except Exception as exc:  # any failure: report, back off, reconnect
                 attempt += 1
-                reason = (str(exc) if isinstance(exc, SourceError)
-                          else f"{type(exc).__name__}: {exc}")
+                reason = redact(str(exc) if isinstance(exc, SourceError)
+                                else f"{type(exc).__name__}: {exc}")
                 st.error = reason
                 metrics.RECONNECTS.labels(cam.camera_id).inc()
                 if down_since is None:
@@ -455,9 +458,11 @@ class Edge:
 
     def start(self) -> None:
         if self.cfg.metrics_port:
-            from prometheus_client import start_http_server
+            from vigil.ops_http import OpsServer
 
-            start_http_server(self.cfg.metrics_port, addr=get_settings().metrics_host)
+            ops = OpsServer("edge", get_settings().metrics_host, self.cfg.metrics_port)
+            ops.check("kafka", self._kafka_check)
+            self.ops_server = ops.start()
         self.outbox.start()
         for cam in self.cfg.cameras:
             if not cam.enabled:
@@ -466,6 +471,12 @@ class Edge:
                                  name=f"camera-{cam.camera_id}", daemon=True)
             t.start()
             self.threads.append(t)
+
+    def _kafka_check(self) -> str:
+        """Readiness: frames still reach Kafka (while it is away they go to the spool)."""
+        if not self.outbox.kafka_up:
+            raise RuntimeError(f"Kafka unreachable, {self.spool.backlog} record(s) spooled")
+        return f"{self.spool.backlog} record(s) in the spool"
 
     def all_done(self) -> bool:
         """Every camera either reached its end or is a file that keeps failing to open."""

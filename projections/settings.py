@@ -44,6 +44,9 @@ class ProjectorSettings(BaseSettings):
     replay_index_workers: int = Field(0, ge=0, le=64)
     #: Prometheus metrics port on 127.0.0.1 (0 = no HTTP server).
     metrics_port: int = Field(0, ge=0, le=65535)
+    #: /health/ready (projector) and /health/deep (API) fail once the read model has not
+    #: been caught up with Kafka for this long (s).
+    read_model_stale_s: float = Field(120.0, gt=0)
 
     @field_validator("schema_name")
     @classmethod

@@ -17,11 +17,16 @@ from schemas.codec import default_codec
 from schemas.events import Event
 from schemas.topics import topic_name
 from vigil.metrics import DLQ_MESSAGES
+from vigil.redact import redact
 from vigil.settings import get_settings
 
 log = logging.getLogger(__name__)
 
 DeliveryCallback = Callable[[KafkaError | None, Message], None]
+
+#: librdkafka's own messages go through Python logging (so they are JSON lines like the
+#: rest) instead of being written raw to stderr ("%6|...|BGQUEUE|...").
+RDKAFKA_LOG = logging.getLogger("librdkafka")
 
 
 def producer_config(**overrides: Any) -> dict[str, Any]:
@@ -40,6 +45,7 @@ def producer_config(**overrides: Any) -> dict[str, Any]:
         "message.max.bytes": 4_194_304,
         "socket.timeout.ms": 10_000,
         "message.timeout.ms": 120_000,
+        "logger": RDKAFKA_LOG,
     }
     cfg.update(overrides)
     return cfg
@@ -53,6 +59,7 @@ def consumer_config(group_id: str, **overrides: Any) -> dict[str, Any]:
         "auto.offset.reset": "earliest",
         "isolation.level": "read_committed",
         "socket.timeout.ms": 10_000,
+        "logger": RDKAFKA_LOG,
     }
     cfg.update(overrides)
     return cfg
@@ -93,6 +100,7 @@ class EventProducer:
     def dead_letter(self, key: bytes | str | None, value: bytes | None, reason: str,
                     stage: str, source: Message | None = None) -> None:
         """Send the original bytes to the DLQ with headers naming the reason and source."""
+        reason = redact(reason)  # reasons quote exceptions, which may quote a URL
         headers = {"vigil.error": reason[:2000].encode(), "vigil.stage": stage.encode()}
         if source is not None:
             headers["vigil.source_topic"] = str(source.topic()).encode()
