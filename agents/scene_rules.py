@@ -238,10 +238,12 @@ class _Out:
         self.events: list[Event] = []
 
     def trigger(self, rule: RuleConfigured, *id_parts: object, **fields: Any) -> None:
-        """A RuleTriggered carrying the rule's own alert policy (auto-resolve, cooldown),
-        so the alerts stage applies what the rule says without reading the config."""
+        """A RuleTriggered carrying the rule's own alert policy (auto-resolve, cooldown,
+        escalation), so the alerts stage applies what the rule says without reading the
+        config."""
         self.emit(RuleTriggered, rule.rule_id, *id_parts, auto_resolve=rule.auto_resolve,
-                  cooldown_s=rule.cooldown_s, **fields)
+                  cooldown_s=rule.cooldown_s, escalation_s=rule.escalation_s,
+                  max_escalation_level=rule.max_escalation_level, **fields)
 
     def emit(self, cls: type[E], *id_parts: object, **fields: Any) -> None:
         f = self.frame

@@ -277,6 +277,9 @@ class RuleTriggered(Event):
     #: seconds during which a new hit counts as a repeat. None = the site-wide default.
     auto_resolve: bool | None = None
     cooldown_s: float | None = None
+    #: (v3) when an unacknowledged alert of this rule escalates, and how far; None = default.
+    escalation_s: float | None = None
+    max_escalation_level: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -276,8 +276,7 @@ def test_quiet_hours_rows_are_recorded_but_never_sent(tmp_path: Path) -> None:
         "rule_type", "severity", "first_evidence_at", "last_evidence_at", "snapshot_ref",
         "version")}, "producer": "t", "alert_id": "a2"})
     n.intake(crit)
-    asyncio.run(n.dispatch_once())
-    asyncio.run(asyncio.sleep(0))
+    asyncio.run(_settle(n))
     assert {r.alert_id: r.status for r in n.outbox.rows()} == {"a1": "suppressed", "a2": "sent"}
 
 
