@@ -505,6 +505,11 @@ async def run(stop: asyncio.Event | None = None) -> None:
     await producer.start()
     await config.start()
     notifier = Notifier(cfg, producer, outbox, channels)
+    if ops is not None:  # Alertmanager's ops alerts through the same channels
+        from agents.notifier_ops import deliver_ops_alert
+
+        ops.attach(asyncio.get_running_loop(),
+                   lambda event_id, payload: deliver_ops_alert(notifier, event_id, payload))
     dispatcher: asyncio.Task[None] | None = None
     try:
         await config.topics()  # metadata, so the config partitions are known

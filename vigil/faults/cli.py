@@ -42,6 +42,7 @@ SCENARIOS: dict[str, str] = {
     "worker_wipe": "vigil.faults.stalls:worker_wipe",
     "projector_commit_kill": "vigil.faults.commit_kill:projector_commit_kill",
     "spool_full": "vigil.faults.disk:spool_full",
+    "recording_outage": "vigil.faults.recording:recording_outage",
     "malformed": "vigil.faults.malformed:malformed",
     "triton_restart": "vigil.faults.triton:triton_restart",
 }
