@@ -497,11 +497,11 @@ async def run(stop: asyncio.Event | None = None) -> None:
     consumer = AIOKafkaConsumer(
         topic_name("alerts"), topic_name("notifications"), bootstrap_servers=s.kafka_bootstrap,
         group_id=f"{s.topic_prefix}-{cfg.group}", enable_auto_commit=False,
-        auto_offset_reset="earliest", client_id=client)
+        auto_offset_reset="earliest", client_id=client, **s.aiokafka_security())
     config = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, enable_auto_commit=False,
-                              client_id=f"{client}-config")
+                              client_id=f"{client}-config", **s.aiokafka_security())
     producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all",
-                                enable_idempotence=True)
+                                enable_idempotence=True, **s.aiokafka_security())
     await producer.start()
     await config.start()
     notifier = Notifier(cfg, producer, outbox, channels)

@@ -19,6 +19,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute
 
 from api import (
+    access,
     alerts,
     cameras,
     config_routes,
@@ -63,6 +64,7 @@ def all_endpoints() -> list[Endpoint]:
         *config_routes.ROUTES,
         *notifications.ROUTES,
         *reports.ROUTES,
+        *access.routes(),
     ]
 
 
@@ -106,6 +108,7 @@ def create_app(
         metrics=metrics, object_store=object_store, embed_image=embed_image,
         users=users,
     )
+    deps.extra["access"] = access.AccessRecorder(producer, metrics.access_records_failed)
     if triton_probe is not None:
         deps.extra["triton_probe"] = triton_probe
     hub = stream.AlertHub(deps)
