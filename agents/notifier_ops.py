@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -30,6 +31,8 @@ from typing import Any
 from prometheus_client import Counter, Gauge
 
 from vigil.ops_http import OpsServer
+
+log = logging.getLogger(__name__)
 
 #: A poll older than this makes the notifier not ready (the loop polls every 0.5 s).
 POLL_STALE_S = 30.0
@@ -78,19 +81,22 @@ def ops_alerts(body: Any, priority: str) -> list[tuple[str, dict[str, Any]]]:
 
 
 async def deliver_ops_alert(notifier: Any, event_id: str, payload: dict[str, Any]) -> bool:
-    """Send one ops alert to every channel of `notifier` that needs no recipient (webhook,
-    chat, MQTT; an email or SMS needs an address, which Alertmanager's own receivers
-    cover), one attempt each, outside the outbox: Alertmanager retries the whole group on
-    a 503. True when every such channel took it."""
+    """Send one ops alert to every channel of `notifier` (one attempt each: Alertmanager
+    retries the whole group on a 503). True when every channel took it."""
     from agents.notify_channels import Message
 
     ok = True
-    msg = Message(delivery_id=event_id, event_type="OpsAlert", alert_event_id=event_id,
-                  payload=payload)
     for name, channel in notifier.channels.items():
-        if channel.kind in ("email", "http"):
+        msg = Message(delivery_id=str(uuid.uuid5(_OPS_NS, f"{event_id}|{name}")),
+                      event_type="OpsAlert", alert_event_id=event_id, payload=payload,
+                      route_id=f"alertmanager-{payload['priority']}")
+        try:
+            outcome = await channel.send(msg)
+        except Exception:  # a channel that cannot render an ops alert: not delivered
+            log.exception("ops alert not sent", extra={"channel": name})
+            ok = False
+            NOTIFICATIONS.labels(name, "failed").inc()
             continue
-        outcome = await channel.send(msg)
         NOTIFICATIONS.labels(name, "delivered" if outcome.ok else "failed").inc()
         ok = ok and outcome.ok
     return ok
