@@ -40,8 +40,8 @@ from api.common import (
 from api.deps import deps_of
 from api.errors import ApiError
 from api.routing import Endpoint
-from projections.tables import TS, alert_events, alerts, cameras, commands
 from schemas.events import AcknowledgeAlert, ResolveAlert, new_event_id
+from schemas.tables import TS, alert_events, alerts, cameras, commands
 
 PRODUCER = "vigil-api"
 

@@ -29,8 +29,8 @@ from api.publisher import Publisher
 from api.ratelimit import RateLimiter
 from api.routing import Endpoint, to_route
 from api.settings import ApiSettings, load_api_settings
-from projections.settings import get_projector_settings
-from vigil.kafka import EventProducer
+from schemas.producer import EventProducer
+from schemas.tables import read_model_schema
 from vigil.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ def create_app(
     without it image search answers 503.
     """
     api = api_settings or load_api_settings()
-    schema = read_schema or get_projector_settings().schema_name
+    schema = read_schema or read_model_schema()
     metrics = ApiMetrics()
     keys = KeyStore(db_engine, api.keys_schema, cache_s=api.key_cache_s)
     if create_key_table:

@@ -17,14 +17,12 @@ from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_va
 from starlette.requests import Request
 from starlette.responses import Response
 
-from agents.geometry import polygon_area, polygon_self_intersects
 from api.auth import principal_of
 from api.cameras import LineOut, RuleOut, ZoneOut, visible_camera
 from api.common import check_id, json_response, site_filter
 from api.deps import deps_of
 from api.errors import ApiError
 from api.routing import Endpoint
-from projections.tables import cameras, lines, rules, zones
 from schemas.events import (
     EntityDeleted,
     LineConfigured,
@@ -33,6 +31,8 @@ from schemas.events import (
     Schedule,
     ZoneConfigured,
 )
+from schemas.geometry import polygon_area, polygon_self_intersects
+from schemas.tables import cameras, lines, rules, zones
 from schemas.topics import topic_name
 
 PRODUCER = "vigil-api"

@@ -21,7 +21,7 @@ from api.metrics import ApiMetrics
 from api.publisher import Publisher
 from api.ratelimit import RateLimiter
 from api.settings import ApiSettings
-from projections.tables import in_schema
+from schemas.tables import in_schema
 from vigil.settings import Settings
 
 T = TypeVar("T")

@@ -34,7 +34,7 @@ from api.common import (
 from api.deps import deps_of
 from api.errors import ApiError
 from api.routing import Endpoint
-from projections.tables import TS, cameras, scene_events
+from schemas.tables import TS, cameras, scene_events
 
 EventType = Literal["ZoneEntered", "ZoneExited", "LineCrossed", "RuleTriggered",
                     "RuleCleared", "TrackSummary"]

@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 
 from api.deps import Deps, deps_of
 from api.routing import Endpoint
-from projections.tables import projector_offsets
+from schemas.tables import projector_offsets
 
 
 class Check(BaseModel):

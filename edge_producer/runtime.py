@@ -47,8 +47,8 @@ from schemas.events import (
     derived_event_id,
     utcnow,
 )
+from schemas.producer import EventProducer
 from schemas.topics import topic_name
-from vigil.kafka import EventProducer
 from vigil.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -395,7 +395,7 @@ class Edge:
                 delay = min(delay * 2, self.cfg.backoff_max_s)
 
     def _recorder(self, cam: CameraConfig) -> SegmentRecorder:
-        from edge_producer.objects import put_bytes
+        from vigil.objects import put_bytes
 
         bucket = get_settings().bucket_segments
         return SegmentRecorder(
@@ -418,7 +418,7 @@ class Edge:
         jpeg_field: bytes | None = jpeg
         ref = None
         if len(jpeg) > self.cfg.inline_jpeg_max_bytes:
-            from edge_producer.objects import store_frame
+            from vigil.objects import store_frame
 
             ref = store_frame(jpeg, f"{cam.camera_id}/{seq:012d}.jpg")
             jpeg_field = None

@@ -99,7 +99,7 @@ def _cmd_project(args: argparse.Namespace) -> int:
 
     from projections.migrate import upgrade
     from projections.projector import Projector
-    from vigil.kafka import EventProducer
+    from schemas.producer import EventProducer
 
     s, ps = _settings()
     schema = args.schema or ps.schema_name

@@ -20,8 +20,8 @@ from minio.error import S3Error
 from projections.migrate import set_search_path
 from projections.settings import ProjectorSettings
 from schemas.events import AppearanceErased
+from schemas.producer import EventProducer
 from vigil.errors import VigilError
-from vigil.kafka import EventProducer
 from vigil.settings import Settings
 
 log = logging.getLogger(__name__)

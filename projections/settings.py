@@ -7,6 +7,7 @@ from functools import cache
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.tables import plain_identifier
 from vigil.settings import load_component_settings
 
 
@@ -48,11 +49,7 @@ class ProjectorSettings(BaseSettings):
     @field_validator("schema_name")
     @classmethod
     def _schema(cls, v: str) -> str:
-        if not v or not (v[0].isalpha() or v[0] == "_") or not all(
-            c.isalnum() or c == "_" for c in v
-        ) or len(v) > 63:
-            raise ValueError("must be a plain SQL identifier (letters, digits, '_')")
-        return v.lower()
+        return plain_identifier(v)
 
 
 @cache

@@ -19,9 +19,9 @@ from confluent_kafka import Consumer, TopicPartition
 
 from agents.notify_channels import sign
 from schemas.events import AlertRaised
+from schemas.producer import EventProducer
 from schemas.topics import topic_name
 from tests.integration.alerts_support import ROOT, Reader, free_port, module_env, of_type
-from vigil.kafka import EventProducer
 
 pytestmark = pytest.mark.integration
 SECRET = "s3cret"
