@@ -53,6 +53,7 @@ from schemas.events import (
 from schemas.topics import topic_name
 from vigil.errors import ConfigError
 from vigil.metrics import DLQ_MESSAGES
+from vigil.redact import install_log_redaction
 from vigil.settings import get_settings, load_component_settings
 
 log = logging.getLogger(__name__)
@@ -252,6 +253,7 @@ async def _run_until_signalled() -> None:
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO)
+    install_log_redaction(*logging.getLogger().handlers)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_run_until_signalled())
     return 0

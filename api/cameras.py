@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -26,6 +26,7 @@ from api.deps import deps_of
 from api.errors import ApiError
 from api.routing import Endpoint
 from schemas.tables import cameras, edges, frames, lines, rules, sites, zones
+from vigil.redact import redact
 
 
 class CameraOut(BaseModel):
@@ -40,6 +41,12 @@ class CameraOut(BaseModel):
     stream_changed_at: datetime | None
     last_frame_at: datetime | None
     last_frame_seq: int | None
+
+    @field_validator("stream_reason")
+    @classmethod
+    def _redacted(cls, v: str | None) -> str | None:
+        """Rows are redacted by the projector; this guards a row written before that."""
+        return redact(v) if v else v
 
 
 class ZoneOut(BaseModel):

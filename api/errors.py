@@ -18,6 +18,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from vigil.redact import redact, redact_value
+
 log = logging.getLogger(__name__)
 
 _CODES = {
@@ -65,10 +67,12 @@ def error_response(
     details: Any = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
+    # Messages and details may quote what a dependency said (a URL with credentials);
+    # nothing configured as a secret leaves the API (vigil.redact).
     body = {
         "error": error or _CODES.get(status, "error"),
-        "message": message,
-        "details": details if details is not None else {},
+        "message": redact(message),
+        "details": redact_value(details) if details is not None else {},
     }
     return JSONResponse(body, status_code=status, headers=headers)
 

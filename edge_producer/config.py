@@ -11,14 +11,52 @@ from __future__ import annotations
 import os
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edge_producer.sim.scenario import format_validation_error
 from vigil.errors import ConfigError
+from vigil.redact import redact, register_secret
 from vigil.yamlfile import load_yaml
 
 ENV_PREFIX = "VIGIL_EDGE_"
+
+
+class CameraCredentials(BaseModel):
+    """A camera's login kept out of the URL: the password comes from a file (a mounted
+    secret) or an environment variable, is read when the stream is opened, and is
+    registered with `vigil.redact` so that no message ever shows it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    username: str = Field(min_length=1)
+    password_file: Path | None = Field(None, description="file holding the password")
+    password_env: str | None = Field(None, description="environment variable holding it")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CameraCredentials:
+        if (self.password_file is None) == (self.password_env is None):
+            raise ValueError("set exactly one of password_file and password_env")
+        self.password()  # unreadable or unset: fail at start-up, naming the field
+        return self
+
+    def password(self) -> str:
+        """The password, read now (a rotated secret file is picked up on reconnect)."""
+        if self.password_file is not None:
+            try:
+                value = self.password_file.read_text().strip()
+            except OSError as exc:
+                raise ValueError(f"password_file {self.password_file}: {exc.strerror}") from None
+            if not value:
+                raise ValueError(f"password_file {self.password_file} is empty")
+        else:
+            assert self.password_env is not None
+            value = os.environ.get(self.password_env, "")
+            if not value:
+                raise ValueError(f"password_env {self.password_env} is not set")
+        register_secret(value)
+        return value
 
 
 class CameraConfig(BaseModel):
@@ -35,6 +73,8 @@ class CameraConfig(BaseModel):
     start_at: datetime | None = Field(None, description="event time of a file's first frame")
     record: bool = False
     enabled: bool = True
+    credentials: CameraCredentials | None = Field(
+        None, description="login for an rtsp/http source, instead of user:pass in the URL")
 
     @field_validator("url")
     @classmethod
@@ -44,7 +84,34 @@ class CameraConfig(BaseModel):
         if "://" in v and not v.startswith(("rtsp://", "rtsps://", "file://", "sim://",
                                             "http://", "https://")):
             raise ValueError("scheme must be rtsp://, file://, sim:// or http(s)://")
+        register_secret(urlsplit(v).password)  # masked from now on, wherever it shows up
         return v
+
+    @model_validator(mode="after")
+    def _credentials_where_they_apply(self) -> CameraConfig:
+        if self.credentials is None:
+            return self
+        if self.kind != "stream":
+            raise ValueError("credentials apply to rtsp:// and http(s):// sources only")
+        if urlsplit(self.url).password is not None:
+            raise ValueError("the url carries a password as well as credentials; keep one")
+        return self
+
+    @property
+    def display_url(self) -> str:
+        """The URL as it may be shown: password masked (vigil.redact)."""
+        return redact(self.url)
+
+    def source_url(self) -> str:
+        """The URL to open, with the credentials' login filled in (never log this)."""
+        if self.credentials is None:
+            register_secret(urlsplit(self.url).password)
+            return self.url
+        parts = urlsplit(self.url)
+        host = parts.netloc.rpartition("@")[2]
+        login = (f"{quote(self.credentials.username, safe='')}:"
+                 f"{quote(self.credentials.password(), safe='')}@")
+        return urlunsplit(parts._replace(netloc=login + host))
 
     @property
     def kind(self) -> str:

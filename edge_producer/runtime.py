@@ -49,6 +49,7 @@ from schemas.events import (
 )
 from schemas.producer import EventProducer
 from schemas.topics import topic_name
+from vigil.redact import redact
 from vigil.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -322,7 +323,7 @@ class Edge:
                 scenario.start
         if cam.kind == "file":
             return cam.url, cam.start_at or file_start_time(cam.url)
-        return cam.url, None
+        return cam.source_url(), None
 
     def _camera_loop(self, cam: CameraConfig) -> None:
         st = self.cameras[cam.camera_id]
@@ -377,8 +378,8 @@ class Edge:
                 raise SourceError(f"{cam.url}: stream ended")
             except Exception as exc:  # any failure: report, back off, reconnect
                 attempt += 1
-                reason = (str(exc) if isinstance(exc, SourceError)
-                          else f"{type(exc).__name__}: {exc}")
+                reason = redact(str(exc) if isinstance(exc, SourceError)
+                                else f"{type(exc).__name__}: {exc}")
                 st.error = reason
                 metrics.RECONNECTS.labels(cam.camera_id).inc()
                 if down_since is None:

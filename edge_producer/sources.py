@@ -19,10 +19,18 @@ import av
 import numpy as np
 
 from vigil.errors import VigilError
+from vigil.redact import redact
 
 
 class SourceError(VigilError):
-    """A camera source could not be opened or decoded; the message names the source."""
+    """A camera source could not be opened or decoded; the message names the source.
+
+    The message is redacted when the error is made (PyAV/ffmpeg errors quote the URL with
+    its password), so whatever later logs, publishes or shows it carries no credential.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(message))
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from typing import Any
 
 from schemas import events as ev
 from vigil.errors import VigilError
+from vigil.redact import redact
 
 
 class HandlerError(VigilError):
@@ -350,9 +351,13 @@ def fold_entity_deleted(b: Batch, e: ev.EntityDeleted, p: Position, _d: int) -> 
 
 # ------------------------------------------------------------------------ health
 def _health(b: Batch, e: ev.Event, p: Position, **cols: Any) -> None:
+    # Reasons quote error messages; events written by an edge from before redaction may
+    # still carry a camera password, which must not reach the read model (vigil.redact).
+    reason = cols.get("reason")
     b.append("health_events", (e.event_id, e.event_type, e.occurred_at, cols.get("edge_id"),
                                cols.get("site_id"), cols.get("camera_id"),
-                               cols.get("worker_id"), cols.get("reason"), payload(e),
+                               cols.get("worker_id"), redact(reason) if reason else reason,
+                               redact(payload(e)),
                                p.partition, p.offset))
 
 
@@ -372,7 +377,8 @@ def fold_edge_online(b: Batch, e: ev.EdgeOnline, p: Position, _d: int) -> None:
 @folds(ev.StreamDown)
 def fold_stream_down(b: Batch, e: ev.StreamDown, p: Position, _d: int) -> None:
     _health(b, e, p, edge_id=e.edge_id, camera_id=e.camera_id, reason=e.reason)
-    b.op("stream_state", (e.camera_id, e.edge_id, "down", e.reason, e.occurred_at, e.event_id))
+    b.op("stream_state", (e.camera_id, e.edge_id, "down", redact(e.reason), e.occurred_at,
+                          e.event_id))
 
 
 @folds(ev.StreamUp)

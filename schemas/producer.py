@@ -16,6 +16,7 @@ from schemas.events import Event
 from schemas.topics import topic_name
 from vigil.kafka import DeliveryCallback, producer_config
 from vigil.metrics import DLQ_MESSAGES
+from vigil.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class EventProducer:
     def dead_letter(self, key: bytes | str | None, value: bytes | None, reason: str,
                     stage: str, source: Message | None = None) -> None:
         """Send the original bytes to the DLQ with headers naming the reason and source."""
+        reason = redact(reason)  # reasons quote exceptions, which may quote a URL
         headers = {"vigil.error": reason[:2000].encode(), "vigil.stage": stage.encode()}
         if source is not None:
             headers["vigil.source_topic"] = str(source.topic()).encode()
