@@ -13,6 +13,11 @@ Roles (DESIGN "API"):
 A key may be scoped to sites: it then never reads or acts on another site's cameras,
 alerts, events or snapshots. A resource outside the scope answers 404, exactly like a
 resource that does not exist, so a scoped key cannot probe for other sites' ids.
+
+A key may expire (``expires_at``): past it the key answers 401 ``key_expired`` with the
+moment it expired, so a client knows to ask for a new key rather than retry. `rotate`
+issues a successor with the same name, role and sites and lets the old key live on for
+a grace period, so a deployment can switch keys without a gap (docs/security.md).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import anyio.to_thread
@@ -53,6 +59,10 @@ class Principal:
     name: str
     role: str
     sites: frozenset[str] | None  # None = every site
+    expires_at: datetime | None = None  # None = never
+
+    def expired(self, now: datetime | None = None) -> bool:
+        return self.expires_at is not None and self.expires_at <= (now or datetime.now(UTC))
 
     def can(self, permission: str) -> bool:
         return self.role in PERMISSIONS[permission]
@@ -76,7 +86,23 @@ def keys_table(schema: str) -> sa.Table:
         sa.Column("key_hash", sa.Text, nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
         sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("rotated_to", sa.Text, nullable=True),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    """A key as `vigil api keys list` shows it: never the key nor its hash."""
+
+    key_id: str
+    name: str
+    role: str
+    sites: list[str] | None
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    rotated_to: str | None
 
 
 class KeyStore:
@@ -100,24 +126,68 @@ class KeyStore:
             try:
                 conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
                 self.table.metadata.create_all(conn)
+                # key tables made before expiry existed gain its columns
+                for col in ("expires_at timestamptz", "rotated_to text"):
+                    conn.execute(sa.text(f'ALTER TABLE "{self.schema}".api_keys '
+                                         f"ADD COLUMN IF NOT EXISTS {col}"))
                 conn.commit()
             finally:
                 conn.execute(unlock, {"k": f"vigil-api-keys:{self.schema}"})
 
-    def create(self, name: str, role: str, sites: list[str] | None = None) -> tuple[str, str]:
+    def create(self, name: str, role: str, sites: list[str] | None = None,
+               expires_in: timedelta | None = None,
+               conn: sa.Connection | None = None) -> tuple[str, str]:
         """Create a key; returns (key_id, key). The key is shown once and never stored."""
         if role not in ROLES:
             raise ValueError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
+        if expires_in is not None and expires_in <= timedelta(0):
+            raise ValueError("expires_in must be positive")
         key_id = secrets.token_hex(6)
         key = f"{KEY_PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
-        with self.engine.begin() as conn:
-            conn.execute(
-                self.table.insert().values(
-                    key_id=key_id, name=name, role=role,
-                    sites=sorted(sites) if sites else None, key_hash=hash_key(key),
-                )
-            )
+        values = dict(key_id=key_id, name=name, role=role,
+                      sites=sorted(sites) if sites else None, key_hash=hash_key(key),
+                      expires_at=datetime.now(UTC) + expires_in if expires_in else None)
+        if conn is not None:
+            conn.execute(self.table.insert().values(**values))
+        else:
+            with self.engine.begin() as c:
+                c.execute(self.table.insert().values(**values))
         return key_id, key
+
+    def rotate(self, key_id: str, grace: timedelta = timedelta(0),
+               expires_in: timedelta | None = None) -> tuple[str, str]:
+        """Issue a successor of active key `key_id` (same name, role, sites) and let the
+        old key expire after `grace` (0: at once). Returns the new (key_id, key).
+
+        `expires_in` is the new key's lifetime; by default it gets the old key's lifetime
+        (created -> expiry) again, or none if the old key had none."""
+        t = self.table
+        now = datetime.now(UTC)
+        with self.engine.begin() as conn:
+            old = conn.execute(sa.select(t).where(
+                t.c.key_id == key_id, t.c.revoked_at.is_(None)).with_for_update()).first()
+            if old is None:
+                raise LookupError(f"no active key {key_id!r}")
+            if old.rotated_to is not None:
+                raise LookupError(f"key {key_id!r} was already rotated to {old.rotated_to!r}")
+            if expires_in is None and old.expires_at is not None:
+                expires_in = old.expires_at - old.created_at
+            new_id, key = self.create(old.name, old.role, old.sites, expires_in, conn=conn)
+            ends = now + grace
+            if old.expires_at is not None and old.expires_at < ends:
+                ends = old.expires_at
+            conn.execute(t.update().where(t.c.key_id == key_id)
+                         .values(expires_at=ends, rotated_to=new_id))
+        self._cache.pop(key_id, None)
+        return new_id, key
+
+    def list(self) -> list[KeyInfo]:
+        t = self.table
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(
+                t.c.key_id, t.c.name, t.c.role, t.c.sites, t.c.created_at, t.c.expires_at,
+                t.c.revoked_at, t.c.rotated_to).order_by(t.c.created_at, t.c.key_id)).all()
+        return [KeyInfo(**r._mapping) for r in rows]
 
     def revoke(self, key_id: str) -> bool:
         with self.engine.begin() as conn:
@@ -146,9 +216,13 @@ class KeyStore:
         cached = self._cache.get(parts[1])
         if cached is None or cached[0] < time.monotonic() or cached[1] is None:
             return None
+        if cached[1].expired():  # the slow path says why (key_expired)
+            return None
         return cached[1] if hmac.compare_digest(cached[2], hash_key(key)) else None
 
     async def authenticate(self, key: str) -> Principal | None:
+        """The key's principal, or None for an unknown, revoked or malformed key. An
+        expired key's principal is returned: the caller answers `key_expired`."""
         parts = key.split("_", 2)
         if len(parts) != 3 or parts[0] != KEY_PREFIX or not parts[1]:
             return None
@@ -165,6 +239,7 @@ class KeyStore:
                 principal = Principal(
                     key_id=row.key_id, name=row.name, role=row.role,
                     sites=frozenset(row.sites) if row.sites else None,
+                    expires_at=row.expires_at,
                 )
             if len(self._cache) > 10_000:  # unbounded guesses must not grow memory
                 self._cache.clear()
@@ -184,6 +259,17 @@ def bearer_key(conn: HTTPConnection) -> str | None:
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
     return conn.headers.get("x-api-key") or None
+
+
+def expired_error(principal: Principal) -> ApiError:
+    """401 for a key past its expiry, saying when and what to do."""
+    assert principal.expires_at is not None
+    at = principal.expires_at.astimezone(UTC).isoformat(timespec="seconds")
+    return ApiError(401, f"this API key expired at {at}; ask an administrator for a new "
+                         f"one (vigil api keys rotate {principal.key_id})",
+                    error="key_expired", details={"key_id": principal.key_id,
+                                                  "expired_at": at},
+                    headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
 
 
 def principal_of(conn: HTTPConnection) -> Principal:

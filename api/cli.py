@@ -1,9 +1,11 @@
-"""`vigil api serve` and `vigil api keys create|revoke`."""
+"""`vigil api serve` and `vigil api keys create|list|rotate|revoke`."""
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+from datetime import timedelta
 
 from api.auth import ROLES
 
@@ -79,12 +81,51 @@ def _keystore():  # type: ignore[no-untyped-def]
     return store
 
 
-def _create(args: argparse.Namespace) -> int:
-    key_id, key = _keystore().create(args.name or f"{args.role}-key", args.role,
-                                     args.site or None)
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def duration(text: str) -> timedelta:
+    """``90d``, ``12h``, ``30m``, ``45s``, ``2w`` (argparse type)."""
+    m = re.fullmatch(r"\s*(\d+)\s*([smhdw])\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration like 90d, 12h, 30m, 45s or 2w")
+    return timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
+
+
+def _show_new_key(key_id: str, key: str) -> None:
     print(f"key id: {key_id}", file=sys.stderr)
     print("store this key now; it is not kept and cannot be shown again:", file=sys.stderr)
     print(key)
+
+
+def _create(args: argparse.Namespace) -> int:
+    key_id, key = _keystore().create(args.name or f"{args.role}-key", args.role,
+                                     args.site or None, expires_in=args.expires_in)
+    _show_new_key(key_id, key)
+    return 0
+
+
+def _rotate(args: argparse.Namespace) -> int:
+    try:
+        key_id, key = _keystore().rotate(args.key_id, grace=args.grace,
+                                         expires_in=args.expires_in)
+    except LookupError as exc:
+        print(str(exc).strip("'\""), file=sys.stderr)
+        return 1
+    print(f"key {args.key_id} expires in {args.grace} (replaced by {key_id})", file=sys.stderr)
+    _show_new_key(key_id, key)
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    for k in _keystore().list():
+        state = ("revoked" if k.revoked_at else
+                 f"expires {k.expires_at.isoformat(timespec='seconds')}" if k.expires_at
+                 else "no expiry")
+        sites = ",".join(k.sites) if k.sites else "*"
+        rotated = f" rotated_to={k.rotated_to}" if k.rotated_to else ""
+        print(f"{k.key_id}  {k.role:<8} sites={sites}  {state}{rotated}  {k.name}")
     return 0
 
 
@@ -109,7 +150,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     create.add_argument("--site", action="append",
                         help="limit the key to this site (repeatable); default all sites")
     create.add_argument("--name", help="shown as the operator on commands")
+    create.add_argument("--expires-in", type=duration, metavar="DURATION",
+                        help="the key stops working after this long (90d, 12h, ...)")
     create.set_defaults(func=_create)
+    listing = keys_sub.add_parser("list", help="every key: id, role, sites, expiry")
+    listing.set_defaults(func=_list)
+    rotate = keys_sub.add_parser(
+        "rotate", help="issue a successor (same name, role, sites); the old key expires")
+    rotate.add_argument("key_id")
+    rotate.add_argument("--grace", type=duration, default=timedelta(0), metavar="DURATION",
+                        help="how long the old key keeps working (default: it stops now)")
+    rotate.add_argument("--expires-in", type=duration, metavar="DURATION",
+                        help="the new key's lifetime (default: the old key's)")
+    rotate.set_defaults(func=_rotate)
     revoke = keys_sub.add_parser("revoke", help="revoke a key by its id")
     revoke.add_argument("key_id")
     revoke.set_defaults(func=_revoke)

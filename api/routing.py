@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from api.auth import bearer_key, require
+from api.auth import bearer_key, expired_error, require
 from api.errors import ApiError, validation_details
 
 Handler = Callable[..., Awaitable[Response]]
@@ -87,6 +87,9 @@ async def authenticate(request: Request, permission: str) -> None:
                                         "from this address")
         if key is not None:
             principal = await deps.keys.authenticate(key)
+        if principal is not None and principal.expired():
+            deps.anon_limiter.take(address)
+            raise expired_error(principal)
         if principal is None:
             deps.anon_limiter.take(address)
             if key is None:

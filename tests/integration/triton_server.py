@@ -33,7 +33,13 @@ def site_packages(venv: Path = TRITON_VENV) -> Path:
     return next((venv / "lib").glob("python3.*/site-packages"))
 
 
-def command(grpc_port: int, http_port: int, metrics_port: int) -> tuple[list[str], dict[str, str]]:
+def command(
+    grpc_port: int,
+    http_port: int,
+    metrics_port: int,
+    repositories: tuple[Path, ...] = (MODELS,),
+    models: tuple[str, ...] = MODEL_NAMES,
+) -> tuple[list[str], dict[str, str]]:
     """The tritonserver argv and environment (stub installed as a side effect)."""
     sp = site_packages()
     server = sp / "pytriton" / "tritonserver"
@@ -48,7 +54,7 @@ def command(grpc_port: int, http_port: int, metrics_port: int) -> tuple[list[str
     env["LD_LIBRARY_PATH"] = ":".join(p for p in libs if p)
     argv = [
         str(server / "bin" / "tritonserver"),
-        f"--model-repository={MODELS}",
+        *(f"--model-repository={r}" for r in repositories),
         f"--backend-directory={server / 'backends'}",
         "--grpc-address=127.0.0.1",
         "--http-address=127.0.0.1",
@@ -56,7 +62,7 @@ def command(grpc_port: int, http_port: int, metrics_port: int) -> tuple[list[str
         f"--http-port={http_port}",
         f"--metrics-port={metrics_port}",
         "--model-control-mode=explicit",
-        *(f"--load-model={m}" for m in MODEL_NAMES),
+        *(f"--load-model={m}" for m in models),
         "--log-verbose=0",
     ]
     return argv, env
@@ -65,8 +71,16 @@ def command(grpc_port: int, http_port: int, metrics_port: int) -> tuple[list[str
 class TritonServer:
     """One tritonserver process on fixed ports (http = grpc - 1, metrics = grpc + 1)."""
 
-    def __init__(self, grpc_port: int = 28001, log_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        grpc_port: int = 28001,
+        log_file: Path | None = None,
+        repositories: tuple[Path, ...] = (MODELS,),
+        models: tuple[str, ...] = MODEL_NAMES,
+    ) -> None:
         self.grpc_port = grpc_port
+        self.repositories = repositories
+        self.models = models
         self.http_port = grpc_port - 1
         self.metrics_port = grpc_port + 1
         self.log_file = log_file or Path(f"/tmp/vigil-test-triton-{grpc_port}.log")
@@ -84,7 +98,8 @@ class TritonServer:
         return r.status_code == 200
 
     def start(self, timeout: float = 120.0) -> None:
-        argv, env = command(self.grpc_port, self.http_port, self.metrics_port)
+        argv, env = command(self.grpc_port, self.http_port, self.metrics_port,
+                            self.repositories, self.models)
         with self.log_file.open("ab") as log:
             self.proc = subprocess.Popen(
                 argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
