@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
+from prometheus_client import Counter, Histogram
 
 from agents.alert_state import (
     Decision,
@@ -51,7 +52,15 @@ from agents.ticks import (
     send_ticks,
     state_table,
 )
-from schemas.events import AcknowledgeAlert, ResolveAlert, RuleCleared, RuleTriggered
+from schemas.events import (
+    AcknowledgeAlert,
+    AlertEscalated,
+    AlertRaised,
+    ResolveAlert,
+    RuleCleared,
+    RuleTriggered,
+)
+from vigil.logs import event_context
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +72,17 @@ PARTITIONS = alerts_table.partitions
 
 #: Serialises the handlers: one incident's read-send-write is never interleaved.
 _lock = asyncio.Lock()
+
+#: Wall-clock time from the frame that made the rule fire (the alert's last evidence) to
+#: the AlertRaised event being acknowledged by Kafka: the frame->alert SLO
+#: (infra/prometheus/rules/vigil.rules.yml, VigilFrameToAlertSlowBurn).
+FRAME_TO_ALERT = Histogram(
+    "vigil_alert_frame_to_alert_seconds", "evidence frame time to AlertRaised acknowledged",
+    buckets=(0.25, 0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120, 300))
+ALERTS_RAISED = Counter("vigil_alerts_raised_total", "AlertRaised events published",
+                        ["severity", "rule_type"])
+ALERTS_ESCALATED = Counter("vigil_alerts_escalated_total", "AlertEscalated events published",
+                           ["level"])
 
 HEALTH_TYPES = ("EdgeOffline", "EdgeOnline", "StreamDown", "StreamUp", "InferenceDegraded",
                 "InferenceRecovered")
@@ -82,6 +102,7 @@ async def _apply(key: str, partition: int,
     for ev in d.events:
         fut = await topics.alerts.send(key=key.encode(), value=ev, force=True)
         await fut
+        _observe(ev)
     if d.state != state:
         alerts_table[key.encode()] = d.state.to_json()
     old_due = state.deadline if state else None
@@ -89,6 +110,15 @@ async def _apply(key: str, partition: int,
         ik = index_key(partition).encode()
         alerts_table[ik] = set_deadline(alerts_table.get(ik) or {}, key, d.state.deadline)
     return d
+
+
+def _observe(ev: object) -> None:
+    if isinstance(ev, AlertRaised):
+        ALERTS_RAISED.labels(ev.severity, ev.rule_type).inc()
+        age = (datetime.now(UTC) - ev.last_evidence_at).total_seconds()
+        FRAME_TO_ALERT.observe(max(0.0, age))
+    elif isinstance(ev, AlertEscalated):
+        ALERTS_ESCALATED.labels(str(getattr(ev, "level", ""))).inc()
 
 
 # ---------------------------------------------------------------------------- re-keying
@@ -135,22 +165,27 @@ async def forward_health(stream: Any) -> None:
 async def alert_inputs(stream: Any) -> None:
     async for event in stream.events():
         value = event.value
-        try:
-            if isinstance(value, Undecodable):
-                await dead_letter(value, value.reason, "alerts.input", event)
-                continue
-            sig = signal_from(value)
-            if sig is None:
-                await dead_letter(value, f"not an alert input: {type(value).__name__}",
-                                  "alerts.input", event)
-                continue
-            policy = cfg.policy_for(sig.severity, sig.rule_type)
-            async with _lock:
-                await _apply(sig.incident_key, event.message.partition,
-                             lambda st, s=sig, p=policy: apply_signal(st, s, p, datetime.now(UTC)))
-        except Exception as exc:
-            log.exception("alert input failed")
-            await dead_letter(value, f"{type(exc).__name__}: {exc}", "alerts.input", event)
+        with event_context(value):
+            await _alert_input(value, event)
+
+
+async def _alert_input(value: Any, event: Any) -> None:
+    try:
+        if isinstance(value, Undecodable):
+            await dead_letter(value, value.reason, "alerts.input", event)
+            return
+        sig = signal_from(value)
+        if sig is None:
+            await dead_letter(value, f"not an alert input: {type(value).__name__}",
+                              "alerts.input", event)
+            return
+        policy = cfg.policy_for(sig.severity, sig.rule_type)
+        async with _lock:
+            await _apply(sig.incident_key, event.message.partition,
+                         lambda st, s=sig, p=policy: apply_signal(st, s, p, datetime.now(UTC)))
+    except Exception as exc:
+        log.exception("alert input failed")
+        await dead_letter(value, f"{type(exc).__name__}: {exc}", "alerts.input", event)
 
 
 @app.agent(topics.commands, concurrency=1)

@@ -15,8 +15,12 @@ import sys
 def run_worker(loglevel: str = "info") -> int:
     """Run the Faust worker in this process (blocks until it stops)."""
     from agents.app import app
+    from vigil.settings import get_settings
 
-    sys.argv = ["faust", "-A", "agents.app", "worker", "-l", loglevel]
+    # --quiet: no banner or "starting➢" progress on stdout, which would interleave with
+    # the JSON log lines (each line of a log must parse; docs/operations.md, "Logs").
+    quiet = ["--quiet"] if get_settings().log_format == "json" else []
+    sys.argv = ["faust", "-A", "agents.app", *quiet, "worker", "-l", loglevel]
     app.main()
     return 0
 

@@ -168,6 +168,20 @@ class VigilWorker(faust.Worker):  # type: ignore[misc]
         if level:
             logger.setLevel(level)
 
+    def _setup_logging(self) -> None:
+        """Vigil's handler (JSON by default, vigil/logs.py) instead of mode's console
+        handler, which replaced it with plain ``[INFO]`` lines; stray prints still become
+        log records through mode's stdout redirect."""
+        import logging
+
+        from vigil.logs import setup_logging
+
+        level = self.loglevel if isinstance(self.loglevel, str) else None
+        setup_logging(level=level, service="worker")
+        self.on_setup_root_logger(logging.root, logging.root.level)
+        if self.redirect_stdouts:
+            self._redirect_stdouts()
+
 
 def install_fetch_max_wait(ms: int) -> None:
     """Give every worker consumer Faust creates ``fetch_max_wait_ms=ms`` (module

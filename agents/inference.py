@@ -1,8 +1,10 @@
 """The inference agent: vigil.frames -> Triton (detector, then embedder) -> vigil.detections.
 
-Per frame: the person detector on the frame, then one batched embedder call for that
-frame's person crops; the results fan in to one `FrameAnalyzed` (keyed by camera) and one
-`AppearanceEmbedded` per person on the short-retention embeddings topic.
+Per frame: the detector on the frame (``VIGIL_INFERENCE_DETECTOR_MODEL``: the HOG
+``person_detector`` or the ONNX ``object_detector``, docs/models.md), then one batched
+embedder call for that frame's person crops (vehicles are not embedded); the results fan
+in to one `FrameAnalyzed` (keyed by camera) and one `AppearanceEmbedded` per person on the
+short-retention embeddings topic.
 
 Ordering with several requests in flight. The agent runs with ``concurrency=1`` and takes
 frames in micro-batches (``stream.take_events``). Inside a batch, detector requests (a few
@@ -65,9 +67,13 @@ from vigil.objects import split_ref
 log = logging.getLogger(__name__)
 
 PRODUCER = "vigil-inference/1"
-#: Class ids of the person_detector's `classes` output (the production YOLO variant maps
-#: COCO ids onto the same table).
-LABELS = {0: "person"}
+#: Class ids of the detectors' `classes` output: COCO ids, which both the HOG
+#: person_detector (0 only) and the ONNX object_detector emit (docs/models.md). Any other
+#: id a custom model emits is published as its number.
+LABELS = {0: "person", 1: "bicycle", 2: "car", 3: "motorcycle", 5: "bus", 7: "truck"}
+#: Only people are embedded: the appearance embedder is a person re-identification model
+#: (a crop of a car would give a meaningless vector, and personal-data events for it).
+EMBED_CLASSES = (0,)
 
 FRAMES = Counter("vigil_inference_frames_total", "Frames handled, by outcome", ["outcome"])
 FRAME_LATENCY = Histogram(
@@ -120,6 +126,8 @@ class Item:
     skipped: bool = False
     detections: FrameDetections | None = None
     embeddings: np.ndarray | None = None
+    #: detection index -> row of `embeddings` (people only, see EMBED_CLASSES)
+    embedded_rows: dict[int, int] = field(default_factory=dict)
     inference_ms: float = 0.0
     attempts: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -176,7 +184,8 @@ def build_events(
                 strict=True)
         ):
             det_id = derived_event_id(frame.event_id, "detection", i)
-            has_emb = item.embeddings is not None and i < len(item.embeddings)
+            row = item.embedded_rows.get(i)
+            has_emb = item.embeddings is not None and row is not None
             dets.append(
                 Detection(
                     detection_id=det_id,
@@ -187,7 +196,7 @@ def build_events(
                 )
             )
             if has_emb and s.embeddings:
-                assert item.embeddings is not None
+                assert item.embeddings is not None and row is not None
                 embedded.append(
                     AppearanceEmbedded.create(
                         producer=PRODUCER,
@@ -198,7 +207,7 @@ def build_events(
                         detection_id=det_id,
                         frame_sequence=frame.sequence,
                         model=f"{s.embedder_model}:{embedder_version}",
-                        vector=[float(v) for v in item.embeddings[i]],
+                        vector=[float(v) for v in item.embeddings[row]],
                     )
                 )
     analyzed = FrameAnalyzed.create(
@@ -398,8 +407,11 @@ class InferencePipeline:
             d = FrameDetections(d.boxes[keep], d.scores[keep], d.classes[keep])
             it.detections = d
             it.embeddings = None
-            if len(d.boxes) and it.image is not None:
-                crops = crop_people(it.image, d.boxes, self.s.crop_width, self.s.crop_height)
+            people = np.flatnonzero(np.isin(d.classes, EMBED_CLASSES))
+            it.embedded_rows = {int(i): row for row, i in enumerate(people)}
+            if len(people) and it.image is not None:
+                crops = crop_people(it.image, d.boxes[people], self.s.crop_width,
+                                    self.s.crop_height)
                 it.embeddings = await self.client.embed(crops)
             it.inference_ms = detect_ms + (time.perf_counter() - t0) * 1000
 

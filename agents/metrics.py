@@ -22,7 +22,7 @@ import logging
 
 from faust.types import TP
 from faust.web import Request, Response, View
-from prometheus_client import Gauge, generate_latest
+from prometheus_client import REGISTRY, Gauge, generate_latest
 
 import agents.triton_client  # noqa: F401  (registers vigil_inference_triton_* and in-flight)
 import vigil.metrics  # noqa: F401  (registers vigil_dlq_messages_total)
@@ -45,6 +45,40 @@ _reported: set[tuple[str, str, str]] = set()
 async def metrics_page(view: View, request: Request) -> Response:
     """Every metric of this worker process in the Prometheus text format."""
     return view.bytes(generate_latest(), headers={"Content-Type": CONTENT_TYPE})
+
+
+@app.page("/health")
+async def health_page(view: View, request: Request) -> Response:
+    """Liveness: the worker's event loop answers."""
+    return view.json({"status": "ok", "service": "worker"})
+
+
+def readiness() -> tuple[bool, dict[str, dict[str, object]]]:
+    """The worker is ready when its consumer has partitions and is not rebalancing, and
+    (where the inference agent runs) Triton is not reported unreachable."""
+    checks: dict[str, dict[str, object]] = {}
+    try:
+        assigned = len(app.consumer.assignment())
+        if app.rebalancing:
+            checks["kafka"] = {"status": "fail", "detail": "rebalancing"}
+        elif not assigned:
+            checks["kafka"] = {"status": "fail", "detail": "no partitions assigned yet"}
+        else:
+            checks["kafka"] = {"status": "ok", "detail": f"{assigned} partition(s) assigned"}
+    except Exception as exc:  # consumer not started yet
+        checks["kafka"] = {"status": "fail", "detail": f"{type(exc).__name__}: {exc}"}
+    degraded = REGISTRY.get_sample_value("vigil_inference_degraded")
+    if degraded is not None:
+        checks["triton"] = ({"status": "fail", "detail": "Triton unreachable (degraded)"}
+                            if degraded else {"status": "ok", "detail": None})
+    return all(c["status"] == "ok" for c in checks.values()), checks
+
+
+@app.page("/health/ready")
+async def ready_page(view: View, request: Request) -> Response:
+    ok, checks = readiness()
+    return view.json({"status": "ok" if ok else "fail", "service": "worker",
+                      "checks": checks}, status=200 if ok else 503)
 
 
 def _committed(consumer: object, tp: TP) -> int | None:

@@ -40,6 +40,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from agents.notifier_ops import NOTIFICATIONS
 from agents.notify_channels import CHANNELS, Channel, Destination
 from schemas.codec import CodecError, default_codec
 from schemas.events import (
@@ -52,8 +53,8 @@ from schemas.events import (
 )
 from schemas.topics import topic_name
 from vigil.errors import ConfigError
+from vigil.logs import event_context
 from vigil.metrics import DLQ_MESSAGES
-from vigil.redact import install_log_redaction
 from vigil.settings import get_settings, load_component_settings
 
 log = logging.getLogger(__name__)
@@ -169,8 +170,11 @@ class Notifier:
         common = {"producer": PRODUCER, "cause": alert, "alert_id": alert_id,
                   "alert_event_id": alert.event_id, "destination": dest.name,
                   "channel": dest.channel, "attempts": attempt}
+        NOTIFICATIONS.labels(dest.channel, "delivered" if outcome.ok else "failed").inc()
         if outcome.ok:
             self.last_ok[ck] = time.monotonic()
+            log.info("delivered to %s", dest.name, extra={
+                "alert_id": alert_id, "channel": dest.channel, "attempts": attempt})
             await self._record(NotificationDelivered.create(
                 event_id=derived_event_id("NotificationDelivered", alert.event_id, dest.name),
                 status_code=outcome.status_code, **common), alert_id)
@@ -193,10 +197,11 @@ async def run(stop: asyncio.Event | None = None) -> None:
     cfg = get_notify_settings()
     s = get_settings()
     stop = stop or asyncio.Event()
+    ops = None
     if cfg.metrics_port:
-        from prometheus_client import start_http_server
+        from agents.notifier_ops import NotifierOps
 
-        start_http_server(cfg.metrics_port, addr=s.metrics_host)
+        ops = NotifierOps(s.metrics_host, cfg.metrics_port).start()
     consumer = AIOKafkaConsumer(
         topic_name("alerts"), bootstrap_servers=s.kafka_bootstrap,
         group_id=f"{s.topic_prefix}-{cfg.group}", enable_auto_commit=False,
@@ -211,6 +216,8 @@ async def run(stop: asyncio.Event | None = None) -> None:
     try:
         while not stop.is_set():
             batch = await consumer.getmany(timeout_ms=500)
+            if ops is not None:
+                await ops.polled(consumer)
             for _tp, msgs in batch.items():
                 for msg in msgs:
                     try:
@@ -223,7 +230,8 @@ async def run(stop: asyncio.Event | None = None) -> None:
                         DLQ_MESSAGES.labels("notifier").inc()
                         continue
                     try:
-                        await notifier.handle(event, msg.value)
+                        with event_context(event):
+                            await notifier.handle(event, msg.value)
                     except Exception as exc:  # one bad message must not stop delivery
                         log.exception("notification failed")
                         await producer.send_and_wait(
@@ -234,6 +242,8 @@ async def run(stop: asyncio.Event | None = None) -> None:
             if batch:
                 await consumer.commit()
     finally:
+        if ops is not None:
+            ops.stop()
         await notifier.close()
         await consumer.stop()
         await producer.stop()
@@ -252,8 +262,9 @@ async def _run_until_signalled() -> None:
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO)
-    install_log_redaction(*logging.getLogger().handlers)
+    from vigil.logs import setup_logging
+
+    setup_logging(service="notifier")  # JSON, with vigil.redact's filter on the handler
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_run_until_signalled())
     return 0

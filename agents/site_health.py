@@ -20,6 +20,8 @@ import asyncio
 import logging
 from typing import Any
 
+from prometheus_client import Gauge
+
 from agents.app import app, topics
 from agents.codec import Undecodable
 from agents.dlq import dead_letter
@@ -39,6 +41,21 @@ edges_table = state_table("edges", "heartbeats")
 PARTITIONS = edges_table.partitions
 
 health_ticks = topics.health_ticks
+
+#: 1 online / 0 offline per edge, as this worker's site-health agent last decided (only
+#: the worker owning the edge's heartbeats partition reports it: `max by (edge_id)` over
+#: workers is the fleet view). The same transitions as EdgeOnline / EdgeOffline.
+EDGE_ONLINE = Gauge("vigil_edge_online", "1 when the edge sends heartbeats, 0 when offline",
+                    ["edge_id", "site_id"])
+#: Free bytes on the edge's spool/recording disk, from its last heartbeat: edges are often
+#: behind NAT and not scraped, so the worker exports what they report.
+EDGE_DISK_FREE = Gauge("vigil_edge_disk_free_bytes",
+                       "free bytes on the edge's state disk (last heartbeat)",
+                       ["edge_id", "site_id"])
+
+
+def _export(st: EdgeState) -> None:
+    EDGE_ONLINE.labels(st.edge_id, st.site_id).set(0 if st.offline else 1)
 
 _lock = asyncio.Lock()
 
@@ -77,6 +94,8 @@ async def heartbeats(stream: Any) -> None:
                 old = edges.get(value.edge_id)
                 new, events = on_heartbeat(old, value, cfg)
                 await _publish(events)
+                _export(new)
+                EDGE_DISK_FREE.labels(value.edge_id, new.site_id).set(value.disk_free_bytes)
                 if new != old:
                     edges[value.edge_id] = new
                     _store(p, edges)
@@ -99,6 +118,7 @@ async def health_clock_ticks(stream: Any) -> None:
                 for edge_id, st in list(edges.items()):
                     new, events = check(st, now, cfg)
                     await _publish(events)
+                    _export(new)
                     if new != st:
                         edges[edge_id] = new
                         changed = True

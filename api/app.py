@@ -19,6 +19,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
 from api import alerts, cameras, config_routes, events, health, reports, search, stream
+from api.access_log import AccessLogMiddleware
 from api.auth import KeyStore
 from api.deps import Deps
 from api.errors import EXCEPTION_HANDLERS
@@ -30,7 +31,7 @@ from api.ratelimit import RateLimiter
 from api.routing import Endpoint, to_route
 from api.settings import ApiSettings, load_api_settings
 from schemas.producer import EventProducer
-from schemas.tables import read_model_schema
+from schemas.read_model import get_read_model_settings
 from vigil.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def create_app(
     without it image search answers 503.
     """
     api = api_settings or load_api_settings()
-    schema = read_schema or read_model_schema()
+    schema = read_schema or get_read_model_settings().schema_name
     metrics = ApiMetrics()
     keys = KeyStore(db_engine, api.keys_schema, cache_s=api.key_cache_s)
     if create_key_table:
@@ -100,7 +101,8 @@ def create_app(
             await hub.stop()
             await deps.publisher.stop()
 
-    middleware = [Middleware(MetricsMiddleware, metrics=metrics, routes=routes),
+    middleware = [Middleware(AccessLogMiddleware),
+                  Middleware(MetricsMiddleware, metrics=metrics, routes=routes),
                   Middleware(BodySizeLimitMiddleware, max_bytes=api.max_body_bytes)]
     if api.cors_origins:
         middleware.insert(0, Middleware(

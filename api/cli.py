@@ -5,9 +5,28 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from api.auth import ROLES
+
+
+def triton_probe(url: str, model: str) -> Callable[[], Awaitable[str | None]]:
+    """The deep-health probe of Triton: the model the API embeds with is ready."""
+
+    async def probe() -> str | None:
+        from tritonclient.grpc.aio import InferenceServerClient
+
+        client = InferenceServerClient(url)
+        try:
+            ok = await client.is_model_ready(model)
+        finally:
+            await client.close()
+        if not ok:
+            raise RuntimeError(f"model {model} not ready")
+        return "model ready"
+
+    return probe
 
 
 def build_app():  # type: ignore[no-untyped-def]
@@ -29,23 +48,11 @@ def build_app():  # type: ignore[no-untyped-def]
                   secret_key=settings.s3_secret_key.get_secret_value(), secure=secure,
                   region=settings.s3_region)
 
-    async def triton_probe() -> str | None:
-        from tritonclient.grpc.aio import InferenceServerClient
-
-        client = InferenceServerClient(settings.triton_url)
-        try:
-            ok = await client.is_model_ready(api.triton_model)
-        finally:
-            await client.close()
-        if not ok:
-            raise RuntimeError(f"model {api.triton_model} not ready")
-        return "model ready"
-
     return create_app(
         settings, make_engine(settings.database_url, pool_size=api.db_pool_size),
         EventProducer(), api_settings=api,
         object_store=store, embed_image=triton_embedder(settings.triton_url, api.triton_model),
-        triton_probe=triton_probe,
+        triton_probe=triton_probe(settings.triton_url, api.triton_model),
     )
 
 

@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 
 from api.deps import Deps, deps_of
 from api.routing import Endpoint
+from schemas.read_model import get_read_model_settings
 from schemas.tables import projector_offsets
 
 
@@ -35,6 +36,8 @@ class HealthOut(BaseModel):
 class ReadyOut(BaseModel):
     status: Literal["ok", "fail"]
     checks: dict[str, Check]
+    #: the parts that failed (deep health only), so a 503 names them up front
+    failed: list[str] | None = None
 
 
 async def _timed(probe: Callable[[], Awaitable[str | None]], timeout: float) -> Check:
@@ -98,17 +101,67 @@ async def health_ready(request: Request) -> Response:
     return JSONResponse(out.model_dump(mode="json"), status_code=200 if ok else 503)
 
 
+def _watermarks(deps: Deps, topics: set[str]) -> dict[tuple[str, int], tuple[int, int]]:
+    """(low, high) watermark of every partition of `topics`, through one consumer the app
+    keeps for it (never subscribed, it only asks for offsets)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from vigil.kafka import consumer_config
+
+    consumer = deps.extra.get("watermark_consumer")
+    if consumer is None:
+        consumer = Consumer(consumer_config(
+            "vigil-api-health", **{"bootstrap.servers": deps.settings.kafka_bootstrap}))
+        deps.extra["watermark_consumer"] = consumer
+    timeout = deps.api.ready_timeout_s
+    out = {}
+    for topic in sorted(topics):
+        md = consumer.list_topics(topic, timeout=timeout).topics[topic]
+        for p in md.partitions:
+            out[(topic, p)] = consumer.get_watermark_offsets(TopicPartition(topic, p),
+                                                             timeout=timeout)
+    return out
+
+
 async def health_deep(request: Request) -> Response:
+    """Readiness plus Triton and the read model's freshness; 503 names the failing part.
+
+    The read model is stale when Kafka holds events the projector has not committed and
+    its last commit is older than ``VIGIL_PROJECTOR_READ_MODEL_STALE_S``: an idle system
+    is fresh however long ago the last event was, a stuck projector is not.
+    """
     deps = deps_of(request)
     probes = _probes(deps)
+    limit = get_read_model_settings().read_model_stale_s
 
     async def read_model() -> str | None:
-        stmt = sa.select(sa.func.max(projector_offsets.c.updated_at))
-        last = await deps.read(lambda conn: conn.execute(stmt).scalar())
-        if last is None:
-            return "projector has not written yet"
+        t = projector_offsets.c
+        stmt = sa.select(t.consumer, t.topic, t.partition, t.next_offset, t.updated_at)
+        every = await deps.read(lambda conn: conn.execute(stmt).all())
+        if not every:  # a fresh install: nothing projected, nothing missed
+            return "projector has not committed yet"
+        # the live projector's rows (VIGIL_PROJECTOR_CONSUMER), else the latest writer's
+        names = {r.consumer for r in every}
+        live = get_read_model_settings().consumer
+        if live not in names:
+            live = max(every, key=lambda r: r.updated_at).consumer
+        rows = {(r.topic, r.partition): r for r in every if r.consumer == live}
+        marks = await anyio.to_thread.run_sync(
+            lambda: _watermarks(deps, {tp[0] for tp in rows}), abandon_on_cancel=True)
+        # a partition never committed counts from its log start
+        behind = {tp: high - (rows[tp].next_offset if tp in rows else low)
+                  for tp, (low, high) in marks.items()}
+        behind = {tp: n for tp, n in behind.items() if n > 0}
+        if not behind:
+            return f"caught up on {len(marks)} partition(s)"
+        last = max(r.updated_at for r in rows.values())
         age = (datetime.now(UTC) - last).total_seconds()
-        return f"last projector commit {age:.1f} s ago"
+        pending = sum(behind.values())
+        detail = (f"{pending} event(s) not projected on {len(behind)} partition(s), "
+                  f"last projector commit {age:.0f} s ago")
+        if age > limit:
+            raise RuntimeError(f"stale: {detail} (limit {limit:g} s)")
+        return detail
 
     async def triton() -> str | None:
         probe = deps.extra.get("triton_probe")
@@ -119,10 +172,10 @@ async def health_deep(request: Request) -> Response:
     probes["read_model"] = read_model
     probes["triton"] = triton
     checks = await _run(probes, deps.api.ready_timeout_s)
-    required = ("postgres", "kafka", "object_store", "read_model")
-    ok = all(checks[name].status == "ok" for name in required)
-    out = ReadyOut(status="ok" if ok else "fail", checks=checks)
-    return JSONResponse(out.model_dump(mode="json"), status_code=200 if ok else 503)
+    failed = [name for name, c in checks.items() if c.status != "ok"]
+    out = ReadyOut(status="fail" if failed else "ok", checks=checks, failed=failed)
+    return JSONResponse(out.model_dump(mode="json", exclude_none=True),
+                        status_code=503 if failed else 200)
 
 
 async def metrics(request: Request) -> Response:
@@ -141,7 +194,7 @@ ROUTES: list[Endpoint] = [
              "Readiness: PostgreSQL, Kafka, object store, each with its own timeout",
              permission=None, responses={200: ReadyOut, 503: ReadyOut}, tag="health"),
     Endpoint("GET", "/health/deep", health_deep,
-             "Readiness plus read-model freshness and Triton",
+             "Readiness plus read-model freshness and Triton; 503 lists the failed parts",
              permission=None, responses={200: ReadyOut, 503: ReadyOut}, tag="health"),
     Endpoint("GET", "/metrics", metrics, "Prometheus metrics (vigil_api_*)",
              permission=None, responses={200: None}, tag="health",

@@ -25,3 +25,10 @@ KAFKA_UP = Gauge("vigil_edge_kafka_up", "1 when the last delivery succeeded")
 #: apart when two sites reuse a camera id.
 STREAM_UP = Gauge("vigil_edge_stream_up", "1 when the camera stream is read, 0 when down",
                   ["edge_id", "camera_id"])
+#: Finished recording segments not yet stored in the object store (uploads run in the
+#: camera thread, so more than one per camera means uploads are falling behind).
+RECORDING_BACKLOG = Gauge("vigil_edge_recording_backlog", "segments waiting for upload")
+RECORDING_FAILED = Counter("vigil_edge_recording_upload_failures_total",
+                           "segments whose upload failed", ["camera_id"])
+#: Free bytes on the edge's state disk (spool, recordings), as sent in each heartbeat.
+DISK_FREE = Gauge("vigil_edge_state_disk_free_bytes", "free bytes on the edge's state disk")

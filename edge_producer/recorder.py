@@ -16,6 +16,7 @@ from pathlib import Path
 
 import av
 
+from edge_producer import metrics
 from schemas.events import SegmentRecorded
 
 log = logging.getLogger(__name__)
@@ -67,11 +68,15 @@ class SegmentRecorder:
         start_at = self._start_at
         end_at = start_at + timedelta(seconds=max(self._last_t - self._start_t, 0.0))
         key = f"{self.camera_id}/{start_at.strftime('%Y/%m/%d/%H%M%S.%f')}.mp4"
+        metrics.RECORDING_BACKLOG.inc()
         try:
             ref = self.upload(key, data)
         except Exception:
             log.exception("segment upload failed", extra={"camera_id": self.camera_id})
+            metrics.RECORDING_FAILED.labels(self.camera_id).inc()
             return
+        finally:
+            metrics.RECORDING_BACKLOG.dec()
         self.publish(SegmentRecorded.create(
             producer=self.producer_name, occurred_at=end_at, edge_id=self.edge_id,
             camera_id=self.camera_id, object_ref=ref, start_at=start_at, end_at=end_at,

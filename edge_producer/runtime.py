@@ -308,6 +308,8 @@ class Edge:
             memory_rss_bytes=_rss_bytes(), spool_backlog=self.spool.backlog,
             spool_evicted=self.spool.lost,
         )
+        metrics.DISK_FREE.set(hb.disk_free_bytes)
+        metrics.SPOOL_BACKLOG.set(self.spool.backlog)
         self.producer.send("heartbeats", self.cfg.edge_id, hb)
         return hb
 
@@ -456,9 +458,11 @@ class Edge:
 
     def start(self) -> None:
         if self.cfg.metrics_port:
-            from prometheus_client import start_http_server
+            from vigil.ops_http import OpsServer
 
-            start_http_server(self.cfg.metrics_port, addr=get_settings().metrics_host)
+            ops = OpsServer("edge", get_settings().metrics_host, self.cfg.metrics_port)
+            ops.check("kafka", self._kafka_check)
+            self.ops_server = ops.start()
         self.outbox.start()
         for cam in self.cfg.cameras:
             if not cam.enabled:
@@ -467,6 +471,12 @@ class Edge:
                                  name=f"camera-{cam.camera_id}", daemon=True)
             t.start()
             self.threads.append(t)
+
+    def _kafka_check(self) -> str:
+        """Readiness: frames still reach Kafka (while it is away they go to the spool)."""
+        if not self.outbox.kafka_up:
+            raise RuntimeError(f"Kafka unreachable, {self.spool.backlog} record(s) spooled")
+        return f"{self.spool.backlog} record(s) in the spool"
 
     def all_done(self) -> bool:
         """Every camera either reached its end or is a file that keeps failing to open."""

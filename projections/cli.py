@@ -8,6 +8,7 @@ import json
 import logging
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -94,21 +95,42 @@ class AlertsOpenCollector(Collector):
         yield family
 
 
+def _ping_postgres(dsn: str) -> str:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=3) as conn:
+        conn.execute("SELECT 1")
+    return "SELECT 1 answered"
+
+
+def _fresh(proj: Any, limit_s: float) -> str:
+    """Readiness fails while the read model is older than `limit_s` (projector stuck or
+    behind)."""
+    age = time.time() - proj.caught_up_at
+    if age > limit_s:
+        raise RuntimeError(f"read model {age:.0f} s behind Kafka (limit {limit_s:g} s)")
+    return f"caught up {age:.1f} s ago"
+
+
 def _cmd_project(args: argparse.Namespace) -> int:
-    from prometheus_client import REGISTRY, start_http_server
+    from prometheus_client import REGISTRY
 
     from projections.migrate import upgrade
     from projections.projector import Projector
     from schemas.producer import EventProducer
+    from vigil.ops_http import OpsServer
 
     s, ps = _settings()
     schema = args.schema or ps.schema_name
     upgrade(s.database_dsn, schema, ps.embedding_dim)
-    if ps.metrics_port:
-        REGISTRY.register(AlertsOpenCollector(s.database_dsn, schema))
-        start_http_server(ps.metrics_port, addr=s.metrics_host)
     proj = Projector(dsn=s.database_dsn, schema=schema, prefix=s.topic_prefix, settings=ps,
                      producer=EventProducer())
+    if ps.metrics_port:
+        REGISTRY.register(AlertsOpenCollector(s.database_dsn, schema))
+        ops = OpsServer("projector", s.metrics_host, ps.metrics_port)
+        ops.check("postgres", lambda: _ping_postgres(s.database_dsn))
+        ops.check("read_model", lambda: _fresh(proj, ps.read_model_stale_s))
+        ops.start()
     signal.signal(signal.SIGTERM, lambda *_: proj.stop())
     signal.signal(signal.SIGINT, lambda *_: proj.stop())
     log.info("projector running", extra={"schema": schema, "prefix": s.topic_prefix})

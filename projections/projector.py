@@ -64,6 +64,11 @@ FLUSH = Histogram("vigil_projector_flush_seconds", "Time to write and commit one
 LAG = Gauge("vigil_projector_lag", "Messages behind the end of the partition",
             ["topic", "partition"])
 DB_RETRIES = Counter("vigil_projector_db_retries_total", "Batch commits retried (DB down)")
+#: Read-model freshness: seconds since this projector last knew it had folded everything
+#: Kafka held (a poll that came back empty). Idle and caught up stays near 0; a projector
+#: that is stuck, or falling behind a busy stream, grows it (VigilReadModelStale).
+READ_MODEL_AGE = Gauge("vigil_projector_read_model_age_seconds",
+                       "seconds since the projector was last caught up with Kafka")
 
 #: Topics with no events for the read models.
 SKIPPED_SUFFIXES = ("dlq", "alert-ticks")
@@ -155,6 +160,9 @@ class Projector:
 
         self.writer = Writer(settings.partitions_ahead)
         self.stats = RunStats()
+        #: wall-clock time at which a poll last found nothing left to fold
+        self.caught_up_at = time.time()
+        READ_MODEL_AGE.set_function(lambda: max(0.0, time.time() - self.caught_up_at))
         cfg = consumer_config(group_id or f"{prefix}.projector.{schema}.{self.consumer_name}",
                               **{"statistics.interval.ms": 5000, "stats_cb": self._on_stats,
                                  "enable.partition.eof": False,
@@ -330,6 +338,8 @@ class Projector:
                 tps = self._refresh_partitions(tps)
                 next_refresh = time.monotonic() + refresh_every
             msgs = self.consumer.consume(num_messages=target_n, timeout=timeout)
+            if not msgs:
+                self.caught_up_at = time.time()
             good: list[Message] = []
             for m in msgs:
                 err = m.error()

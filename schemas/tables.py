@@ -24,8 +24,6 @@ Usage from the API::
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from typing import TypeVar
 
 from pgvector.sqlalchemy import Vector
@@ -42,8 +40,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TIMESTAMP
 
-from vigil.errors import ConfigError
-
 DEFAULT_SCHEMA = "vigil"
 
 metadata = MetaData()
@@ -51,30 +47,6 @@ metadata = MetaData()
 TS = TIMESTAMP(timezone=True)
 
 _C = TypeVar("_C")
-
-
-#: The variable naming the PostgreSQL schema of the live read models: the projector writes
-#: there and the API reads there, so both take it from this one variable.
-SCHEMA_ENV = "VIGIL_PROJECTOR_SCHEMA"
-
-
-def plain_identifier(v: str) -> str:
-    """A schema name as PostgreSQL folds it, or ValueError: it is put into SQL unquoted."""
-    if not v or not (v[0].isalpha() or v[0] == "_") or not all(
-        c.isalnum() or c == "_" for c in v
-    ) or len(v) > 63:
-        raise ValueError("must be a plain SQL identifier (letters, digits, '_')")
-    return v.lower()
-
-
-def read_model_schema(env: Mapping[str, str] | None = None) -> str:
-    """The live read models' schema from ``VIGIL_PROJECTOR_SCHEMA`` (default ``vigil``),
-    or ConfigError naming the variable."""
-    environ = os.environ if env is None else env
-    try:
-        return plain_identifier(environ.get(SCHEMA_ENV, DEFAULT_SCHEMA))
-    except ValueError as exc:
-        raise ConfigError(f"invalid {SCHEMA_ENV}: {exc}") from None
 
 
 def in_schema(conn: _C, schema: str = DEFAULT_SCHEMA) -> _C:

@@ -111,7 +111,9 @@ def topic_name(suffix: str, prefix: str | None = None) -> str:
 def admin_client(bootstrap: str) -> AdminClient:
     """The admin client every topic operation uses (a broker that does not answer fails
     a call within 10 s instead of librdkafka's minute)."""
-    return AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 10_000})
+    # librdkafka's messages through Python logging (JSON like every other line)
+    return AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 10_000,
+                        "logger": logging.getLogger("librdkafka")})
 
 
 def apply_topics(

@@ -37,6 +37,20 @@ def documented_metrics(path: Path = METRICS_MD) -> dict[str, str]:
     return out
 
 
+_STATUS_ROW = re.compile(r"^\|\s*`([a-zA-Z_:][a-zA-Z0-9_:]*)`\s*\|[^|]*\|[^|]*\|\s*([^|]*)\|")
+
+
+def planned_metrics(path: Path = METRICS_MD) -> set[str]:
+    """Names METRICS.md lists as planned: reserved, exported by nothing, so no rule and no
+    panel may use them (they would be alerts that never fire, graphs that stay empty)."""
+    out = set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        m = _STATUS_ROW.match(line)
+        if m and m.group(2).strip().lower().startswith("planned"):
+            out.add(m.group(1))
+    return out
+
+
 def metric_names(expr: str) -> set[str]:
     """Metric names an expression selects (Grafana's $variables are ignored)."""
     text = re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'', '""', expr)  # string literals

@@ -8,6 +8,7 @@ retried send never duplicates within a producer session. The client that encodes
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,10 @@ from confluent_kafka import KafkaError, Message
 from vigil.settings import get_settings
 
 DeliveryCallback = Callable[[KafkaError | None, Message], None]
+
+#: librdkafka's own messages go through Python logging (so they are JSON lines like the
+#: rest) instead of being written raw to stderr ("%6|...|BGQUEUE|...").
+RDKAFKA_LOG = logging.getLogger("librdkafka")
 
 
 def producer_config(**overrides: Any) -> dict[str, Any]:
@@ -34,6 +39,7 @@ def producer_config(**overrides: Any) -> dict[str, Any]:
         "message.max.bytes": 4_194_304,
         "socket.timeout.ms": 10_000,
         "message.timeout.ms": 120_000,
+        "logger": RDKAFKA_LOG,
     }
     cfg.update(overrides)
     return cfg
@@ -47,6 +53,7 @@ def consumer_config(group_id: str, **overrides: Any) -> dict[str, Any]:
         "auto.offset.reset": "earliest",
         "isolation.level": "read_committed",
         "socket.timeout.ms": 10_000,
+        "logger": RDKAFKA_LOG,
     }
     cfg.update(overrides)
     return cfg

@@ -45,12 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vigil.logs import setup_logging
+    from vigil.logs import service_for_command, setup_logging
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        setup_logging()
+        setup_logging(service=service_for_command(args.command))
         return int(args.func(args) or 0)
     except VigilError as exc:
         print(f"vigil {args.command}: {exc}", file=sys.stderr)

@@ -1,4 +1,5 @@
-"""Render a scenario into frames of dark human silhouettes over a textured ground.
+"""Render a scenario into frames of dark human silhouettes (and coloured vehicles,
+`edge_producer.sim.vehicles`) over a textured ground.
 
 The silhouettes are drawn to be found by OpenCV's default HOG people detector (which the
 CPU `person_detector` uses): upright, head/torso/arms/legs in proportions close to the
@@ -25,7 +26,8 @@ from datetime import datetime
 import cv2
 import numpy as np
 
-from edge_producer.sim.scenario import Group, Loiterer, Scenario, Walker
+from edge_producer.sim.scenario import Group, Loiterer, Scenario, Vehicle, Walker
+from edge_producer.sim.vehicles import HEIGHTS, draw_vehicle, slots_of
 
 Vec = tuple[float, float]
 
@@ -42,6 +44,7 @@ class TruthBox:
     y1: float
     x2: float
     y2: float
+    label: str = "person"
 
     @property
     def foot(self) -> Vec:
@@ -69,6 +72,8 @@ class Track:
     height_px: int
     keys: tuple[tuple[float, float, float], ...]  # (t, x, y), t increasing
     shade: int  # clothing darkness
+    label: str = "person"  # or a vehicle class (edge_producer.sim.vehicles)
+    slot: int = -1  # a vehicle's palette slot
 
     @property
     def t0(self) -> float:
@@ -132,8 +137,20 @@ def build_tracks(scenario: Scenario) -> list[Track]:
     """Turn actors into per-person tracks; deterministic for a given scenario seed."""
     rng = np.random.default_rng(scenario.seed)
     tracks: list[Track] = []
+    used: dict[str, int] = {}
     for actor in scenario.actors:
-        if isinstance(actor, Walker):
+        if isinstance(actor, Vehicle):
+            keys = [(actor.start_s, *actor.waypoints[0])]
+            for i, wp in enumerate(actor.waypoints):
+                if i:
+                    _walk(keys, wp, actor.speed)
+                if i in actor.stops:
+                    keys.append((keys[-1][0] + actor.stops[i], wp[0], wp[1]))
+            slot = slots_of(actor.cls)[used.get(actor.cls, 0)]
+            used[actor.cls] = used.get(actor.cls, 0) + 1
+            tracks.append(Track(actor.id, actor.height_px or HEIGHTS[actor.cls], tuple(keys),
+                                0, label=actor.cls, slot=slot))
+        elif isinstance(actor, Walker):
             keys = [(actor.start_s, *actor.waypoints[0])]
             for wp in actor.waypoints[1:]:
                 _walk(keys, wp, actor.speed)
@@ -271,6 +288,13 @@ def iter_frames(scenario: Scenario, *, start: int = 0, stop: int | None = None,
                 continue
             visible.append((pos[1], tr, pos))
         for _, tr, (x, y, dist) in sorted(visible, key=lambda v: v[0]):
+            if tr.slot >= 0:
+                vx1, vy1, vx2, vy2 = draw_vehicle(img, tr.label, tr.slot, x * w,
+                                                  min(y * h, float(h)), tr.height_px)
+                if vx2 - vx1 >= 4 and vy2 - vy1 >= 4:
+                    boxes.append(TruthBox(tr.person_id, vx1 / w, vy1 / h, vx2 / w, vy2 / h,
+                                          tr.label))
+                continue
             fx, fy = x * w, y * h
             fy = min(fy, h - 1.0)
             fy = max(fy, float(tr.height_px))

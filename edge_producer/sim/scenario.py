@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from edge_producer.sim.vehicles import slots_of
 from vigil.errors import ConfigError
 from vigil.yamlfile import load_yaml
 
@@ -94,7 +95,32 @@ class Group(_ActorBase):
     exit: Point | None = None
 
 
-Actor = Annotated[Walker | Loiterer | Group, Field(discriminator="kind")]
+class Vehicle(_Model):
+    """A vehicle of class `cls` drives along `waypoints` at `speed`, parking `stops[i]`
+    seconds at waypoint i, then leaves. Its position is the bottom centre of its box.
+    Drawn in a saturated palette colour (`edge_producer.sim.vehicles`) that the scene's
+    ONNX test detector recognises; `height_px` defaults per class."""
+
+    kind: Literal["vehicle"]
+    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    cls: Literal["car", "bus", "truck", "motorcycle", "bicycle"]
+    height_px: int | None = Field(None, ge=20, le=400)
+    speed: float = Field(0.12, gt=0.0, le=2.0, description="normalised units per second")
+    start_s: float = Field(0.0, ge=0.0)
+    waypoints: list[Point] = Field(min_length=2)
+    stops: dict[int, float] = Field(default_factory=dict,
+                                    description="waypoint index -> seconds parked there")
+
+    @model_validator(mode="after")
+    def _stops(self) -> Vehicle:
+        for i, s in self.stops.items():
+            if not 0 <= i < len(self.waypoints) or s <= 0:
+                raise ValueError(f"stops: {i}: {s} needs a waypoint index 0..."
+                                 f"{len(self.waypoints) - 1} and a positive duration")
+        return self
+
+
+Actor = Annotated[Walker | Loiterer | Group | Vehicle, Field(discriminator="kind")]
 
 
 class Occlusion(_Model):
@@ -159,6 +185,7 @@ class RuleSpec(_Model):
     window_s: float = Field(10.0, ge=0)
     direction: Literal["forward", "backward"] | None = None
     cooldown_s: float = Field(300.0, ge=0)
+    classes: list[str] = Field(default_factory=lambda: ["person"], min_length=1)
 
 
 class SiteSpec(_Model):
@@ -244,8 +271,13 @@ class Scenario(_Model):
             if exp.rule_id not in rules:
                 raise ValueError(f"expected_alerts[{i}].rule_id {exp.rule_id!r} is not a rule")
         for a in self.actors:
-            if a.height_px >= self.height:
+            if a.height_px is not None and a.height_px >= self.height:
                 raise ValueError(f"actor {a.id}: height_px {a.height_px} >= frame height")
+        for cls in {a.cls for a in self.actors if isinstance(a, Vehicle)}:
+            n = sum(1 for a in self.actors if isinstance(a, Vehicle) and a.cls == cls)
+            if n > len(slots_of(cls)):
+                raise ValueError(f"{n} vehicles of class {cls}: the palette (and the scene's "
+                                 f"ONNX detector) tells {len(slots_of(cls))} apart")
         return self
 
     # ------------------------------------------------------------------ helpers
@@ -254,6 +286,8 @@ class Scenario(_Model):
         """Every individual on screen; a group of n contributes ``<id>-1 .. <id>-n``."""
         out: list[str] = []
         for a in self.actors:
+            if isinstance(a, Vehicle):
+                continue
             if isinstance(a, Group):
                 out.extend(f"{a.id}-{k + 1}" for k in range(a.members))
             else:

@@ -64,7 +64,7 @@ def _armed(schedule: ScheduleSpec, scenario: Scenario, t: float) -> bool:
 
 
 def sample_positions(scenario: Scenario) -> dict[str, list[tuple[float, float, float]]]:
-    """person -> [(t, x, y)] at every frame time while in the scene."""
+    """actor (person or vehicle) -> [(t, x, y)] at every frame time while in the scene."""
     out: dict[str, list[tuple[float, float, float]]] = {}
     for tr in build_tracks(scenario):
         samples = []
@@ -154,11 +154,14 @@ def _side(a: tuple[float, float], b: tuple[float, float], p: tuple[float, float]
     return (b[0] - a[0]) * (p[1] - a[1]) - (b[1] - a[1]) * (p[0] - a[0])
 
 
-def _line_crossing(rule: RuleSpec, scenario: Scenario) -> list[DerivedAlert]:
+def _line_crossing(rule: RuleSpec, scenario: Scenario,
+                   labels: dict[str, str]) -> list[DerivedAlert]:
     line = next(ln for ln in scenario.site.lines if ln.line_id == rule.line_id)
     a, b = tuple(line.a), tuple(line.b)
     out = []
     for pid, samples in sorted(sample_positions(scenario).items()):
+        if labels[pid] not in rule.classes:
+            continue
         for (_, x0, y0), (t1, x1, y1) in itertools.pairwise(samples):
             s0, s1 = _side(a, b, (x0, y0)), _side(a, b, (x1, y1))  # type: ignore[arg-type]
             if s0 * s1 >= 0:
@@ -176,9 +179,12 @@ def _line_crossing(rule: RuleSpec, scenario: Scenario) -> list[DerivedAlert]:
 
 
 def derive_alerts(scenario: Scenario) -> list[DerivedAlert]:
-    presence = zone_presence(scenario)
+    labels = {tr.person_id: tr.label for tr in build_tracks(scenario)}
+    every = zone_presence(scenario)
     out: list[DerivedAlert] = []
     for rule in scenario.site.rules:
+        # a rule watches only its classes (people by default, vehicles when asked)
+        presence = [iv for iv in every if labels[iv.person_id] in rule.classes]
         if rule.rule_type == "loitering":
             out += _loitering(rule, presence)
         elif rule.rule_type == "crowd":
@@ -186,7 +192,7 @@ def derive_alerts(scenario: Scenario) -> list[DerivedAlert]:
         elif rule.rule_type == "perimeter":
             out += _perimeter(rule, scenario, presence)
         else:
-            out += _line_crossing(rule, scenario)
+            out += _line_crossing(rule, scenario, labels)
     return sorted(out, key=lambda a: (a.at_s, a.rule_id))
 
 
@@ -201,7 +207,8 @@ def ground_truth(scenario: Scenario, *, boxes: bool = True) -> dict[str, Any]:
         "frame_count": scenario.frame_count,
         "width": scenario.width,
         "height": scenario.height,
-        "box_convention": "normalised x1,y1,x2,y2; full height, width 0.41 x height",
+        "box_convention": "normalised x1,y1,x2,y2; people full height, width 0.41 x "
+                          "height; vehicles their coloured pixels",
         "presence": [asdict(iv) for iv in zone_presence(scenario)],
         "occlusions": [o.model_dump() for o in scenario.occlusions],
         "expected_alerts": [
@@ -220,7 +227,8 @@ def ground_truth(scenario: Scenario, *, boxes: bool = True) -> dict[str, Any]:
                 "t": f.t,
                 "occurred_at": f.occurred_at.isoformat(),
                 "boxes": [
-                    {"actor": b.actor_id, "box": [round(v, 5) for v in (b.x1, b.y1, b.x2, b.y2)]}
+                    {"actor": b.actor_id, "label": b.label,
+                     "box": [round(v, 5) for v in (b.x1, b.y1, b.x2, b.y2)]}
                     for b in f.boxes
                 ],
                 "hidden": f.hidden,

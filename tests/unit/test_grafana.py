@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
-from promql_names import ROOT, documented_metrics, metric_names, undocumented
+from promql_names import ROOT, documented_metrics, metric_names, planned_metrics, undocumented
 
 GRAFANA = ROOT / "infra" / "grafana"
 DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
@@ -62,6 +62,15 @@ def test_every_query_uses_documented_metrics(path: Path) -> None:
             exprs.append((f"${var['name']}", inner))
     problems = {title: sorted(undocumented(e, documented)) for title, e in exprs}
     assert {k: v for k, v in problems.items() if v} == {}
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_no_panel_uses_a_planned_metric(path: Path) -> None:
+    """Planned metrics are exported by nothing: the panel would stay empty forever."""
+    used = {title: sorted(metric_names(t["expr"]) & planned_metrics())
+            for title, t in ((p["title"], t) for p in _panels(_load(path))
+                             for t in p.get("targets", []))}
+    assert {k: v for k, v in used.items() if v} == {}
 
 
 def test_dashboard_shows_what_operators_need() -> None:

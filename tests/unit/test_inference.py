@@ -48,8 +48,11 @@ def frame(seq: int, camera: str = "cam-1", data: bytes | None = None, motion: fl
 class FakeTriton:
     """Duck-typed TritonInference: one box per frame; scripted transport failures."""
 
-    def __init__(self, down_calls: int = 0, reject: set[bytes] | None = None) -> None:
+    def __init__(self, down_calls: int = 0, reject: set[bytes] | None = None,
+                 classes: tuple[int, int] = (0, 0)) -> None:
         self.breaker = CircuitBreaker(2)
+        self.classes = np.array(classes, np.int32)
+        self.crops = 0
         self.down_calls = down_calls
         self.reject = reject or set()
         self.detector_version = "1"
@@ -71,10 +74,11 @@ class FakeTriton:
         await asyncio.sleep(0)
         box = np.array([[0.1, 0.1, 0.4, 0.9], [0.5, 0.2, 0.7, 0.8]], np.float32)
         return [FrameDetections(box, np.array([0.9, 0.1], np.float32),
-                                np.zeros(2, np.int32)) for _ in jpegs]
+                                self.classes.copy()) for _ in jpegs]
 
     async def embed(self, crops: np.ndarray) -> np.ndarray:
         assert crops.shape[1:] == (128, 64, 3)
+        self.crops += len(crops)
         v = np.zeros((len(crops), 192), np.float32)
         v[:, 0] = 1.0
         return v
@@ -141,6 +145,24 @@ def test_fan_in_ids_and_order() -> None:
     assert [e.detection_id for e in embs] == [a.detections[0].detection_id for a in out]
     # each frame's embedding is published before its FrameAnalyzed
     assert isinstance(sink.out[0], AppearanceEmbedded) and isinstance(sink.out[1], FrameAnalyzed)
+
+
+def test_vehicles_are_labelled_by_class_and_only_people_embedded() -> None:
+    client = FakeTriton(classes=(2, 0))
+    sink = run([frame(1)], client, min_score=0.05)
+    [a] = analyzed(sink)
+    assert [(d.label, d.has_embedding) for d in a.detections] == [("car", False),
+                                                                 ("person", True)]
+    [emb] = [e for e in sink.out if isinstance(e, AppearanceEmbedded)]
+    assert emb.detection_id == a.detections[1].detection_id and client.crops == 1
+    # a frame with no person: no embedder call at all, no embedder recorded
+    client = FakeTriton(classes=(7, 5))
+    [a] = analyzed(run([frame(2)], client, min_score=0.05))
+    assert [d.label for d in a.detections] == ["truck", "bus"] and client.crops == 0
+    assert a.embedder_model is None
+    # an id outside the table (a custom model's) is published as its number
+    [a] = analyzed(run([frame(3)], FakeTriton(classes=(42, 0)), min_score=0.05))
+    assert a.detections[0].label == "42"
 
 
 def test_replay_gives_identical_events() -> None:

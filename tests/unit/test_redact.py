@@ -63,7 +63,7 @@ def test_log_records_are_redacted_message_extra_and_traceback() -> None:
     line = buf.getvalue()
     assert "TopSecret1" not in line
     rec = json.loads(line)
-    assert rec["msg"] == "camera c1: rtsp://u:***@h/x"
+    assert rec["message"] == "camera c1: rtsp://u:***@h/x"
     assert rec["url"] == "rtsp://u:***@h/x" and rec["n"] == 1
     assert "rtsp://u:***@h/x failed" in rec["exc"]
 

@@ -14,7 +14,8 @@ from edge_producer.sim.scenario import (
 from edge_producer.sim.truth import derive_alerts, ground_truth, point_in_polygon
 from vigil.errors import ConfigError
 
-NAMES = ["passers_by", "loiterer", "crowd6", "group4", "occluded_loiterer", "night"]
+NAMES = ["passers_by", "loiterer", "crowd6", "group4", "occluded_loiterer", "night",
+         "vehicles"]
 
 
 def test_all_scenarios_shipped() -> None:
@@ -31,6 +32,36 @@ def test_declared_alerts_match_the_geometry(name: str) -> None:
                 and abs(d.at_s - exp.at_s) <= exp.tolerance_s]
         assert hits, f"{exp} not derived from the scene: {derived}"
         assert set(exp.actors) <= set(hits[0].actors)
+
+
+def test_vehicles_render_in_palette_colours_with_labelled_truth() -> None:
+    from edge_producer.sim.render import iter_frames
+    from edge_producer.sim.vehicles import PALETTE
+
+    s = load_scenario("vehicles")
+    f = next(iter_frames(s, start=30, stop=31))  # t = 15 s: the car parked, the truck
+    by_label = {b.label: b for b in f.boxes}
+    assert set(by_label) == {"car", "truck"} and f.boxes[0].actor_id == "car"
+    car = by_label["car"]
+    x1, y1, x2, y2 = (round(car.x1 * 640), round(car.y1 * 480), round(car.x2 * 640),
+                      round(car.y2 * 480))
+    rgb = PALETTE[0][2]
+    # the car's box is exactly its coloured pixels: the cabin on top, the body at the sides
+    cabin = f.image[y1 + 2, (x1 + x2) // 2][::-1]
+    assert all(abs(int(a) - b) < 30 for a, b in zip(cabin, rgb, strict=True))
+    assert abs(int(f.image[y2 - 10, x1][2]) - 255) < 30 and f.image[y2 - 10, x1 - 2][1] < 200
+    assert (car.foot[0], car.foot[1]) == pytest.approx((0.75, 0.9), abs=0.01)
+
+
+def test_vehicle_palette_limits_the_vehicles_per_class() -> None:
+    doc = yaml.safe_load((SCENARIO_DIR / "vehicles.yaml").read_text())
+    truck = next(a for a in doc["actors"] if a["id"] == "truck")
+    doc["actors"].append({**truck, "id": "truck2"})
+    with pytest.raises(ConfigError, match="2 vehicles of class truck"):
+        parse_scenario(doc)
+    doc["actors"][-1] = {**truck, "id": "truck2", "stops": {5: 3}}
+    with pytest.raises(ConfigError, match="stops"):
+        parse_scenario(doc)
 
 
 def _doc() -> dict:

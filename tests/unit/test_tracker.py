@@ -86,6 +86,30 @@ def test_hold_keeps_still_tracks_alive() -> None:
     assert step.observed[0].track_id == "cam-1"
 
 
+def test_classes_are_kept_apart() -> None:
+    """A person walking past a parked car, their boxes overlapping: two tracks, each its
+    own class for its whole life, and a car box never continues the person's track (nor
+    the other way round), even when the person vanishes right where the car is."""
+    cp = TrackerParams(min_hits=2, confirm_window_s=3.0, max_age_s=5.0,
+                       labels=("car", "person"))
+    car = (0.40, 0.55, 0.62, 0.75)
+    frames = [(float(t), [("c", "car", car), ("p", "person", box(0.42 + 0.03 * t, 0.78))])
+              for t in range(6)]
+    frames += [(6.0, [("c", "car", car)]), (7.0, [("c", "car", car)])]
+    # only a person box where the car is: it continues the person's track, not the car's
+    frames += [(8.0, [("q", "person", car)]), (9.0, [("q", "person", car)])]
+    _, steps = run(frames, cp)
+    by_track: dict[str, set[str]] = {}
+    for s in steps:
+        for o in s.observed:
+            by_track.setdefault(o.track_id, set()).add(o.label)
+    assert all(len(labels) == 1 for labels in by_track.values()), by_track
+    assert sorted(next(iter(v)) for v in by_track.values()) == ["car", "person"]
+    car_track = next(t for t, v in by_track.items() if v == {"car"})
+    assert [o.track_id for o in steps[7].observed] == [car_track]
+    assert car_track not in {o.track_id for o in steps[9].observed if o.label == "person"}
+
+
 def test_other_labels_ignored() -> None:
     _, steps = run([(0.0, [("a", "car", box(0.5))])])
     assert steps[0].observed == []
