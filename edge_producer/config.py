@@ -71,7 +71,7 @@ class CameraConfig(BaseModel):
     loop: bool = Field(False, description="restart a file/sim source at its end")
     realtime: bool = Field(False, description="pace file/sim sources at their own speed")
     start_at: datetime | None = Field(None, description="event time of a file's first frame")
-    record: bool = False
+    record: bool = Field(True, description="record the stream (false opts out)")
     enabled: bool = True
     credentials: CameraCredentials | None = Field(
         None, description="login for an rtsp/http source, instead of user:pass in the URL")
@@ -139,6 +139,12 @@ class EdgeConfig(BaseModel):
     backoff_initial_s: float = Field(1.0, gt=0)
     backoff_max_s: float = Field(60.0, gt=0)
     segment_s: float = Field(10.0, gt=0)
+    #: the local recording buffer: the oldest segments are deleted past either bound
+    #: (whichever comes first), uploaded or not; a never-uploaded one is a counted loss
+    record_max_bytes: int = Field(20 * 2**30, ge=2**20,
+                                  description="bytes of recorded segments kept on disk")
+    record_max_age_s: float = Field(7 * 86400.0, gt=0,
+                                    description="age after which a recorded segment goes")
     cameras: list[CameraConfig] = Field(min_length=1)
 
     @model_validator(mode="after")

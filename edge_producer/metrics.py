@@ -25,10 +25,25 @@ KAFKA_UP = Gauge("vigil_edge_kafka_up", "1 when the last delivery succeeded")
 #: apart when two sites reuse a camera id.
 STREAM_UP = Gauge("vigil_edge_stream_up", "1 when the camera stream is read, 0 when down",
                   ["edge_id", "camera_id"])
-#: Finished recording segments not yet stored in the object store (uploads run in the
-#: camera thread, so more than one per camera means uploads are falling behind).
+SEGMENTS_RECORDED = Counter("vigil_edge_segments_recorded_total",
+                            "video segments finished into the local recording buffer",
+                            ["camera_id"])
+SEGMENTS_UPLOADED = Counter("vigil_edge_segments_uploaded_total",
+                            "segments stored in the object store and announced",
+                            ["camera_id"])
+#: the loss the recording buffer declares: a never-uploaded segment deleted by its bounds
+#: (size, age) or a full disk, or a segment that could not be written for a full disk
+SEGMENTS_EVICTED = Counter("vigil_edge_segments_evicted_total",
+                           "segments lost before their upload (buffer bounds, full disk)",
+                           ["camera_id"])
+RECORD_BUFFER_BYTES = Gauge("vigil_edge_record_buffer_bytes",
+                            "bytes of segments in the local recording buffer")
+OBJECT_STORE_UP = Gauge("vigil_edge_object_store_up", "1 when the last segment upload succeeded")
+#: Finished segments in the edge's recording buffer not yet uploaded and announced; they
+#: go up in order once the object store answers (edge_producer/uploader.py).
 RECORDING_BACKLOG = Gauge("vigil_edge_recording_backlog", "segments waiting for upload")
+#: each failed upload attempt (the segment stays first in line and is retried)
 RECORDING_FAILED = Counter("vigil_edge_recording_upload_failures_total",
-                           "segments whose upload failed", ["camera_id"])
+                           "failed segment upload attempts (each is retried)", ["camera_id"])
 #: Free bytes on the edge's state disk (spool, recordings), as sent in each heartbeat.
 DISK_FREE = Gauge("vigil_edge_state_disk_free_bytes", "free bytes on the edge's state disk")

@@ -36,11 +36,14 @@ from confluent_kafka import KafkaError, Message
 from edge_producer import metrics
 from edge_producer.config import CameraConfig, EdgeConfig
 from edge_producer.recorder import SegmentRecorder
+from edge_producer.segments import SegmentBuffer
 from edge_producer.sources import SourceError, decode_decimated, file_start_time
 from edge_producer.spool import Position, Spool, SpoolFull
+from edge_producer.uploader import SegmentUploader
 from schemas.events import (
     EdgeHeartbeat,
     FrameCaptured,
+    SegmentRecorded,
     StreamDown,
     StreamStatus,
     StreamUp,
@@ -238,6 +241,9 @@ class Edge:
         self.seqs = SequenceStore(self.state_dir / "sequences")
         self.outbox = Outbox(self.spool, self.producer,
                              (config.backoff_initial_s, config.backoff_max_s))
+        self.segments = SegmentBuffer(self.state_dir / "recordings",
+                                      config.record_max_bytes, config.record_max_age_s)
+        self.uploader = self._uploader()
         self.stop_event = threading.Event()
         self.cameras = {c.camera_id: CameraState() for c in config.cameras if c.enabled}
         self.threads: list[threading.Thread] = []
@@ -295,10 +301,16 @@ class Edge:
 
     def heartbeat(self) -> EdgeHeartbeat:
         self._sync_drop_metrics()
+        self.segments.expire()
+        pending = self.segments.pending_by_camera()
+        evicted = self.segments.evicted_by_camera
+        metrics.RECORD_BUFFER_BYTES.set(self.segments.size_bytes)
         streams = [
             StreamStatus(camera_id=cid, state=st.state, fps=round(st.fps, 3),
                          frames_captured=st.captured, frames_dropped=self.frames_dropped(cid),
-                         last_frame_at=st.last_frame_at)
+                         last_frame_at=st.last_frame_at,
+                         segments_pending=pending.get(cid, 0),
+                         segments_evicted=evicted.get(cid, 0))
             for cid, st in sorted(self.cameras.items())
         ]
         hb = EdgeHeartbeat.create(
@@ -306,7 +318,8 @@ class Edge:
             version=VERSION, interval_s=self.cfg.heartbeat_interval_s, streams=streams,
             disk_free_bytes=shutil.disk_usage(self.state_dir).free,
             memory_rss_bytes=_rss_bytes(), spool_backlog=self.spool.backlog,
-            spool_evicted=self.spool.lost,
+            spool_evicted=self.spool.lost, record_backlog=sum(pending.values()),
+            record_buffer_bytes=self.segments.size_bytes,
         )
         metrics.DISK_FREE.set(hb.disk_free_bytes)
         metrics.SPOOL_BACKLOG.set(self.spool.backlog)
@@ -348,7 +361,7 @@ class Edge:
                     lambda: self.degraded_for(cam), start_at, realtime=cam.realtime,
                     stop=self.stop_event.is_set, max_side=cam.max_side,
                     on_packet=recorder.packet if recorder else None)
-                for frame in frames:
+                for frame in _closing(frames, recorder):
                     if st.state != "up":
                         if down_since is not None:
                             self._health(cam.camera_id, StreamUp.create(
@@ -365,8 +378,6 @@ class Edge:
                         st.fps = n_win / (now - t_win)
                         metrics.DECODE_FPS.labels(cam.camera_id).set(st.fps)
                         t_win, n_win = now, 0
-                if recorder is not None:
-                    recorder.close()
                 if self.stop_event.is_set():
                     break
                 if cam.kind in ("file", "sim"):
@@ -398,14 +409,37 @@ class Edge:
                 delay = min(delay * 2, self.cfg.backoff_max_s)
 
     def _recorder(self, cam: CameraConfig) -> SegmentRecorder:
-        from vigil.objects import put_bytes
+        return SegmentRecorder(cam.camera_id, self.cfg.segment_s, self.segments)
+
+    def _uploader(self) -> SegmentUploader:
+        from vigil.objects import failfast_client, object_size, put_bytes, ref_for
 
         bucket = get_settings().bucket_segments
-        return SegmentRecorder(
-            self.cfg.edge_id, cam.camera_id, self.cfg.segment_s,
-            upload=lambda key, data: put_bytes(bucket, key, data, "video/mp4"),
-            publish=lambda ev: self.producer.send("recordings", cam.camera_id, ev),
-            producer_name=PRODUCER)
+        return SegmentUploader(
+            self.segments, edge_id=self.cfg.edge_id, producer_name=PRODUCER,
+            stat=lambda key: object_size(bucket, key, failfast_client()),
+            put=lambda key, data: put_bytes(bucket, key, data, "video/mp4",
+                                            failfast_client()),
+            ref=lambda key: ref_for(bucket, key), announce=self._announce_segment,
+            backoff=(self.cfg.backoff_initial_s, self.cfg.backoff_max_s))
+
+    def _announce_segment(self, event: SegmentRecorded) -> None:
+        """Publish `SegmentRecorded` and return only once Kafka acknowledged it."""
+        done = threading.Event()
+        result: list[KafkaError | None] = []
+
+        def cb(err: KafkaError | None, _msg: Message) -> None:
+            result.append(err)
+            done.set()
+
+        self.producer.send("recordings", event.camera_id, event, on_delivery=cb)
+        deadline = time.monotonic() + self.cfg.message_timeout_s + 5
+        while not done.is_set() and time.monotonic() < deadline:
+            self.producer.producer.poll(0.05)  # the outbox thread polls too; either serves
+        if not done.is_set():
+            raise TimeoutError("SegmentRecorded not acknowledged by Kafka in time")
+        if result[0] is not None:
+            raise RuntimeError(f"SegmentRecorded not delivered: {result[0]}")
 
     def _emit(self, cam: CameraConfig, st: CameraState, image: np.ndarray,
               occurred_at: datetime, motion: MotionMeter) -> None:
@@ -464,6 +498,7 @@ class Edge:
             ops.check("kafka", self._kafka_check)
             self.ops_server = ops.start()
         self.outbox.start()
+        self.uploader.start()
         for cam in self.cfg.cameras:
             if not cam.enabled:
                 continue
@@ -481,7 +516,7 @@ class Edge:
     def all_done(self) -> bool:
         """Every camera either reached its end or is a file that keeps failing to open."""
         kinds = {c.camera_id: c.kind for c in self.cfg.cameras}
-        return self.spool.backlog == 0 and all(
+        return self.spool.backlog == 0 and not self.segments.pending() and all(
             st.finished or (kinds[cid] == "file" and st.error is not None and st.captured == 0)
             for cid, st in self.cameras.items())
 
@@ -508,8 +543,14 @@ class Edge:
             t.join(timeout)
         self.outbox.stop_event.set()
         deadline = time.monotonic() + timeout
+        # segments finished by the cameras' stop go up now if the store answers; what
+        # does not make it stays in the buffer and goes first at the next start
+        if self.uploader.store_up:
+            self.uploader.drain(max(min(deadline - time.monotonic(), 10.0), 0.0))
+        self.uploader.stop_event.set()
         while self.outbox.is_alive() and time.monotonic() < deadline:
             self.outbox.join(0.2)
+        self.uploader.join(max(min(deadline - time.monotonic(), 5.0), 0.1))
         try:
             self.heartbeat()
         except Exception:
@@ -518,6 +559,20 @@ class Edge:
         self.spool.close()
         log.info("edge stopped", extra={"backlog": self.spool.backlog, "unflushed": left})
         return 0
+
+
+def _closing(frames: Any, recorder: SegmentRecorder | None) -> Any:
+    """Iterate `frames`; whatever ends the iteration (the source's end, a stop, a source
+    error), the segment being recorded is finished and committed, not left half-written."""
+    try:
+        yield from frames
+    finally:
+        if recorder is not None:
+            try:
+                recorder.close()
+            except Exception:
+                log.exception("finishing the last segment failed",
+                              extra={"camera_id": recorder.camera_id})
 
 
 def _rss_bytes() -> int:

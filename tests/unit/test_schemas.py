@@ -313,6 +313,16 @@ def test_current_schema_can_read_every_committed_version(old: Path, current: Pat
     assert incompatibilities(load_schema_file(current), load_schema_file(old)) == set()
 
 
+def _written_part(read: Any, written: Any) -> Any:
+    """`read` cut down to the fields `written` has, at every depth: a record nested in a
+    newer schema (a heartbeat's StreamStatus) reads back with the new fields' defaults."""
+    if isinstance(read, dict) and isinstance(written, dict):
+        return {k: _written_part(read.get(k), v) for k, v in written.items()}
+    if isinstance(read, list) and isinstance(written, list) and len(read) == len(written):
+        return [_written_part(r, w) for r, w in zip(read, written, strict=True)]
+    return read
+
+
 @pytest.mark.parametrize(("old", "current"), _history_pairs(),
                          ids=[p.name for p, _ in _history_pairs()])
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -327,7 +337,7 @@ def test_data_written_with_a_committed_version_decodes_today(
     reader_fields = {f["name"]: f for f in reader_raw["fields"]}
     for name, value in datum.items():
         if name in reader_fields:
-            assert record[name] == value, name
+            assert _written_part(record[name], value) == value, name
     for name, f in reader_fields.items():
         if name not in datum:
             assert record[name] == f["default"], f"{name} should take its default"

