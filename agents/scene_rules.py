@@ -399,7 +399,7 @@ def process(
             o = obs[tid]
             if o.confirmed and not pres["announced"]:
                 pres["announced"] = True
-                emit(ZoneEntered, zid, tid, zone_id=zid, track_id=tid)
+                emit(ZoneEntered, zid, tid, zone_id=zid, track_id=tid, label=o.label)
                 fired = []
                 for r in perimeter_rules:
                     if o.label in r.classes and _armed(r, spec, at):

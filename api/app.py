@@ -16,11 +16,12 @@ from sqlalchemy import Engine
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.routing import Route
+from starlette.routing import BaseRoute
 
 from api import alerts, cameras, config_routes, events, health, reports, search, stream
 from api.access_log import AccessLogMiddleware
 from api.auth import KeyStore
+from api.console import pages as console_pages
 from api.deps import Deps
 from api.errors import EXCEPTION_HANDLERS
 from api.limits import BodySizeLimitMiddleware
@@ -30,6 +31,7 @@ from api.publisher import Publisher
 from api.ratelimit import RateLimiter
 from api.routing import Endpoint, to_route
 from api.settings import ApiSettings, load_api_settings
+from api.users import LoginPolicy, UserStore
 from schemas.producer import EventProducer
 from schemas.read_model import get_read_model_settings
 from vigil.settings import Settings
@@ -75,14 +77,21 @@ def create_app(
     schema = read_schema or get_read_model_settings().schema_name
     metrics = ApiMetrics()
     keys = KeyStore(db_engine, api.keys_schema, cache_s=api.key_cache_s)
+    users = UserStore(db_engine, api.keys_schema, session_ttl_s=api.session_ttl_s,
+                      idle_timeout_s=api.session_idle_s,
+                      policy=LoginPolicy(slow_after=api.login_slow_after,
+                                         max_failures=api.login_max_failures,
+                                         lockout_s=api.login_lockout_s))
     if create_key_table:
         keys.ensure_schema()
+        users.ensure_schema()
     deps = Deps(
         settings=settings, api=api, engine=db_engine, read_schema=schema,
         publisher=Publisher(producer), keys=keys,
         limiter=RateLimiter(api.rate_limit_per_s, api.rate_limit_burst),
         anon_limiter=RateLimiter(api.anon_rate_limit_per_s, api.anon_rate_limit_burst),
         metrics=metrics, object_store=object_store, embed_image=embed_image,
+        users=users,
     )
     if triton_probe is not None:
         deps.extra["triton_probe"] = triton_probe
@@ -90,7 +99,8 @@ def create_app(
     deps.extra["hub"] = hub
 
     endpoints = all_endpoints()
-    routes: list[Route] = [to_route(ep) for ep in endpoints]
+    routes: list[BaseRoute] = [to_route(ep) for ep in endpoints]
+    routes += console_pages.routes()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

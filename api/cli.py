@@ -1,4 +1,4 @@
-"""`vigil api serve` and `vigil api keys create|list|rotate|revoke`."""
+"""`vigil api serve`, `vigil api keys create|list|rotate|revoke`, `vigil users create|disable`."""
 
 from __future__ import annotations
 
@@ -142,7 +142,64 @@ def _revoke(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _userstore():  # type: ignore[no-untyped-def]
+    from api.deps import make_engine
+    from api.settings import load_api_settings
+    from api.users import UserStore
+    from vigil.settings import get_settings
+
+    api = load_api_settings()
+    store = UserStore(make_engine(get_settings().database_url, pool_size=1), api.keys_schema)
+    store.ensure_schema()
+    return store
+
+
+def _read_password() -> str:
+    """Prompted twice on a terminal; otherwise the first line of standard input (so a
+    script can pipe it in without it appearing in the process list)."""
+    import getpass
+
+    if sys.stdin.isatty():
+        first = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != first:
+            raise SystemExit("vigil users create: the passwords differ")
+        return first
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def _user_create(args: argparse.Namespace) -> int:
+    from vigil.errors import VigilError
+
+    try:
+        _userstore().create(args.name, _read_password(), args.role, args.site or None)
+    except ValueError as exc:
+        raise VigilError(str(exc)) from None
+    print(f"user {args.name!r} created ({args.role}"
+          f"{', sites ' + ', '.join(args.site) if args.site else ', every site'})",
+          file=sys.stderr)
+    return 0
+
+
+def _user_disable(args: argparse.Namespace) -> int:
+    ok = _userstore().disable(args.name)
+    print("disabled; sessions ended" if ok else "no such active user", file=sys.stderr)
+    return 0 if ok else 1
+
+
 def register(sub: argparse._SubParsersAction) -> None:
+    users = sub.add_parser("users", help="console users (people, with passwords)")
+    users_sub = users.add_subparsers(dest="users_command", required=True)
+    ucreate = users_sub.add_parser(
+        "create", help="create a user; the password is prompted, or read from stdin")
+    ucreate.add_argument("--role", required=True, choices=ROLES)
+    ucreate.add_argument("--site", action="append",
+                         help="limit the user to this site (repeatable); default all sites")
+    ucreate.add_argument("name")
+    ucreate.set_defaults(func=_user_create)
+    udisable = users_sub.add_parser("disable", help="disable a user and end their sessions")
+    udisable.add_argument("name")
+    udisable.set_defaults(func=_user_disable)
+
     p = sub.add_parser("api", help="the read-model API")
     api_sub = p.add_subparsers(dest="api_command", required=True)
     serve = api_sub.add_parser("serve", help="run the API with uvicorn")

@@ -69,6 +69,8 @@ class Deps:
     object_store: Any = None
     #: Async callable (image bytes -> list[float]) calling Triton; None = unavailable.
     embed_image: Callable[[bytes], Any] | None = None
+    #: Console users and sessions (`api.users.UserStore`); None = no console login.
+    users: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
     #: Threads allowed into the database at once: one per pooled connection, so no
     #: thread holds the GIL only to wait for a connection (see `read`).

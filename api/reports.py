@@ -34,12 +34,22 @@ from schemas.tables import (
     commands,
     detection_daily_counts,
     detections,
+    scene_events,
 )
 
 
 class DailyQuery(BaseModel):
     date: dt.date = Field(..., description="UTC day, YYYY-MM-DD")
     site: str | None = Field(None, max_length=200)
+
+
+class ZoneHour(BaseModel):
+    """Objects of one class that entered one zone in one UTC hour (ZoneEntered per track)."""
+
+    zone_id: str
+    hour: int = Field(..., ge=0, le=23, description="UTC hour of the day")
+    label: str = Field(..., description="object class: person, car, bus, truck, ...")
+    entries: int
 
 
 class CameraDay(BaseModel):
@@ -53,6 +63,8 @@ class CameraDay(BaseModel):
     escalated: int
     mean_seconds_to_ack: float | None
     detections: int
+    detections_by_label: dict[str, int] = Field(default_factory=dict)
+    zone_entries: list[ZoneHour] = Field(default_factory=list)
 
 
 class DailyReport(BaseModel):
@@ -84,28 +96,32 @@ async def daily_report(request: Request, query: DailyQuery) -> Response:
         if query.site:
             cam_where.append(cameras.c.site_id == query.site)
         d = conn.execute(
-            sa.select(detections.c.camera_id, cameras.c.site_id, sa.func.count())
+            sa.select(detections.c.camera_id, cameras.c.site_id, detections.c.label,
+                      sa.func.count())
             .select_from(detections.join(cameras, cameras.c.camera_id == detections.c.camera_id))
             .where(detections.c.occurred_at >= start, detections.c.occurred_at < end,
                    *cam_where)
-            .group_by(detections.c.camera_id, cameras.c.site_id)).all()
+            .group_by(detections.c.camera_id, cameras.c.site_id, detections.c.label)).all()
         old = conn.execute(
             sa.select(detection_daily_counts.c.camera_id, cameras.c.site_id,
+                      detection_daily_counts.c.label,
                       sa.func.sum(detection_daily_counts.c.detections))
             .select_from(detection_daily_counts.join(
                 cameras, cameras.c.camera_id == detection_daily_counts.c.camera_id))
             .where(detection_daily_counts.c.day == query.date, *cam_where)
-            .group_by(detection_daily_counts.c.camera_id, cameras.c.site_id)).all()
-        return a, d, old
+            .group_by(detection_daily_counts.c.camera_id, cameras.c.site_id,
+                      detection_daily_counts.c.label)).all()
+        return a, d, old, zone_hour_counts(conn, start, end, cam_where)
 
-    a, d, old = await deps_of(request).read(load)
+    a, d, old, zones = await deps_of(request).read(load)
     per: dict[str, dict[str, Any]] = {}
 
     def cam(camera_id: str, site_id: str | None) -> dict[str, Any]:
         return per.setdefault(camera_id, {
             "camera_id": camera_id, "site_id": site_id, "alerts_raised": 0,
             "alerts_by_severity": {}, "alerts_by_rule_type": {}, "acknowledged": 0,
-            "resolved": 0, "escalated": 0, "ack_secs": [], "detections": 0})
+            "resolved": 0, "escalated": 0, "ack_secs": [], "detections": 0,
+            "detections_by_label": {}, "zone_entries": []})
 
     for row in a:
         c = cam(row.camera_id, row.site_id)
@@ -118,8 +134,13 @@ async def daily_report(request: Request, query: DailyQuery) -> Response:
             c["ack_secs"].append((row.acknowledged_at - row.raised_at).total_seconds())
         c["resolved"] += bool(row.resolved_at)
         c["escalated"] += bool(row.escalated_at)
-    for camera_id, site_id, n in [*d, *old]:
-        cam(camera_id, site_id)["detections"] += int(n or 0)
+    for camera_id, site_id, label, n in [*d, *old]:
+        c = cam(camera_id, site_id)
+        c["detections"] += int(n or 0)
+        c["detections_by_label"][label] = c["detections_by_label"].get(label, 0) + int(n or 0)
+    for row in zones:
+        cam(row.camera_id, row.site_id)["zone_entries"].append(
+            ZoneHour(zone_id=row.zone_id, hour=row.hour, label=row.label, entries=row.entries))
     out = []
     for camera_id in sorted(per):
         c = per[camera_id]
@@ -130,6 +151,28 @@ async def daily_report(request: Request, query: DailyQuery) -> Response:
                          alerts_raised=sum(c.alerts_raised for c in out),
                          detections=sum(c.detections for c in out), cameras=out)
     return json_response(report)
+
+
+def zone_hour_counts(conn: sa.Connection, start: datetime, end: datetime,
+                     cam_where: list[Any]) -> list[Any]:
+    """ZoneEntered per (camera, zone, UTC hour, object class) in [start, end): how many
+    people, cars, ... entered each zone each hour. Every track enters a zone once per
+    visit, so this counts visits, not frames. ZoneEntered written before the event
+    carried a class (schema v1) are people, the only class tracked then."""
+    label = sa.func.coalesce(scene_events.c.payload["label"].astext, "person")
+    hour = sa.cast(sa.extract("hour", sa.func.timezone("UTC", scene_events.c.occurred_at)),
+                   sa.Integer)
+    return conn.execute(
+        sa.select(scene_events.c.camera_id, cameras.c.site_id, scene_events.c.zone_id,
+                  hour.label("hour"), label.label("label"), sa.func.count().label("entries"))
+        .select_from(scene_events.join(cameras,
+                                       cameras.c.camera_id == scene_events.c.camera_id))
+        .where(scene_events.c.event_type == "ZoneEntered",
+               scene_events.c.occurred_at >= start, scene_events.c.occurred_at < end,
+               *cam_where)
+        .group_by(scene_events.c.camera_id, cameras.c.site_id, scene_events.c.zone_id,
+                  hour, label)
+        .order_by(scene_events.c.camera_id, scene_events.c.zone_id, hour, label)).all()
 
 
 class AuditCommand(BaseModel):

@@ -23,6 +23,10 @@ from starlette.routing import Route
 from api.auth import bearer_key, expired_error, require
 from api.errors import ApiError, validation_details
 
+#: The console's session cookie (see `api.users`); API clients send keys instead.
+SESSION_COOKIE = "vigil_session"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
 Handler = Callable[..., Awaitable[Response]]
 
 
@@ -78,6 +82,9 @@ async def authenticate(request: Request, permission: str) -> None:
     """
     deps = request.app.state.deps
     key = bearer_key(request)
+    if key is None and deps.users is not None and request.cookies.get(SESSION_COOKIE):
+        await authenticate_session(request, permission)
+        return
     principal = deps.keys.cached(key) if key is not None else None
     if principal is None:
         address = request.client.host if request.client else "unknown"
@@ -101,6 +108,38 @@ async def authenticate(request: Request, permission: str) -> None:
     wait = deps.limiter.take(principal.key_id)
     if wait > 0:
         raise _too_many(deps, wait, "rate limit exceeded for this key")
+    require(request, permission)
+
+
+async def authenticate_session(request: Request, permission: str) -> None:
+    """A console user's request: the session cookie instead of a key.
+
+    A cookie is sent by the browser on its own, so a state-changing request must also
+    carry the session's CSRF token in ``X-CSRF-Token`` (a page of another origin can make
+    the browser send the cookie, but cannot read the token). Same budget and role checks
+    as a key.
+    """
+    import anyio.to_thread
+
+    from api.users import csrf_matches
+
+    deps = request.app.state.deps
+    token = request.cookies.get(SESSION_COOKIE, "")
+    session = await anyio.to_thread.run_sync(deps.users.session, token)
+    if session is None:
+        address = request.client.host if request.client else "unknown"
+        deps.anon_limiter.take(address)
+        raise ApiError(401, "the session has expired or was ended; log in again",
+                       headers={"WWW-Authenticate": "Bearer"})
+    if request.method not in SAFE_METHODS and not csrf_matches(
+            session.csrf_token, request.headers.get("x-csrf-token")):
+        raise ApiError(403, "missing or invalid CSRF token (reload the page)",
+                       error="csrf_failed")
+    request.scope["principal"] = session.principal
+    request.scope["session"] = session
+    wait = deps.limiter.take(session.principal.key_id)
+    if wait > 0:
+        raise _too_many(deps, wait, "rate limit exceeded for this user")
     require(request, permission)
 
 

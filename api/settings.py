@@ -57,6 +57,17 @@ class ApiSettings(BaseSettings):
     #: uvicorn worker processes for `vigil api serve` (each has its own pool and cache).
     workers: int = Field(1, ge=1, le=64)
     triton_model: str = "appearance_embedder"
+    #: Console sessions: absolute lifetime and idle timeout (an operator's shift fits).
+    session_ttl_s: float = Field(12 * 3600, gt=0)
+    session_idle_s: float = Field(3600, gt=0)
+    #: Session cookies get ``Secure`` when the request came over https; set true behind
+    #: a TLS-terminating proxy that forwards plain http, false only for local tests.
+    cookie_secure: bool | None = None
+    #: Failed logins per user name: answers slowed after `login_slow_after`, the name
+    #: locked for `login_lockout_s` after `login_max_failures`.
+    login_slow_after: int = Field(3, ge=0)
+    login_max_failures: int = Field(10, ge=1)
+    login_lockout_s: float = Field(900, gt=0)
 
     @field_validator("cors_origins", mode="before")
     @classmethod

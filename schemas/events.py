@@ -243,6 +243,8 @@ class ZoneEntered(Event):
     camera_id: str
     zone_id: str
     track_id: str
+    #: the track's object class (person, car, ...): counts per zone, class and hour
+    label: str = "person"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -18,6 +18,7 @@ from confluent_kafka import Consumer, TopicPartition
 from starlette.testclient import TestClient
 
 from api.app import create_app
+from api.console.pages import is_console_route
 from api.settings import load_api_settings
 from schemas.codec import default_codec
 from schemas.events import AlertAcknowledged, AlertRaised, CommandRejected
@@ -139,6 +140,8 @@ def test_openapi_matches_routes(client: TestClient) -> None:
     documented = {(path, m.upper()) for path, ops in spec["paths"].items() for m in ops}
     served = set()
     for route in client.app.routes:  # type: ignore[attr-defined]
+        if is_console_route(route):  # HTML pages over this API, not part of it
+            continue
         for m in route.methods - {"HEAD"}:
             served.add((route.path, m))
     assert documented == served
@@ -325,6 +328,11 @@ def test_alert_list_filters_and_detail(client: TestClient,
     assert cam_detail["lines"][0]["a"] == {"x": 0.0, "y": 0.5}
     report = client.get("/api/v1/reports/daily?date=2026-01-15", headers=h).json()
     assert report["alerts_raised"] == 3
+    # entries per zone, UTC hour and class (seed_world: 6 people and a car per camera)
+    day = {c["camera_id"]: c for c in report["cameras"]}
+    assert day["cam-a1"]["zone_entries"] == [
+        {"zone_id": "zone-a1", "hour": T0.hour, "label": "car", "entries": 1},
+        {"zone_id": "zone-a1", "hour": T0.hour, "label": "person", "entries": 6}]
 
 
 def test_search_caps_k_and_never_returns_vectors(client: TestClient,

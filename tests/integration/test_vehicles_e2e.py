@@ -7,7 +7,9 @@ with boxes matching the rendered vehicles and the object_detector's served versi
 no person was embedded (there is none); the tracker followed each vehicle as one track
 of its class; the parked car fired the no-parking loitering rule, the motorcycle that
 stopped for 8 s did not; each vehicle crossing the kerb fired the vehicle line rule at
-the scenario's expected time, and the people-only rule on the same line stayed silent.
+the scenario's expected time, and the people-only rule on the same line stayed silent;
+the projected read model counts detections per class and zone entries per zone, UTC
+hour and class, as the daily report shows them.
 """
 
 from __future__ import annotations
@@ -15,14 +17,21 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import cv2
 import pytest
+import sqlalchemy as sa
 
+from api.reports import zone_hour_counts
 from edge_producer.sim import detector_graph as dg
 from edge_producer.sim.render import iter_frames
 from edge_producer.sim.scenario import load_scenario, resolve_scenario_path
+from projections.migrate import upgrade
+from projections.projector import Projector
+from projections.replay import drop_schema
+from projections.settings import ProjectorSettings
 from schemas.codec import default_codec
 from schemas.events import FrameAnalyzed, FrameCaptured, LineCrossed, RuleTriggered, TrackSummary
 from schemas.producer import EventProducer
@@ -30,6 +39,7 @@ from schemas.site_config import parse_site
 from tests.integration.inference_support import Reader, Worker, iou
 from tests.integration.triton_server import MODELS, TritonServer, site_packages
 from tools.devstack.process import free_port
+from vigil.settings import get_settings
 from vigil.yamlfile import load_yaml
 from vigil_cli.config import apply_site
 
@@ -55,7 +65,8 @@ def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
 
 
 def test_vehicle_rules_end_to_end(stack: dict[str, str], vigil_env: dict[str, str],
-                                  triton: TritonServer, tmp_path: Path) -> None:
+                                  topic_prefix: str, triton: TritonServer,
+                                  tmp_path: Path) -> None:
     path = resolve_scenario_path("vehicles")
     sc = load_scenario(path)
     apply_site(parse_site(load_yaml(path, "scenario")))
@@ -120,3 +131,33 @@ def test_vehicle_rules_end_to_end(stack: dict[str, str], vigil_env: dict[str, st
     # (the motorcycle leaves 3 s before the last frame, its track is still alive)
     summaries = [e for e in events if isinstance(e, TrackSummary)]
     assert sorted(s.label for s in summaries) == ["bus", "car", "truck"]
+
+    # the read model counts by class: detections per label, zone entries per zone and
+    # UTC hour (the car entered the no-parking bay at 09:59:34, the motorcycle at 10:00:16)
+    dsn = get_settings().database_dsn
+    upgrade(dsn, topic_prefix, 192)
+    try:
+        proj = Projector(dsn=dsn, schema=topic_prefix, prefix=topic_prefix,
+                         settings=ProjectorSettings(embedding_dim=192), stop_at="end",
+                         producer=EventProducer())
+        try:
+            proj.run(max_seconds=120)
+        finally:
+            proj.close()
+        engine = sa.create_engine(get_settings().database_url)
+        with engine.connect() as conn:
+            conn.execute(sa.text(f"SET search_path TO {topic_prefix}, public"))
+            zones = zone_hour_counts(conn, sc.start, sc.start + timedelta(days=1), [])
+            labels = dict(conn.execute(sa.text(
+                "SELECT label, count(*) FROM detections GROUP BY label")).all())
+        engine.dispose()
+    finally:
+        drop_schema(dsn, topic_prefix)
+    assert [(r.camera_id, r.site_id, r.zone_id, r.hour, r.label, r.entries) for r in zones] == [
+        ("cam-1", "sim-site", "no-parking", 9, "car", 1),
+        ("cam-1", "sim-site", "no-parking", 10, "motorcycle", 1)]
+    want: dict[str, int] = {}
+    for boxes in truth.values():
+        for b in boxes:
+            want[b.label] = want.get(b.label, 0) + 1
+    assert labels == want

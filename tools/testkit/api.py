@@ -185,7 +185,8 @@ def seed_world(w: World, events_per_camera: int = 7, alerts_per_camera: int = 1,
             for i in range(events_per_camera):
                 e = w.send("scene", cam, ZoneEntered.create(
                     producer=p, occurred_at=T0 + timedelta(seconds=i), camera_id=cam,
-                    zone_id="zone-a1", track_id=f"trk-{i}"))
+                    zone_id="zone-a1", track_id=f"trk-{i}",
+                    label="car" if i == events_per_camera - 1 else "person"))
                 ids.append(e.event_id)
             trig = w.send("scene", cam, RuleTriggered.create(
                 producer=p, occurred_at=T0 + timedelta(minutes=5), camera_id=cam,

@@ -1,0 +1,225 @@
+"""Console routes: login and logout, and one route per page.
+
+Why server shells plus a small script: each page is rendered by the server with its first
+data already embedded (the same query and the same JSON the API answers, so "one query,
+two renderings" and identical site scoping), which makes the first paint one round trip
+and needs no build step; a plain ES module (`static/console.js`) then keeps the page live
+over the API's SSE stream and sends actions to the JSON API with the session's CSRF token.
+No asset comes from anywhere but this process.
+
+Access: an unauthenticated page request is sent to the login page; a page about
+something the user may not see answers the same 404 page as a missing id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import anyio.to_thread
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from api.errors import ApiError
+from api.routing import SESSION_COOKIE, authenticate_session
+from api.users import csrf_matches
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).resolve().parent
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+#: A pre-session CSRF cookie for the login form (double submit): a page of another
+#: origin cannot read it, so it cannot log a victim in to the attacker's account.
+LOGIN_CSRF_COOKIE = "vigil_login_csrf"
+QUEUE_PAGE_SIZE = 200
+
+
+def _secure(request: Request) -> bool:
+    forced = request.app.state.deps.api.cookie_secure
+    return bool(forced) if forced is not None else request.url.scheme == "https"
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a path on this site: never an absolute URL (open redirect)."""
+    if target and target.startswith("/console") and not target.startswith("//") \
+            and "\\" not in target:
+        return target
+    return "/console/"
+
+
+def _page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+    session = request.scope.get("session")
+    principal = request.scope.get("principal")
+    return templates.TemplateResponse(
+        request, name, {"principal": principal,
+                        "csrf_token": session.csrf_token if session else "", **context},
+        status_code=status,
+        headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY",
+                 "Content-Security-Policy": "default-src 'self'; img-src 'self' data: http: "
+                 "https:; media-src 'self' http: https: blob:; style-src 'self'; "
+                 "script-src 'self'; connect-src 'self'; frame-ancestors 'none'",
+                 "Referrer-Policy": "same-origin"})
+
+
+async def _user(request: Request, permission: str = "read") -> Response | None:
+    """Authenticate a page request; a redirect to the login page when there is none."""
+    if not request.cookies.get(SESSION_COOKIE):
+        return _to_login(request)
+    try:
+        await authenticate_session(request, permission)
+    except ApiError as exc:
+        if exc.status == 401:
+            return _to_login(request)
+        if exc.status == 403 and exc.error == "csrf_failed":
+            return _page(request, "error.html", 403, title="Request refused",
+                         message="This form was not sent from a current Vigil page "
+                                 "(its security token is missing or stale). Reload the "
+                                 "page and try again.")
+        if exc.status == 403:
+            return _page(request, "error.html", 403, title="Not allowed",
+                         message=exc.message)
+        raise
+    return None
+
+
+def _to_login(request: Request) -> Response:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"/console/login?next={quote(target)}", status_code=303)
+
+
+async def _api_json(handler: Any, request: Request, *args: Any) -> Any:
+    """Call a JSON API handler in-process and decode its body (one query, two renderings)."""
+    response = await handler(request, *args)
+    return json.loads(bytes(response.body))
+
+
+# ----------------------------------------------------------------------------- login
+async def login_page(request: Request) -> Response:
+    import secrets
+
+    token = request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(24)
+    response = _page(request, "login.html", login_csrf=token,
+                     next=_safe_next(request.query_params.get("next")), failed=False)
+    response.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict",
+                        secure=_secure(request), path="/console/login")
+    return response
+
+
+async def login_submit(request: Request) -> Response:
+    deps = request.app.state.deps
+    address = request.client.host if request.client else "unknown"
+    wait = deps.anon_limiter.waiting(address)
+    if wait > 0:
+        return _page(request, "error.html", 429, title="Too many attempts",
+                     message=f"Too many login attempts from this address; wait "
+                             f"{max(1, round(wait))} s and try again.")
+    form = await request.form()
+    username = str(form.get("username") or "")[:200]
+    password = str(form.get("password") or "")[:1000]
+    target = _safe_next(str(form.get("next") or ""))
+    cookie_token = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    if not cookie_token or not csrf_matches(cookie_token, str(form.get("csrf") or "")):
+        return _page(request, "error.html", 403, title="Request refused",
+                     message="The login form was not sent from this site's login page "
+                             "(its security token is missing or stale). Reload the login "
+                             "page and try again.")
+    result = await anyio.to_thread.run_sync(deps.users.login, username, password)
+    if result.token is None:
+        deps.anon_limiter.take(address)
+        if result.delay_s:
+            await asyncio.sleep(result.delay_s)
+        log.info("console login failed", extra={"client": address})
+        return _page(request, "login.html", 401, login_csrf=cookie_token, next=target,
+                     failed=True)
+    log.info("console login", extra={"user": username, "client": address})
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(SESSION_COOKIE, result.token, httponly=True, samesite="lax",
+                        secure=_secure(request), path="/",
+                        max_age=int(deps.users.session_ttl.total_seconds()))
+    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/console/login")
+    return response
+
+
+async def logout(request: Request) -> Response:
+    deps = request.app.state.deps
+    token = request.cookies.get(SESSION_COOKIE, "")
+    session = await anyio.to_thread.run_sync(deps.users.session, token) if token else None
+    if session is not None:
+        form = await request.form()
+        if not csrf_matches(session.csrf_token, str(form.get("csrf") or "")):
+            return _page(request, "error.html", 403, title="Request refused",
+                         message="The logout form was not sent from a current Vigil page "
+                                 "(its security token is missing or stale). Reload the "
+                                 "page and try again.")
+        await anyio.to_thread.run_sync(deps.users.logout, token)
+    response = RedirectResponse("/console/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+# ----------------------------------------------------------------------------- pages
+async def queue_page(request: Request) -> Response:
+    """The alert queue: the newest alerts the user may see, then live over SSE."""
+    if (redirect := await _user(request)) is not None:
+        return redirect
+    from api.alerts import AlertQuery, list_alerts
+
+    page = await _api_json(list_alerts, request, AlertQuery(limit=QUEUE_PAGE_SIZE))
+    return _page(request, "queue.html", initial=page, page_name="queue")
+
+
+async def alert_page(request: Request) -> Response:
+    if (redirect := await _user(request)) is not None:
+        return redirect
+    from api.alerts import get_alert
+
+    try:
+        detail = await _api_json(get_alert, request)
+    except ApiError as exc:
+        if exc.status in (400, 404):
+            return _page(request, "error.html", 404, title="Not found",
+                         message="There is no alert with this id, or it is not yours "
+                                 "to see.")
+        raise
+    return _page(request, "alert.html", alert=detail, page_name="alert")
+
+
+async def not_found(request: Request) -> Response:
+    if (redirect := await _user(request)) is not None:
+        return redirect
+    return _page(request, "error.html", 404, title="Not found",
+                 message="There is no such page.")
+
+
+async def root(request: Request) -> Response:
+    return RedirectResponse("/console/", status_code=307)
+
+
+def is_console_route(route: BaseRoute) -> bool:
+    """True for the console's own routes (HTML pages, static files, login)."""
+    path = getattr(route, "path", "")
+    return path == "/" or path.startswith("/console")
+
+
+def routes() -> list[BaseRoute]:
+    """The console's routes, mounted by `api.app.create_app` (not in the OpenAPI
+    document: that describes the JSON API, which the console itself uses)."""
+    return [
+        Route("/", root, methods=["GET"]),
+        Route("/console", root, methods=["GET"]),
+        Route("/console/login", login_page, methods=["GET"]),
+        Route("/console/login", login_submit, methods=["POST"]),
+        Route("/console/logout", logout, methods=["POST"]),
+        Route("/console/", queue_page, methods=["GET"]),
+        Route("/console/alerts/{alert_id}", alert_page, methods=["GET"]),
+        Mount("/console/static", app=StaticFiles(directory=str(HERE / "static")),
+              name="console-static"),
+        Route("/console/{rest:path}", not_found, methods=["GET"]),
+    ]

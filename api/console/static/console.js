@@ -1,0 +1,395 @@
+// Vigil operator console: one ES module, no build step, no third-party code.
+// The server renders each page with its first data embedded (#initial-data); this module
+// keeps it live over the API's SSE stream and sends actions to the JSON API with the
+// session's CSRF token. Every rule about who may see or do what is the server's: the
+// script only hides what the server would refuse anyway.
+
+const csrf = document.querySelector('meta[name="csrf-token"]')?.content || "";
+const body = document.body;
+const canAct = body.dataset.canAct === "true";
+const ALERT_EVENTS = ["AlertRaised", "AlertRepeated", "AlertEscalated", "AlertAcknowledged",
+  "AlertResolved", "CommandRejected", "AlertAssigned", "AlertCommented"];
+const OPEN_STATES = new Set(["NEW", "ESCALATED"]);
+const RESOLUTIONS = [["true_alarm", "true alarm"], ["false_alarm", "false alarm"],
+  ["duplicate", "duplicate"]];
+
+function initialData() {
+  const el = document.getElementById("initial-data");
+  return el ? JSON.parse(el.textContent) : null;
+}
+
+async function api(method, path, payload) {
+  const headers = { "Accept": "application/json" };
+  if (payload !== undefined) headers["Content-Type"] = "application/json";
+  if (method !== "GET") headers["X-CSRF-Token"] = csrf;
+  const res = await fetch(path, {
+    method, headers, credentials: "same-origin",
+    body: payload === undefined ? undefined : JSON.stringify(payload),
+  });
+  if (res.status === 401) { window.location.assign("/console/login?next=" +
+    encodeURIComponent(location.pathname + location.search)); throw new Error("logged out"); }
+  const data = await res.json().catch(() => ({}));
+  if (!res.ok) { const err = new Error(data.message || res.statusText); err.status = res.status;
+    err.data = data; throw err; }
+  return data;
+}
+
+const timeFmt = new Intl.DateTimeFormat(undefined, { dateStyle: "short", timeStyle: "medium" });
+function localTime(iso) { return iso ? timeFmt.format(new Date(iso)) : "—"; }
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === "class") node.className = v; else if (k === "text") node.textContent = v;
+    else if (k.startsWith("data-")) node.setAttribute(k, v); else node[k] = v;
+  }
+  for (const c of children) if (c !== null && c !== undefined) node.append(c);
+  return node;
+}
+function duration(seconds) {
+  const s = Math.max(0, Math.round(seconds));
+  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
+  return h ? `${h}h ${String(m).padStart(2, "0")}m` : `${m}:${String(r).padStart(2, "0")}`;
+}
+/** The best picture an alert has for a list row (thumbnail first). */
+function thumbOf(a) {
+  return a.thumbnail_url || a.annotated_snapshot_url || a.annotated_url || a.snapshot_url || null;
+}
+
+// ---------------------------------------------------------------------------- live stream
+function liveStream(onEvent, indicator) {
+  const source = new EventSource("/api/v1/alerts/stream");
+  source.onopen = () => { if (indicator) { indicator.dataset.state = "live";
+    indicator.textContent = "live"; } };
+  source.onerror = () => { if (indicator) { indicator.dataset.state = "reconnecting";
+    indicator.textContent = "reconnecting…"; } };
+  for (const type of ALERT_EVENTS) {
+    source.addEventListener(type, (ev) => onEvent(type, JSON.parse(ev.data)));
+  }
+  source.addEventListener("reset", () => window.location.reload());
+  return source;
+}
+
+// ---------------------------------------------------------------------------- queue page
+function queuePage() {
+  const data = initialData() || { items: [] };
+  const alerts = new Map(data.items.map((a) => [a.alert_id, a]));
+  const rules = new Map();
+  const selected = new Set();
+  const tbody = document.querySelector("#alerts tbody");
+  const filters = document.getElementById("filters");
+  const banner = document.getElementById("critical-banner");
+  let stateTab = "open";
+  let cursor = 0;
+  let visible = [];
+  const seenCritical = new Set([...alerts.values()].filter((a) => a.severity === "critical")
+    .map((a) => a.alert_id));
+
+  function nextEscalation(a) {
+    const rule = rules.get(a.rule_id);
+    if (!OPEN_STATES.has(a.state) || !rule) return null;
+    if (rule.max_escalation_level !== undefined && a.level >= rule.max_escalation_level) return null;
+    const from = new Date(a.escalated_at || a.raised_at).getTime();
+    return from + rule.escalation_s * 1000;
+  }
+
+  function matchesFilters(a, ignoreState) {
+    const f = new FormData(filters);
+    const sev = f.getAll("severity");
+    if (!sev.includes(a.severity)) return false;
+    if (f.get("site") && a.site_id !== f.get("site")) return false;
+    if (f.get("camera") && a.camera_id !== f.get("camera")) return false;
+    if (f.get("rule_type") && a.rule_type !== f.get("rule_type")) return false;
+    const since = Number(f.get("since") || 0);
+    if (since && Date.now() - new Date(a.raised_at).getTime() > since * 1000) return false;
+    if (ignoreState) return true;
+    if (stateTab === "open") return OPEN_STATES.has(a.state);
+    if (stateTab === "all") return true;
+    return a.state === stateTab;
+  }
+
+  function fillSelect(name, values) {
+    const select = filters.elements[name];
+    const current = select.value;
+    const have = new Set([...select.options].map((o) => o.value));
+    for (const v of [...values].sort()) {
+      if (v && !have.has(v)) select.append(el("option", { value: v, text: v }));
+    }
+    select.value = current;
+  }
+
+  function counts() {
+    const base = [...alerts.values()].filter((a) => matchesFilters(a, true));
+    const n = { open: 0, ACKNOWLEDGED: 0, RESOLVED: 0, all: base.length };
+    for (const a of base) { if (OPEN_STATES.has(a.state)) n.open++; if (a.state in n) n[a.state]++; }
+    const bySev = { critical: 0, warning: 0, info: 0 };
+    for (const a of alerts.values()) {
+      if (a.severity in bySev && (stateTab === "all" || (stateTab === "open"
+        ? OPEN_STATES.has(a.state) : a.state === stateTab))) bySev[a.severity]++;
+    }
+    for (const [k, v] of Object.entries({ ...n, ...bySev })) {
+      const c = document.querySelector(`[data-count="${k}"]`);
+      if (c) c.textContent = String(v);
+    }
+  }
+
+  function row(a, index) {
+    const thumb = thumbOf(a);
+    const tr = el("tr", { class: `alert-row sev-${a.severity} state-${a.state}`,
+      "data-alert-id": a.alert_id, "data-state": a.state, tabIndex: -1 });
+    if (index === cursor) tr.classList.add("cursor");
+    if (selected.has(a.alert_id)) tr.classList.add("selected");
+    if (a._fresh) tr.classList.add("fresh");
+    const box = el("input", { type: "checkbox", checked: selected.has(a.alert_id),
+      "aria-label": `select alert ${a.rule_type} on ${a.camera_id}` });
+    box.addEventListener("change", () => { toggle(a.alert_id, box.checked); });
+    const due = nextEscalation(a);
+    tr.append(
+      el("td", {}, box),
+      el("td", { class: "thumb" }, thumb
+        ? el("img", { src: thumb, alt: `snapshot of ${a.camera_id}`, loading: "lazy",
+          width: 96, height: 54 })
+        : el("span", { class: "no-thumb", text: "no picture" })),
+      el("td", {}, el("span", { class: `sev-badge sev-${a.severity}`, text: a.severity })),
+      el("td", {}, el("a", { href: `/console/alerts/${encodeURIComponent(a.alert_id)}`,
+        text: a.rule_type })),
+      el("td", { text: a.camera_id + (a.site_id ? ` (${a.site_id})` : "") }),
+      el("td", {}, el("time", { dateTime: a.raised_at, text: localTime(a.raised_at) })),
+      el("td", { class: "state", "data-field": "state", text: a.state +
+        (a.acknowledged_by ? ` · ${a.acknowledged_by}` : "") }),
+      el("td", { class: "countdown", "data-due": due ?? "" }, due ? duration((due - Date.now()) / 1000) : "—"),
+    );
+    tr.addEventListener("click", (ev) => {
+      if (ev.target instanceof HTMLInputElement || ev.target instanceof HTMLAnchorElement) return;
+      cursor = index; render();
+    });
+    return tr;
+  }
+
+  function render() {
+    fillSelect("site", new Set([...alerts.values()].map((a) => a.site_id).filter(Boolean)));
+    fillSelect("camera", new Set([...alerts.values()].map((a) => a.camera_id)));
+    fillSelect("rule_type", new Set([...alerts.values()].map((a) => a.rule_type)));
+    visible = [...alerts.values()].filter((a) => matchesFilters(a, false))
+      .sort((x, y) => (y.raised_at > x.raised_at ? 1 : y.raised_at < x.raised_at ? -1
+        : (y.alert_id > x.alert_id ? 1 : -1)));
+    cursor = Math.min(cursor, Math.max(0, visible.length - 1));
+    tbody.replaceChildren(...visible.map(row));
+    document.getElementById("empty").hidden = visible.length > 0;
+    for (const b of document.querySelectorAll(".tabs [role=tab]")) {
+      b.setAttribute("aria-selected", String(b.dataset.state === stateTab));
+    }
+    const bulk = document.getElementById("bulk");
+    if (bulk) { bulk.hidden = selected.size === 0;
+      document.getElementById("selected-count").textContent = String(selected.size); }
+    counts();
+    const current = tbody.children[cursor];
+    if (current && document.activeElement?.closest?.("#alerts")) current.focus();
+  }
+
+  function toggle(id, on) { if (on) selected.add(id); else selected.delete(id); render(); }
+
+  function targets() {
+    if (selected.size) return [...selected].map((id) => alerts.get(id)).filter(Boolean);
+    return visible[cursor] ? [visible[cursor]] : [];
+  }
+
+  async function refresh(id) {
+    try {
+      const a = await api("GET", `/api/v1/alerts/${encodeURIComponent(id)}`);
+      const old = alerts.get(id);
+      alerts.set(id, { ...a, _fresh: !old });
+      return a;
+    } catch (err) { if (err.status === 404) alerts.delete(id); return null; }
+  }
+
+  async function act(kind, list, resolution) {
+    for (const a of list) {
+      const path = `/api/v1/alerts/${encodeURIComponent(a.alert_id)}/${kind}?wait=10`;
+      const payload = kind === "ack" ? { note: "" } : { resolution };
+      try {
+        await api("POST", path, payload);
+      } catch (err) { flash(`${a.rule_type} on ${a.camera_id}: ${err.message}`); }
+      await refresh(a.alert_id);
+    }
+    selected.clear();
+    render();
+  }
+
+  function flash(text) {
+    banner.textContent = text; banner.hidden = false; banner.classList.add("notice");
+    setTimeout(() => { banner.hidden = true; banner.classList.remove("notice"); }, 6000);
+  }
+
+  function announceCritical(a) {
+    banner.replaceChildren(el("strong", { text: "New critical alert: " }),
+      el("a", { href: `/console/alerts/${encodeURIComponent(a.alert_id)}`,
+        text: `${a.rule_type} on ${a.camera_id}` }));
+    banner.hidden = false;
+    banner.classList.add("flashing");
+    document.title = `(!) Critical alert · Vigil`;
+    if (new FormData(filters).get("sound")) beep();
+  }
+
+  function chooseResolution() {
+    return new Promise((resolve) => {
+      const dialog = el("dialog", { class: "resolve-dialog" },
+        el("p", { text: "Resolve as:" }),
+        ...RESOLUTIONS.map(([value, label], i) => {
+          const b = el("button", { type: "button", text: `${i + 1} ${label}` });
+          b.addEventListener("click", () => { dialog.close(); resolve(value); });
+          return b;
+        }),
+        (() => { const b = el("button", { type: "button", text: "Esc cancel" });
+          b.addEventListener("click", () => { dialog.close(); resolve(null); }); return b; })());
+      dialog.addEventListener("keydown", (ev) => {
+        const n = Number(ev.key);
+        if (n >= 1 && n <= RESOLUTIONS.length) { ev.preventDefault(); dialog.close();
+          resolve(RESOLUTIONS[n - 1][0]); }
+      });
+      dialog.addEventListener("cancel", () => resolve(null));
+      dialog.addEventListener("close", () => dialog.remove());
+      document.body.append(dialog);
+      dialog.showModal();
+    });
+  }
+
+  document.addEventListener("keydown", async (ev) => {
+    if (ev.target instanceof HTMLInputElement || ev.target instanceof HTMLSelectElement
+      || ev.target instanceof HTMLTextAreaElement || document.querySelector("dialog[open]")) return;
+    if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
+    if (ev.key === "j" || ev.key === "ArrowDown") { cursor = Math.min(cursor + 1, visible.length - 1); render(); tbody.children[cursor]?.focus(); ev.preventDefault(); }
+    else if (ev.key === "k" || ev.key === "ArrowUp") { cursor = Math.max(cursor - 1, 0); render(); tbody.children[cursor]?.focus(); ev.preventDefault(); }
+    else if (ev.key === "Enter" && visible[cursor]) { window.location.assign(`/console/alerts/${encodeURIComponent(visible[cursor].alert_id)}`); }
+    else if (ev.key === "x" && visible[cursor]) { toggle(visible[cursor].alert_id, !selected.has(visible[cursor].alert_id)); }
+    else if (ev.key === "a" && canAct) { ev.preventDefault(); await act("ack", targets().filter((a) => OPEN_STATES.has(a.state))); }
+    else if (ev.key === "r" && canAct) {
+      ev.preventDefault();
+      const list = targets().filter((a) => a.state !== "RESOLVED");
+      if (!list.length) return;
+      const resolution = await chooseResolution();
+      if (resolution) await act("resolve", list, resolution);
+    }
+  });
+  for (const b of document.querySelectorAll(".tabs [role=tab]")) {
+    b.addEventListener("click", () => { stateTab = b.dataset.state; cursor = 0; render(); });
+  }
+  filters.addEventListener("change", () => { cursor = 0; render(); });
+  for (const b of document.querySelectorAll("[data-bulk]")) {
+    b.addEventListener("click", async () => {
+      if (b.dataset.bulk === "ack") await act("ack", targets());
+      else { const r = await chooseResolution(); if (r) await act("resolve", targets(), r); }
+    });
+  }
+
+  liveStream(async (type, msg) => {
+    if (!msg.alert_id) return;
+    const a = await refresh(msg.alert_id);
+    if (a && type === "AlertRaised" && a.severity === "critical" && !seenCritical.has(a.alert_id)) {
+      seenCritical.add(a.alert_id);
+      announceCritical(a);
+    }
+    render();
+  }, document.getElementById("live"));
+
+  api("GET", "/api/v1/rules?limit=500").then((page) => {
+    for (const r of page.items || []) rules.set(r.rule_id, r);
+    render();
+  }).catch(() => {});
+  setInterval(() => {
+    for (const td of tbody.querySelectorAll("td.countdown[data-due]")) {
+      const due = Number(td.dataset.due);
+      if (due) td.textContent = due > Date.now() ? duration((due - Date.now()) / 1000) : "due";
+    }
+  }, 1000);
+  render();
+}
+
+function beep() {
+  try {
+    const ctx = new AudioContext();
+    const osc = ctx.createOscillator();
+    osc.frequency.value = 880; osc.connect(ctx.destination); osc.start();
+    setTimeout(() => { osc.stop(); ctx.close(); }, 400);
+  } catch { /* sound is optional */ }
+}
+
+// ---------------------------------------------------------------------------- alert page
+function alertPage() {
+  let alert = initialData();
+  const result = document.getElementById("action-result");
+
+  function renderEvidence() {
+    const box = document.getElementById("evidence");
+    const pic = alert.annotated_snapshot_url || alert.annotated_url || alert.snapshot_url;
+    const parts = [el("h2", { text: "Evidence" })];
+    if (pic) {
+      parts.push(el("figure", {}, el("img", { src: pic, class: "snapshot",
+        alt: `annotated snapshot of ${alert.rule_type} on ${alert.camera_id}` }),
+      el("figcaption", { text: `${alert.rule_type} · ${alert.camera_id} · ${localTime(alert.last_evidence_at)}` })));
+    } else {
+      parts.push(el("p", { class: "no-evidence", text: "No snapshot has been recorded for this alert." }));
+    }
+    if (alert.clip_url) {
+      const video = el("video", { src: alert.clip_url, controls: true, muted: true,
+        preload: "auto", class: "clip", "data-testid": "clip" });
+      parts.push(video);
+    } else if (alert.clip_status) {
+      parts.push(el("p", { class: "no-clip", text: `Clip: ${alert.clip_status}` }));
+    }
+    box.replaceChildren(...parts);
+  }
+
+  function renderFacts() {
+    const state = document.querySelector('[data-field="state"]');
+    state.textContent = alert.state; state.className = `state state-${alert.state}`;
+    document.querySelector('[data-field="acknowledged"]').textContent = alert.acknowledged_by
+      ? `by ${alert.acknowledged_by}${alert.ack_note ? `: “${alert.ack_note}”` : ""}` : "—";
+    document.querySelector('[data-field="resolved"]').textContent = alert.resolved_at
+      ? `${alert.resolution || "resolved"}${alert.resolved_by ? ` by ${alert.resolved_by}` : ""}` : "—";
+  }
+
+  function renderHistory() {
+    const items = (alert.history || []).map((h) => {
+      const p = h.payload || {};
+      const who = p.operator || p.by || p.assignee || "";
+      const text = p.note || p.comment || p.resolution || p.reason || "";
+      return el("li", { class: `event event-${h.event_type}` },
+        el("time", { dateTime: h.occurred_at, text: localTime(h.occurred_at) }), " ",
+        el("strong", { text: h.event_type.replace(/^Alert/, "") }),
+        who ? ` by ${who}` : "", text ? ` — ${text}` : "",
+        h.event_type === "AlertEscalated" && p.level ? ` (level ${p.level})` : "");
+    });
+    document.getElementById("timeline").replaceChildren(...items);
+  }
+
+  async function reload() {
+    alert = await api("GET", `/api/v1/alerts/${encodeURIComponent(alert.alert_id)}`);
+    renderFacts(); renderHistory(); renderEvidence();
+  }
+
+  async function send(kind, payload) {
+    result.textContent = "sending…";
+    try {
+      const out = await api("POST",
+        `/api/v1/alerts/${encodeURIComponent(alert.alert_id)}/${kind}?wait=10`, payload);
+      result.textContent = out.status === "rejected" ? `Refused: ${out.reason}`
+        : out.status === "applied" ? "Done." : "Sent; waiting for the alert service…";
+    } catch (err) { result.textContent = `Failed: ${err.message}`; }
+    await reload();
+  }
+
+  document.getElementById("ack-form")?.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    send("ack", { note: new FormData(ev.target).get("note") || "" });
+  });
+  document.getElementById("resolve-form")?.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    send("resolve", { resolution: new FormData(ev.target).get("resolution") || "" });
+  });
+  liveStream((type, msg) => { if (msg.alert_id === alert.alert_id) reload(); }, null);
+  renderFacts(); renderHistory(); renderEvidence();
+}
+
+if (body.dataset.page === "queue") queuePage();
+else if (body.dataset.page === "alert") alertPage();
