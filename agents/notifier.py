@@ -212,6 +212,11 @@ async def run(stop: asyncio.Event | None = None) -> None:
     await producer.start()
     await consumer.start()
     notifier = Notifier(cfg, producer)
+    if ops is not None:  # Alertmanager's ops alerts through the same destinations
+        from agents.notifier_ops import deliver_ops_alert
+
+        ops.attach(asyncio.get_running_loop(),
+                   lambda event_id, payload: deliver_ops_alert(notifier, event_id, payload))
     log.info("notifier started with %d destination(s)", len(notifier.dests))
     try:
         while not stop.is_set():

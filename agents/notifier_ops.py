@@ -1,6 +1,16 @@
 """The notifier's operations side, kept apart from delivery (agents/notifier.py): its
-``/metrics``, ``/health`` and ``/health/ready`` endpoint, the backlog gauge and the
-delivery counter.
+``/metrics``, ``/health`` and ``/health/ready`` endpoint, the backlog gauge, the delivery
+counter, and the Alertmanager receiver.
+
+Alertmanager receiver: ``POST /alertmanager/<p1|p2|p3|p4>`` takes Alertmanager's webhook
+body (infra/alertmanager/alertmanager.yml routes each priority to its path) and delivers
+every alert in it, firing or resolved, to the notifier's destinations through the same
+channels as operator alerts, so on-call needs one set of channels. The payload says
+``kind: ops_alert`` and carries the priority, status, alert name, summary, description,
+runbook link and labels; its event id is derived from the alert's fingerprint, status and
+times, so Alertmanager's re-sends are deduplicated by receivers like any other
+notification (``X-Vigil-Event-Id``). A delivery that fails answers 503 and Alertmanager
+retries.
 
 Readiness means "alert events are being read": the consumer polled Kafka successfully in
 the last `POLL_STALE_S` seconds. Backlog is the alert events on the notifier's partitions
@@ -10,8 +20,11 @@ notifier stuck on a slow destination shows a growing backlog (VigilNotifierBackl
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
+import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from prometheus_client import Counter, Gauge
@@ -27,11 +40,90 @@ NOTIFICATIONS = Counter("vigil_alerts_notifications_total",
                         ["channel", "outcome"])
 
 
+PRIORITIES = ("p1", "p2", "p3", "p4")
+OPS_ALERTS = Counter("vigil_notifier_ops_alerts_total",
+                     "alerts received from Alertmanager", ["priority", "status"])
+#: fixed namespace of the ops-alert event ids (uuid5), so ids are stable across restarts
+_OPS_NS = uuid.UUID("6f1d3c2e-8b1a-4e55-9a7e-3d2f6b0c9e41")
+#: Alertmanager times out a webhook after 10 s by default; answer before that
+DELIVERY_TIMEOUT_S = 9.0
+
+Deliver = Callable[[str, dict[str, Any]], Awaitable[bool]]
+
+
+def ops_alerts(body: Any, priority: str) -> list[tuple[str, dict[str, Any]]]:
+    """Alertmanager's webhook body -> [(event id, payload)], one per alert; ValueError
+    naming what is wrong for a body that is not one."""
+    if not isinstance(body, dict) or not isinstance(body.get("alerts"), list):
+        raise ValueError("not an Alertmanager webhook body: no 'alerts' list")
+    out = []
+    for n, alert in enumerate(body["alerts"]):
+        if not isinstance(alert, dict) or not isinstance(alert.get("labels"), dict):
+            raise ValueError(f"alerts[{n}] has no 'labels' object")
+        labels = {str(k): str(v) for k, v in alert["labels"].items()}
+        notes = alert.get("annotations") if isinstance(alert.get("annotations"), dict) else {}
+        status = str(alert.get("status") or body.get("status") or "firing")
+        starts, ends = str(alert.get("startsAt", "")), str(alert.get("endsAt", ""))
+        fingerprint = str(alert.get("fingerprint") or sorted(labels.items()))
+        event_id = str(uuid.uuid5(_OPS_NS, f"{fingerprint}|{status}|{starts}|"
+                                             f"{ends if status == 'resolved' else ''}"))
+        out.append((event_id, {
+            "kind": "ops_alert", "priority": priority, "status": status,
+            "alertname": labels.get("alertname", ""), "summary": notes.get("summary", ""),
+            "description": notes.get("description", ""),
+            "runbook_url": notes.get("runbook_url", ""), "labels": labels,
+            "starts_at": starts, "ends_at": ends if status == "resolved" else None,
+        }))
+    return out
+
+
+async def deliver_ops_alert(notifier: Any, event_id: str, payload: dict[str, Any]) -> bool:
+    """Send one ops alert to every destination of `notifier` (one attempt each: Alertmanager
+    retries the whole group on a 503). True when every destination took it."""
+    ok = True
+    for dest in notifier.dests:
+        await notifier.buckets[dest.name].take()
+        outcome = await notifier.channels[dest.channel].deliver(dest, event_id, payload)
+        NOTIFICATIONS.labels(dest.channel, "delivered" if outcome.ok else "failed").inc()
+        ok = ok and outcome.ok
+    return ok
+
+
 class NotifierOps:
     def __init__(self, host: str, port: int) -> None:
         self.last_poll = 0.0
         self.server = OpsServer("notifier", host, port)
         self.server.check("kafka", self._polling)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._deliver: Deliver | None = None
+        for priority in PRIORITIES:
+            self.server.post(f"/alertmanager/{priority}",
+                             lambda body, p=priority: self._alertmanager(body, p))
+
+    def attach(self, loop: asyncio.AbstractEventLoop, deliver: Deliver) -> None:
+        """Where ops alerts go: `deliver` runs on the notifier's own event loop."""
+        self._loop, self._deliver = loop, deliver
+
+    def _alertmanager(self, body: Any, priority: str) -> tuple[int, Any]:
+        try:
+            alerts = ops_alerts(body, priority)
+        except ValueError as exc:
+            return 400, {"error": "bad_request", "message": str(exc)}
+        if self._loop is None or self._deliver is None:
+            return 503, {"error": "unavailable", "message": "notifier not started yet"}
+        failed = 0
+        for event_id, payload in alerts:
+            OPS_ALERTS.labels(priority, payload["status"]).inc()
+            fut = asyncio.run_coroutine_threadsafe(self._deliver(event_id, payload), self._loop)
+            try:
+                failed += 0 if fut.result(timeout=DELIVERY_TIMEOUT_S) else 1
+            except Exception:  # timeout or channel error: Alertmanager will retry
+                fut.cancel()
+                failed += 1
+        if failed:
+            return 503, {"error": "delivery_failed",
+                         "message": f"{failed} of {len(alerts)} alert(s) not delivered"}
+        return 200, {"delivered": len(alerts)}
 
     def start(self) -> NotifierOps:
         self.server.start()

@@ -38,9 +38,20 @@ def _cmd_retention(args: argparse.Namespace) -> int:
     from projections.retention import run_retention
 
     s, ps = _settings()
-    report = run_retention(s.database_dsn, args.schema or ps.schema_name, ps)
+    schema = args.schema or ps.schema_name
+    report = run_retention(s.database_dsn, schema, ps)
+    report["recordings"] = _expire_recordings(s, ps, schema)()
     print(json.dumps(report, indent=2, default=str))
     return 0
+
+
+def _expire_recordings(s: Any, ps: Any, schema: str) -> Any:
+    """One recording-retention pass bound to this process's settings."""
+    from projections.recording_retention import expire_recordings
+    from vigil.objects import client
+
+    return lambda: expire_recordings(client(), s.bucket_segments, s.database_dsn, schema,
+                                     ps.recording_retention_days)
 
 
 class AlertsOpenCollector(Collector):
@@ -131,12 +142,21 @@ def _cmd_project(args: argparse.Namespace) -> int:
         ops.check("postgres", lambda: _ping_postgres(s.database_dsn))
         ops.check("read_model", lambda: _fresh(proj, ps.read_model_stale_s))
         ops.start()
+    timer = None
+    if ps.retention_interval_s > 0:
+        from projections.recording_retention import RetentionTimer
+
+        timer = RetentionTimer(ps.retention_interval_s, _expire_recordings(s, ps, schema),
+                               first_delay_s=min(60.0, ps.retention_interval_s))
+        timer.start()
     signal.signal(signal.SIGTERM, lambda *_: proj.stop())
     signal.signal(signal.SIGINT, lambda *_: proj.stop())
     log.info("projector running", extra={"schema": schema, "prefix": s.topic_prefix})
     try:
         stats = proj.run(max_seconds=args.max_seconds)
     finally:
+        if timer is not None:
+            timer.stop_event.set()
         proj.close()
     log.info("projector stopped", extra={"messages": stats.messages, "batches": stats.batches})
     return 0

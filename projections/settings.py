@@ -22,6 +22,11 @@ class ProjectorSettings(ReadModelSettings):
     embedding_dim: int = Field(192, ge=1, le=16000)  # appearance_embedder output
     #: Embeddings are personal data: rows older than this are deleted by retention.
     embedding_retention_h: float = Field(72.0, gt=0)
+    #: Recorded video segments are deleted this many days after they were stored
+    #: (projections/recording_retention.py), by a timer in the projector every
+    #: retention_interval_s (0 = only by `vigil db retention`).
+    recording_retention_days: float = Field(30.0, gt=0)
+    retention_interval_s: float = Field(3600.0, ge=0)
     #: Detections older than this many days are aggregated into daily counts and dropped.
     detection_retention_days: int = Field(365, ge=31)
     #: Adaptive batching bounds: a batch is flushed after max_batch events or max_wait_ms.

@@ -134,6 +134,7 @@ def _progress(engine: Any, schema: str) -> dict[str, dict[str, int]]:
         "analyzed": f"select camera_id, count(*) from {schema}.frame_analyses group by 1",
         "people": f"select camera_id, count(*) from {schema}.detections group by 1",
         "alerts": f"select camera_id, count(*) from {schema}.alerts group by 1",
+        "segments": f"select camera_id, count(*) from {schema}.recordings group by 1",
     }
     with engine.connect() as conn:
         for col, q in queries.items():
@@ -171,6 +172,13 @@ def check_expected(expected: list[dict[str, Any]], alerts: list[dict[str, Any]])
             problems.append(f"unexpected: {a['rule_type']} alert on {a['camera_id']} "
                             f"({a['rule_id']})")
     return problems
+
+
+def check_recorded(cameras: list[str], prog: dict[str, dict[str, int]]) -> list[str]:
+    """Recording is on by default: every camera of the demo must have recorded segments
+    (stored in the object store and announced) by the end of the run."""
+    return [f"no recording: {cam} has no segment in the recordings read model"
+            for cam in cameras if not prog.get(cam, {}).get("segments")]
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -233,7 +241,7 @@ def run_demo(args: argparse.Namespace) -> int:
                 continue
             line = "  ".join(
                 f"{cam}: {p.get('frames', 0)}f/{p.get('analyzed', 0)}a/"
-                f"{p.get('people', 0)}p/{p.get('alerts', 0)}!"
+                f"{p.get('people', 0)}p/{p.get('alerts', 0)}!/{p.get('segments', 0)}rec"
                 for cam, p in sorted(prog.items()))
             print(f"  [{args.duration - (deadline - time.monotonic()):5.0f}s] {line}")
             alerts = _alerts(engine, prefix)
@@ -251,6 +259,7 @@ def run_demo(args: argparse.Namespace) -> int:
                 break
         alerts = _alerts(engine, prefix)
         problems = check_expected(expected, alerts)
+        problems += check_recorded(cameras, _progress(engine, prefix))
         _summary(alerts, problems, expected, api_key)
         if args.check:
             return 1 if problems else 0

@@ -102,3 +102,13 @@ def test_triton_restart_under_load_loses_nothing(stack: dict[str, str],
     health = r["details"]["inference_health"]
     assert "InferenceDegraded" in health and health[-1] == "InferenceRecovered", health
     assert r["alerts_expected"] > 0 and r["recovery_s"], r
+
+
+def test_object_store_outage_during_recording_loses_no_segment(
+        stack: dict[str, str], tmp_path: Path) -> None:
+    """The edge's path to the object store is cut while it records: the segments finished
+    meanwhile wait in its buffer and arrive afterwards, each once and playable."""
+    r = run_scenario(stack, tmp_path, "recording_outage")
+    d = r["details"]
+    assert d["recorded_during_outage"] >= 2, r
+    assert d["segments_recorded"] == d["playable"] == d["announcements"] == 10, r

@@ -36,7 +36,10 @@ SPEC = Path(__file__).resolve().parents[1] / "data" / "compose-spec.json"
 
 VIGIL_SERVICES = {"init", "edge", "worker", "notifier", "projector", "api"}
 INFRA_SERVICES = {"kafka", "schema-registry", "postgres", "minio", "triton", "prometheus",
-                  "grafana"}
+                  "grafana", "alertmanager", "postgres-exporter", "node-exporter"}
+#: Host paths outside the repository that a service may bind-mount: only the host's root,
+#: read-only, for node-exporter to see the host's filesystems.
+HOST_PATHS = {"node-exporter": {"/"}}
 
 #: Component settings classes (``VIGIL_<PART>_*``), checked when their module exists.
 COMPONENT_SETTINGS = (
@@ -72,7 +75,7 @@ def test_the_schema_check_rejects_a_broken_file() -> None:
 def test_every_part_of_the_architecture_is_a_service() -> None:
     assert set(_services()) >= VIGIL_SERVICES | INFRA_SERVICES
     assert _services()["kafka"]["image"] == "apache/kafka:3.9.1"
-    assert _services()["postgres"]["image"].startswith("pgvector/pgvector:pg17")
+    assert re.fullmatch(r"pgvector/pgvector:[0-9.]+-pg17", _services()["postgres"]["image"])
     assert _services()["schema-registry"]["image"].startswith("confluentinc/cp-schema-registry")
     assert _services()["triton"]["image"].startswith("nvcr.io/nvidia/tritonserver")
     assert any(v.startswith("./infra/triton/models:") for v in _services()["triton"]["volumes"])
@@ -111,12 +114,127 @@ def test_dependencies_wait_for_health_checks_that_exist() -> None:
         )
 
 
-def test_bind_mounts_exist() -> None:
+def _mounts(svc: dict[str, Any]) -> list[tuple[str, str]]:
+    """(source, target) of every volume; source '' for an anonymous volume."""
+    out = []
+    for volume in svc.get("volumes", []):
+        parts = str(volume).split(":")
+        out.append(("", parts[0]) if len(parts) == 1 else (parts[0], parts[1]))
+    return out
+
+
+def test_every_bind_mounted_host_path_exists_in_the_repository() -> None:
+    """A fresh clone must have every file compose mounts: `docker compose up` fails (or
+    mounts an empty directory Docker made up) otherwise."""
+    named = set(_compose().get("volumes") or {})
     for name, svc in _services().items():
-        for volume in svc.get("volumes", []):
-            source = str(volume).split(":")[0]
-            if source.startswith("./infra/"):
-                assert (ROOT / source).exists(), f"{name} mounts missing {source}"
+        for source, _target in _mounts(svc):
+            if not source or source in named:
+                continue
+            if source.startswith("./"):
+                assert (ROOT / source).exists(), f"{name} mounts {source}, not in the repository"
+            else:
+                assert source in HOST_PATHS.get(name, set()), f"{name} mounts host path {source}"
+
+
+def _image_files() -> dict[str, Path]:
+    """What the Dockerfile copies into the Vigil image: {image path: repository path}."""
+    out = {}
+    workdir = "/"
+    for line in (ROOT / "Dockerfile").read_text(encoding="utf-8").splitlines():
+        words = line.split()
+        if words[:1] == ["WORKDIR"]:
+            workdir = words[1]
+        elif words[:1] == ["COPY"] and not any(w.startswith("--") for w in words):
+            *sources, dest = words[1:]
+            for src in sources:
+                target = dest if dest.startswith("/") else f"{workdir.rstrip('/')}/{dest}"
+                if target.endswith("/") or len(sources) > 1 or target.endswith("./"):
+                    target = target.rstrip("./").rstrip("/") + "/" + Path(src).name
+                out[target.replace("/./", "/")] = ROOT / src
+    return out
+
+
+def _in_image(svc: dict[str, Any], path: str) -> Path | bool | None:
+    """The repository file behind `path` in the container (a bind mount or a COPY), True
+    when it lies in a named/anonymous volume (made at run time), None if nowhere."""
+    for source, target in _mounts(svc):
+        if path == target or path.startswith(target.rstrip("/") + "/"):
+            if not source.startswith("./"):
+                return True
+            return ROOT / source / path[len(target):].lstrip("/")
+    if svc.get("image") == "vigil:local":
+        for target, repo in _image_files().items():
+            if path == target or path.startswith(target + "/"):
+                return repo / path[len(target):].lstrip("/")
+    return None
+
+
+def _path_args(command: Any) -> list[str]:
+    words = shlex.split(command) if isinstance(command, str) else [str(w) for w in command]
+    if len(words) >= 3 and words[0] in ("sh", "bash") and words[1] == "-c":
+        words = shlex.split(words[2].replace("&&", " "))
+    out = []
+    for w in words:
+        value = w.split("=", 1)[1] if w.startswith("--") and "=" in w else w
+        if value.startswith("/") and len(value) > 1:
+            out.append(value)
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(_services()))
+def test_every_file_a_command_names_exists_in_the_container(name: str) -> None:
+    """Paths in a service's command come from a bind mount of a repository file, from the
+    Vigil image (Dockerfile COPY), or are a volume the service owns (data directories)."""
+    svc = _services()[name]
+    for path in _path_args(svc.get("command") or []):
+        found = _in_image(svc, path)
+        assert found is not None, f"{name}: {path} is neither mounted nor in the image"
+        if isinstance(found, Path):
+            assert found.exists(), f"{name}: {path} comes from {found}, which does not exist"
+
+
+def test_shipped_site_runs_a_synthetic_site_from_scenarios_in_the_image() -> None:
+    """config/ makes `docker compose up` work on a fresh clone: the site file validates, the
+    edge file parses, and every sim:// camera names a scenario the image ships."""
+    from edge_producer.config import load_edge_config
+    from edge_producer.sim.scenario import SCENARIO_DIR
+    from schemas.site_config import load_site
+
+    site = load_site(ROOT / "config" / "site.yaml")
+    edge = load_edge_config(ROOT / "config" / "edge.yaml")
+    assert site.site_id == edge.site_id and site.edge_id == edge.edge_id
+    assert {c.camera_id for c in site.cameras} == {c.camera_id for c in edge.cameras}
+    assert site.rules, "a synthetic site without rules raises no alert"
+    copied = _image_files()
+    assert any(repo == ROOT / "edge_producer" for repo in copied.values())
+    for cam in edge.cameras:
+        assert cam.url.startswith("sim://"), cam.url
+        name = cam.url[len("sim://"):]
+        assert (SCENARIO_DIR / f"{name}.yaml").is_file(), f"{name} is not a shipped scenario"
+        assert SCENARIO_DIR.is_relative_to(ROOT / "edge_producer")
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert '"*.yaml"' in pyproject, "scenarios must be installed with the package"
+
+
+def test_every_image_is_pinned_with_its_confirmation_noted() -> None:
+    """No moving tags (latest, a bare major): each image names a release, and the line
+    before it says where that tag was confirmed to exist."""
+    lines = COMPOSE.read_text(encoding="utf-8").splitlines()
+    seen: set[str] = set()
+    for n, line in enumerate(lines):
+        m = re.match(r"\s+image:\s*(\S+)", line)
+        if not m or m.group(1) == "vigil:local":
+            continue
+        image = m.group(1)
+        repo, _, tag = image.rpartition(":")
+        assert repo and tag and tag != "latest", f"{image} is not pinned"
+        assert re.search(r"\d+\.\d+|\d{4}-\d{2}-\d{2}", tag), f"{image}: tag is not a release"
+        if image in seen:
+            continue  # the same image again (minio-buckets reuses minio's)
+        seen.add(image)
+        before = "\n".join(lines[max(0, n - 4):n])
+        assert "tag confirmed:" in before, f"{image}: note where the tag was confirmed"
 
 
 # ----------------------------------------------------------------- vigil commands

@@ -42,6 +42,7 @@ SCENARIOS: dict[str, str] = {
     "worker_wipe": "tools.faults.stalls:worker_wipe",
     "projector_commit_kill": "tools.faults.commit_kill:projector_commit_kill",
     "spool_full": "tools.faults.disk:spool_full",
+    "recording_outage": "tools.faults.recording:recording_outage",
     "malformed": "tools.faults.malformed:malformed",
     "triton_restart": "tools.faults.triton:triton_restart",
 }
