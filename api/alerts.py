@@ -39,6 +39,7 @@ from api.common import (
 )
 from api.deps import deps_of
 from api.errors import ApiError
+from api.evidence import EvidenceOut, evidence_for
 from api.routing import Endpoint
 from schemas.events import AcknowledgeAlert, ResolveAlert, new_event_id
 from schemas.tables import TS, alert_events, alerts, cameras, commands
@@ -93,6 +94,8 @@ class AlertPage(Page):
 
 class AlertDetail(AlertOut):
     history: list[AlertEventOut]
+    #: the still evidence of each rule hit of the alert (raised, then every repeat)
+    evidence: list[EvidenceOut] = Field(default_factory=list)
 
 
 class AlertQuery(PageQuery):
@@ -213,9 +216,13 @@ async def get_alert(request: Request) -> Response:
                   alert_events.c.log_offset)
     )
     history = await deps_of(request).read(lambda conn: conn.execute(stmt).all())
+    # each AlertRaised / AlertRepeated is caused by a RuleTriggered: its evidence
+    hits = [h.causation_id for h in history
+            if h.event_type in ("AlertRaised", "AlertRepeated") and h.causation_id]
     detail = AlertDetail(
         **AlertOut.model_validate(row._mapping).model_dump(),
         history=[AlertEventOut.model_validate(h._mapping) for h in history],
+        evidence=await evidence_for(request, hits),
     )
     return json_response(detail)
 

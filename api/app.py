@@ -18,7 +18,17 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute
 
-from api import alerts, cameras, config_routes, events, health, reports, search, stream
+from api import (
+    alerts,
+    cameras,
+    config_routes,
+    events,
+    evidence,
+    health,
+    reports,
+    search,
+    stream,
+)
 from api.access_log import AccessLogMiddleware
 from api.auth import KeyStore
 from api.console import pages as console_pages
@@ -47,6 +57,7 @@ def all_endpoints() -> list[Endpoint]:
         *alerts.ROUTES,
         *cameras.ROUTES,
         *events.ROUTES,
+        *evidence.ROUTES,
         *search.ROUTES,
         *config_routes.ROUTES,
         *reports.ROUTES,

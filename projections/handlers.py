@@ -222,6 +222,28 @@ def fold_track_summary(b: Batch, e: ev.TrackSummary, p: Position, _d: int) -> No
     _scene(b, e, p, camera_id=e.camera_id, track_id=e.track_id)
 
 
+# ------------------------------------------------------------------------ evidence
+@folds(ev.EvidenceCaptured)
+def fold_evidence_captured(b: Batch, e: ev.EvidenceCaptured, p: Position, _d: int) -> None:
+    b.append("evidence", (
+        e.event_id, e.rule_event_id, e.camera_id, e.rule_id, e.rule_type, e.zone_id,
+        e.line_id, e.frame_event_id, e.analysis_event_id, e.occurred_at, e.frame_at,
+        e.width, e.height, e.snapshot_ref, e.annotated_ref, e.thumbnail_ref,
+        list(e.track_ids), list(e.detection_ids), list(e.highlighted_detection_ids),
+        p.partition, p.offset))
+
+
+@folds(ev.ClipRecorded)
+def fold_clip_recorded(b: Batch, e: ev.ClipRecorded, p: Position, _d: int) -> None:
+    skipped = json.dumps([{"ref": s.ref, "reason": s.reason} for s in e.skipped])
+    gaps = json.dumps([{"start_at": g.start_at.isoformat(), "end_at": g.end_at.isoformat()}
+                       for g in e.gaps])
+    b.append("clips", (
+        e.event_id, e.evidence_id, e.rule_event_id, e.camera_id, e.window_start,
+        e.window_end, e.status, e.reason, e.clip_ref, e.clip_start_at, e.clip_end_at,
+        e.size_bytes, list(e.segment_refs), skipped, gaps, p.partition, p.offset))
+
+
 # ------------------------------------------------------------------------ commands
 def _command(b: Batch, e: ev.AcknowledgeAlert | ev.ResolveAlert, p: Position) -> None:
     b.append("commands", (e.event_id, e.event_type, e.alert_id, e.operator, e.occurred_at,
@@ -403,3 +425,7 @@ def fold_appearance_erased(b: Batch, e: ev.AppearanceErased, p: Position, _d: in
     b.append("erasures", (e.event_id, e.occurred_at, e.requested_by, e.reason,
                           list(e.detection_ids), list(e.snapshot_refs)))
     b.op("erase", (list(e.detection_ids), e.event_id, e.occurred_at))
+    if e.snapshot_refs:
+        refs = list(e.snapshot_refs)
+        b.op("erase_evidence", (refs, refs, refs))
+        b.op("erase_clips", (refs,))

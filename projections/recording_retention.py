@@ -10,11 +10,14 @@ after it was stored", which the store's own timestamp says.
 
 Each deletion is recorded: a log line naming camera, key and age, and the counter
 ``vigil_retention_deleted_total{kind="recording_segment"}``. The read-model rows of the
-deleted objects go in the same pass. A row whose object is gone for another reason
-(deleted by hand, an older pass that died after deleting the object) is removed too, but
-only if the row existed before the bucket was listed: a segment is announced only after
-its object exists, so such a row really points at nothing, while a row projected after
-the listing may belong to an object the listing could not see yet.
+objects deleted go in the same pass (``kind="recording_row"``); rows of objects the pass
+did not delete are never touched, whatever the bucket listing says (a wrong endpoint or
+an object written by another tool must not empty the read model).
+
+Known limit: the rows are deleted outside the event log, so a replay run while Kafka
+still holds the `SegmentRecorded` of a deleted segment (the topic keeps 30 days too, up
+to one log segment longer) rebuilds its row, pointing at nothing, until the topic drops
+the event.
 """
 
 from __future__ import annotations
@@ -49,22 +52,17 @@ def expire_recordings(store: Minio, bucket: str, dsn: str, schema: str,
     cutoff = now - timedelta(days=retention_days)
     with psycopg.connect(dsn, autocommit=True) as conn:
         set_search_path(conn, schema)
-        prefix = f"s3://{bucket}/"
-        known = {ref for (ref,) in conn.execute("SELECT object_ref FROM recordings")
-                 if ref.startswith(prefix)}
         expired: list[tuple[str, datetime]] = []
-        present: set[str] = set()
-        listed = store.bucket_exists(bucket)
-        if listed:
+        kept = 0
+        if store.bucket_exists(bucket):
             for obj in store.list_objects(bucket, recursive=True):
                 if obj.object_name is None:
                     continue
-                ref = f"s3://{bucket}/{obj.object_name}"
                 if obj.last_modified is not None and obj.last_modified < cutoff:
                     expired.append((obj.object_name, obj.last_modified))
                 else:
-                    present.add(ref)
-        deleted = 0
+                    kept += 1
+        deleted: list[str] = []
         for i in range(0, len(expired), _BATCH):
             chunk = expired[i:i + _BATCH]
             errors = list(store.remove_objects(
@@ -75,24 +73,22 @@ def expire_recordings(store: Minio, bucket: str, dsn: str, schema: str,
                             extra={"key": err.name})
             for name, modified in chunk:
                 if name in failed:
+                    kept += 1
                     continue
-                deleted += 1
+                deleted.append(f"s3://{bucket}/{name}")
                 DELETED.labels("recording_segment").inc()
                 log.info("recording segment expired and deleted",
                          extra={"key": name, "camera_id": name.split("/", 1)[0],
                                 "stored_at": modified.isoformat(),
                                 "age_days": round((now - modified).total_seconds() / 86400,
                                                   1)})
-            present.update(f"s3://{bucket}/{n}" for n in failed)
-        # no bucket at all is more likely a wrong endpoint than a store emptied: keep rows
-        gone = [ref for ref in known if ref not in present] if listed else []
         rows = 0
-        if gone:
+        if deleted:
             rows = conn.execute("DELETE FROM recordings WHERE object_ref = ANY(%s)",
-                                (gone,)).rowcount
+                                (deleted,)).rowcount
             DELETED.labels("recording_row").inc(rows)
-    report = {"bucket": bucket, "cutoff": cutoff.isoformat(), "segments_deleted": deleted,
-              "rows_deleted": rows, "segments_kept": len(present)}
+    report = {"bucket": bucket, "cutoff": cutoff.isoformat(),
+              "segments_deleted": len(deleted), "rows_deleted": rows, "segments_kept": kept}
     LAST_RUN.set(now.timestamp())
     log.info("recording retention done", extra=report)
     return report

@@ -285,6 +285,9 @@ class RuleTriggered(Event):
     #: seconds during which a new hit counts as a repeat. None = the site-wide default.
     auto_resolve: bool | None = None
     cooldown_s: float | None = None
+    #: (v3) the detection id of each track in the frame that completed the evidence, so
+    #: the evidence stage can highlight them without re-running the tracker.
+    detection_ids: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -306,6 +309,73 @@ class TrackSummary(Event):
     first_seen_at: datetime
     last_seen_at: datetime
     observations: int
+
+
+# --------------------------------------------------------------------------- vigil.evidence
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EvidenceCaptured(Event):
+    """The still evidence of one rule hit is stored: the frame as captured, an annotated
+    rendering and a thumbnail. Published only after the objects exist; `causation_id` is
+    the RuleTriggered event id and the object keys derive from it (docs/evidence.md)."""
+
+    camera_id: str
+    rule_event_id: str
+    rule_id: str
+    rule_type: str
+    zone_id: str | None = None
+    line_id: str | None = None
+    frame_event_id: str
+    analysis_event_id: str
+    frame_at: datetime
+    first_evidence_at: datetime
+    last_evidence_at: datetime
+    width: int
+    height: int
+    snapshot_ref: str
+    annotated_ref: str
+    thumbnail_ref: str
+    track_ids: list[str]
+    detection_ids: list[str]
+    highlighted_detection_ids: list[str]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClipSkip:
+    """A segment left out of a clip, and why."""
+
+    ref: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClipGap:
+    """A span of the window with no video."""
+
+    start_at: datetime
+    end_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClipRecorded(Event):
+    """A rule hit's clip from the recorded segments (docs/evidence.md, "Clips"):
+    complete, partial (`skipped`, `gaps`) or no_recording (`reason`)."""
+
+    camera_id: str
+    evidence_id: str
+    rule_event_id: str
+    window_start: datetime
+    window_end: datetime
+    status: str  # complete | partial | no_recording
+    reason: str = ""
+    clip_ref: str | None = None
+    clip_start_at: datetime | None = None
+    clip_end_at: datetime | None = None
+    size_bytes: int = 0
+    segment_refs: list[str]
+    skipped: list[ClipSkip]
+    gaps: list[ClipGap]
 
 
 # --------------------------------------------------------------------------- vigil.commands
@@ -568,6 +638,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         RuleTriggered,
         RuleCleared,
         TrackSummary,
+        EvidenceCaptured,
+        ClipRecorded,
         AcknowledgeAlert,
         ResolveAlert,
         AlertRaised,

@@ -68,6 +68,10 @@ CATALOG: tuple[Topic, ...] = (
     Topic("scene", "camera_id",
           ("ZoneEntered", "ZoneExited", "LineCrossed", "RuleTriggered", "RuleCleared",
            "TrackSummary"), 8, 90 * DAY_MS),
+    # an alert's still evidence (snapshot, annotated rendering, thumbnail): object refs only
+    Topic("evidence", "camera_id", ("EvidenceCaptured", "ClipRecorded"), 8, 90 * DAY_MS),
+    # clips waiting for their segments: EvidenceCaptured again, header vigil.not_before
+    Topic("clip-retry", "camera_id", ("EvidenceCaptured",), 8, 7 * DAY_MS, public=False),
     Topic("alerts", "incident_key",
           ("AlertRaised", "AlertRepeated", "AlertEscalated", "AlertAcknowledged",
            "AlertResolved", "CommandRejected"), 8, None),

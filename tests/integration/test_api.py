@@ -176,6 +176,7 @@ def _matrix(ids: dict[str, Any]) -> list[tuple[str, str, dict[str, Any], set[str
         ("GET", "/api/v1/sites", {}, read),
         ("GET", "/api/v1/events", {}, read),
         ("GET", f"/api/v1/events/{event}", {}, read),
+        ("GET", f"/api/v1/evidence/{ids['evidence']['cam-a1'][0]}", {}, read),
         ("GET", f"/api/v1/search/appearance?detection_id={det}", {}, read),
         ("GET", "/api/v1/zones", {}, read),
         ("GET", "/api/v1/lines", {}, read),

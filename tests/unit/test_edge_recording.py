@@ -264,3 +264,54 @@ def test_recorder_frame_rate_is_kept(tmp_path: Path) -> None:
         st = c.streams.video[0]
         assert st.average_rate == Fraction(4)
         assert (st.codec_context.width, st.codec_context.height) == (64, 48)
+
+
+def test_a_full_disk_drops_the_segment_being_written_and_frees_the_oldest(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ENOSPC from the muxer (the named boundary: the file system) is not a camera
+    failure: the segment being written is dropped and counted, the oldest segment is
+    deleted to make room, and recording goes on at the next keyframe."""
+    import errno
+
+    import edge_producer.recorder as recorder_mod
+
+    src = _packets(tmp_path, seconds=35)
+    buf = SegmentBuffer(tmp_path / "rec", max_bytes=10**9, max_age_s=3600)
+    _add(buf, "old-cam", 0)  # an older, never-uploaded segment of another camera
+    real_open = av.open
+    opened: list[int] = []
+
+    class FullDisk:
+        """The second segment's file: every write fails with ENOSPC."""
+
+        def __init__(self, out: Any) -> None:
+            self.out = out
+
+        def add_stream_from_template(self, stream: Any) -> Any:
+            return self.out.add_stream_from_template(stream)
+
+        def mux(self, _packet: Any) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def close(self) -> None:
+            self.out.close()
+
+    def fake_open(path: str, mode: str = "r", **kw: Any) -> Any:
+        out = real_open(path, mode, **kw)
+        if mode == "w":
+            opened.append(1)
+            if len(opened) == 2:
+                return FullDisk(out)
+        return out
+
+    monkeypatch.setattr(recorder_mod.av, "open", fake_open)
+    rec = SegmentRecorder("cam", 10.0, buf)
+    _feed(rec, src)
+    monkeypatch.setattr(recorder_mod.av, "open", real_open)
+    starts = [s.start_at for s in buf.segments("cam")]
+    # the segment due at 10 s failed on its first packet; the next keyframe (12 s) starts
+    # the next one: one GOP of video lost, declared
+    assert starts == [T0 + timedelta(seconds=s) for s in (0, 12, 22, 32)]
+    assert buf.segments("old-cam") == []  # freed for room, counted as never uploaded
+    assert buf.evicted_by_camera == {"cam": 1, "old-cam": 1}
+    assert not list((tmp_path / "rec" / "cam").glob("*.part"))
