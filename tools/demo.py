@@ -339,7 +339,7 @@ def _summary(alerts: list[dict[str, Any]], problems: list[str],
 def _presigned(ref: str) -> str:
     from datetime import timedelta
 
-    from edge_producer.objects import client, split_ref
+    from vigil.objects import client, split_ref
 
     s = get_settings()
     bucket, key = split_ref(ref, s.bucket_snapshots, s.buckets)
