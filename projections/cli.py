@@ -1,5 +1,6 @@
-"""CLI: `vigil db upgrade|retention`, `vigil project`, `vigil replay`, `vigil audit`,
-`vigil erase`. Heavy imports happen inside the commands so `vigil --help` stays fast."""
+"""CLI: `vigil db upgrade|retention`, `vigil project`, `vigil projector check`,
+`vigil replay`, `vigil audit`, `vigil erase`. Heavy imports happen inside the commands
+so `vigil --help` stays fast."""
 
 from __future__ import annotations
 
@@ -162,6 +163,16 @@ def _cmd_project(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_check(args: argparse.Namespace) -> int:
+    from projections.check import check_schema
+
+    s, ps = _settings()
+    report = check_schema(s.database_dsn, args.schema or ps.schema_name, s.topic_prefix,
+                          s.kafka_bootstrap, consumer_name=args.consumer or ps.consumer)
+    print(json.dumps(report.to_dict(), indent=2, default=str) if args.json else report.text())
+    return 0 if report.ok else 1
+
+
 def _cmd_replay(args: argparse.Namespace) -> int:
     from projections.replay import replay_into, verify
 
@@ -219,6 +230,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--schema")
     p.add_argument("--max-seconds", type=float, default=None, help="stop after this long")
     p.set_defaults(func=_cmd_project)
+
+    p = sub.add_parser("projector", help="projector tools")
+    psub = p.add_subparsers(dest="projector_command", required=True)
+    c = psub.add_parser("check", help="report events below the stored offsets without "
+                                      "their row (exit 1 if any)")
+    c.add_argument("--schema", help="default: VIGIL_PROJECTOR_SCHEMA (vigil)")
+    c.add_argument("--consumer", help="projector_offsets consumer (default: projector)")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=_cmd_check)
 
     p = sub.add_parser("replay", help="rebuild read models from offset 0 / verify them")
     p.add_argument("--into", metavar="SCHEMA", help="fresh schema to rebuild into")

@@ -245,9 +245,11 @@ def fold_clip_recorded(b: Batch, e: ev.ClipRecorded, p: Position, _d: int) -> No
 
 
 # ------------------------------------------------------------------------ commands
-def _command(b: Batch, e: ev.AcknowledgeAlert | ev.ResolveAlert, p: Position) -> None:
+def _command(b: Batch, e: ev.AcknowledgeAlert | ev.ResolveAlert | ev.AssignAlert
+             | ev.CommentOnAlert, p: Position) -> None:
     b.append("commands", (e.event_id, e.event_type, e.alert_id, e.operator, e.occurred_at,
-                          e.expected_version, payload(e), p.partition, p.offset))
+                          getattr(e, "expected_version", None), payload(e), p.partition,
+                          p.offset))
 
 
 @folds(ev.AcknowledgeAlert)
@@ -257,6 +259,16 @@ def fold_acknowledge_alert(b: Batch, e: ev.AcknowledgeAlert, p: Position, _d: in
 
 @folds(ev.ResolveAlert)
 def fold_resolve_alert(b: Batch, e: ev.ResolveAlert, p: Position, _d: int) -> None:
+    _command(b, e, p)
+
+
+@folds(ev.AssignAlert)
+def fold_assign_alert(b: Batch, e: ev.AssignAlert, p: Position, _d: int) -> None:
+    _command(b, e, p)
+
+
+@folds(ev.CommentOnAlert)
+def fold_comment_on_alert(b: Batch, e: ev.CommentOnAlert, p: Position, _d: int) -> None:
     _command(b, e, p)
 
 
@@ -303,6 +315,19 @@ def fold_alert_resolved(b: Batch, e: ev.AlertResolved, p: Position, _d: int) -> 
     _alert_event(b, e, p, e.alert_id, e.incident_key, e.version)
     b.op("alert_resolved", (e.occurred_at, e.operator, e.resolution, e.automatic, e.version,
                             e.occurred_at, e.event_id, e.alert_id, e.version))
+
+
+@folds(ev.AlertAssigned)
+def fold_alert_assigned(b: Batch, e: ev.AlertAssigned, p: Position, _d: int) -> None:
+    _alert_event(b, e, p, e.alert_id, e.incident_key, e.version)
+    b.op("alert_assigned", (e.assignee, e.version, e.occurred_at, e.event_id, e.alert_id,
+                            e.version))
+
+
+@folds(ev.AlertCommented)
+def fold_alert_commented(b: Batch, e: ev.AlertCommented, p: Position, _d: int) -> None:
+    _alert_event(b, e, p, e.alert_id, e.incident_key, e.version)
+    b.op("alert_commented", (e.version, e.occurred_at, e.event_id, e.alert_id, e.version))
 
 
 @folds(ev.CommandRejected)

@@ -120,6 +120,13 @@ OPS: dict[str, str] = {
             resolution = %s, auto_resolved = %s, version = %s, updated_at = %s,
             last_event_id = %s
         WHERE alert_id = %s AND version < %s""",
+    "alert_assigned": """
+        UPDATE alerts SET assigned_to = NULLIF(%s, ''), version = %s, updated_at = %s,
+            last_event_id = %s
+        WHERE alert_id = %s AND version < %s""",
+    "alert_commented": """
+        UPDATE alerts SET version = %s, updated_at = %s, last_event_id = %s
+        WHERE alert_id = %s AND version < %s""",
     "camera_configured": """
         INSERT INTO cameras AS t (camera_id, site_id, edge_id, name, timezone, enabled,
             configured_at, config_event_id, stream_state)

@@ -400,6 +400,26 @@ class ResolveAlert(Event):
     expected_version: int | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AssignAlert(Event):
+    """Operator intent: hand the alert to `assignee` (a console user name or a team);
+    an empty `assignee` unassigns it."""
+
+    alert_id: str
+    operator: str
+    assignee: str
+    expected_version: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommentOnAlert(Event):
+    """Operator intent: add a note to the alert's history (allowed in every state)."""
+
+    alert_id: str
+    operator: str
+    text: str
+
+
 # --------------------------------------------------------------------------- vigil.alerts
 
 
@@ -448,6 +468,26 @@ class AlertAcknowledged(Event):
     incident_key: str
     operator: str
     note: str
+    command_id: str
+    version: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertAssigned(Event):
+    alert_id: str
+    incident_key: str
+    operator: str
+    assignee: str
+    command_id: str
+    version: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertCommented(Event):
+    alert_id: str
+    incident_key: str
+    operator: str
+    text: str
     command_id: str
     version: int
 
@@ -642,11 +682,15 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ClipRecorded,
         AcknowledgeAlert,
         ResolveAlert,
+        AssignAlert,
+        CommentOnAlert,
         AlertRaised,
         AlertRepeated,
         AlertEscalated,
         AlertAcknowledged,
         AlertResolved,
+        AlertAssigned,
+        AlertCommented,
         CommandRejected,
         NotificationDelivered,
         NotificationFailed,

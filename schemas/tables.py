@@ -301,6 +301,7 @@ alerts = Table(
     Column("auto_resolved", Boolean),
     Column("raised_event_id", Text, nullable=False),  # RuleTriggered chain starts here
     Column("last_event_id", Text, nullable=False),
+    Column("assigned_to", Text),  # AlertAssigned; None = nobody
 )
 
 #: Full history: every vigil.alerts event, CommandRejected included.

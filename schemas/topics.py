@@ -74,8 +74,9 @@ CATALOG: tuple[Topic, ...] = (
     Topic("clip-retry", "camera_id", ("EvidenceCaptured",), 8, 7 * DAY_MS, public=False),
     Topic("alerts", "incident_key",
           ("AlertRaised", "AlertRepeated", "AlertEscalated", "AlertAcknowledged",
-           "AlertResolved", "CommandRejected"), 8, None),
-    Topic("commands", "incident_key", ("AcknowledgeAlert", "ResolveAlert"), 8, None),
+           "AlertResolved", "AlertAssigned", "AlertCommented", "CommandRejected"), 8, None),
+    Topic("commands", "incident_key",
+          ("AcknowledgeAlert", "ResolveAlert", "AssignAlert", "CommentOnAlert"), 8, None),
     Topic("alert-ticks", "partition", (), 8, HOUR_MS, public=False),
     # rule hits and health events re-keyed by incident (the scene topic is keyed by camera)
     Topic("alert-input", "incident_key",

@@ -171,6 +171,8 @@ def _matrix(ids: dict[str, Any]) -> list[tuple[str, str, dict[str, Any], set[str
         ("GET", f"/api/v1/alerts/{alert}", {}, read),
         ("POST", f"/api/v1/alerts/{alert}/ack", {"json": {}}, act),
         ("POST", f"/api/v1/alerts/{alert}/resolve", {"json": {}}, act),
+        ("POST", f"/api/v1/alerts/{alert}/assign", {"json": {"assignee": "olga"}}, act),
+        ("POST", f"/api/v1/alerts/{alert}/comment", {"json": {"text": "seen"}}, act),
         ("GET", "/api/v1/cameras", {}, read),
         ("GET", "/api/v1/cameras/cam-a1", {}, read),
         ("GET", "/api/v1/sites", {}, read),
