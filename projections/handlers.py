@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
+from projections.access_log import FIELDS as ACCESS_FIELDS
+from projections.access_log import content_hash
 from schemas import events as ev
 from vigil.errors import VigilError
 from vigil.redact import redact
@@ -454,3 +456,13 @@ def fold_appearance_erased(b: Batch, e: ev.AppearanceErased, p: Position, _d: in
         refs = list(e.snapshot_refs)
         b.op("erase_evidence", (refs, refs, refs))
         b.op("erase_clips", (refs,))
+
+
+# ------------------------------------------------------------------------ access record
+@folds(ev.AccessRecorded)
+def fold_access_recorded(b: Batch, e: ev.AccessRecorded, p: Position, _d: int) -> None:
+    """Chained onto the access record in log order (projections/access_log.py)."""
+    h = content_hash({f: getattr(e, f) for f in ACCESS_FIELDS})
+    # parameters in the order of the statement (writer.OPS["access_recorded"])
+    b.op("access_recorded", (h, p.partition, p.offset,
+                             *(getattr(e, f) for f in ACCESS_FIELDS), h, e.event_id))

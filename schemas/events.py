@@ -664,6 +664,27 @@ class AppearanceErased(Event):
     reason: str
 
 
+# --------------------------------------------------------------------------- vigil.access
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccessRecorded(Event):
+    """One API request that read personal data or changed something: who, what, from
+    where, with what outcome. Never the data itself: ids only (docs/security.md)."""
+
+    actor_kind: str  # "key" (an API key) or "user" (a console session)
+    actor_id: str  # key id, or user id; "anonymous" when no valid credential was sent
+    actor_name: str
+    role: str
+    method: str
+    route: str  # the route template, e.g. /api/v1/cameras/{camera_id}
+    operation: str
+    resource_ids: list[str]  # "name=value" of the ids the request named
+    client_address: str
+    status: int
+    outcome: str  # ok | denied | not_found | rejected | error
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (
@@ -702,6 +723,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         EdgeOffline,
         EdgeOnline,
         StreamDown,
+        AccessRecorded,
         StreamUp,
         InferenceDegraded,
         InferenceRecovered,

@@ -191,6 +191,27 @@ async def alert_page(request: Request) -> Response:
     return _page(request, "alert.html", alert=detail, page_name="alert")
 
 
+async def alert_thumbnail(request: Request) -> Response:
+    """The queue's picture of an alert: a redirect to its newest evidence's thumbnail
+    (a short-lived presigned URL), after the same site check as the alert itself; a
+    picture another site's alert has is a 404 like a missing one."""
+    if not request.cookies.get(SESSION_COOKIE):
+        return Response(status_code=401)
+    try:
+        await authenticate_session(request, "read")
+        from api.alerts import get_alert
+
+        detail = await _api_json(get_alert, request)
+    except ApiError as exc:
+        return Response(status_code=exc.status if exc.status in (401, 403, 429) else 404)
+    for item in reversed(detail.get("evidence") or []):
+        url = item.get("thumbnail_url") or item.get("annotated_url")
+        if url:
+            return RedirectResponse(url, status_code=303,
+                                    headers={"Cache-Control": "private, max-age=60"})
+    return Response(status_code=404, headers={"Cache-Control": "private, max-age=10"})
+
+
 async def not_found(request: Request) -> Response:
     if (redirect := await _user(request)) is not None:
         return redirect
@@ -219,6 +240,7 @@ def routes() -> list[BaseRoute]:
         Route("/console/logout", logout, methods=["POST"]),
         Route("/console/", queue_page, methods=["GET"]),
         Route("/console/alerts/{alert_id}", alert_page, methods=["GET"]),
+        Route("/console/alerts/{alert_id}/thumbnail", alert_thumbnail, methods=["GET"]),
         Mount("/console/static", app=StaticFiles(directory=str(HERE / "static")),
               name="console-static"),
         Route("/console/{rest:path}", not_found, methods=["GET"]),
