@@ -40,12 +40,12 @@ from api.limits import BodySizeLimitMiddleware
 from api.metrics import ApiMetrics, MetricsMiddleware
 from api.openapi import build_openapi
 from api.publisher import Publisher
-from api.ratelimit import RateLimiter
 from api.routing import Endpoint, to_route
 from api.settings import ApiSettings, load_api_settings
 from api.users import LoginPolicy, UserStore
 from schemas.producer import EventProducer
 from schemas.read_model import get_read_model_settings
+from vigil.ratelimit import RateLimiter
 from vigil.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,6 @@
-"""Token buckets per API key, and per client address for requests without a valid key:
-a noisy client slows down itself, not everyone else.
+"""Token buckets by key: the API keeps one per API key (and per client address for
+requests without a valid key), so a noisy client slows down itself, not everyone else; the
+notifier keeps one per channel and recipient. Plumbing, so both services share this one.
 
 In-process on purpose: one API process per host behind a load balancer gives each
 process its own budget, which is good enough to stop a runaway script; a shared limiter
