@@ -240,14 +240,16 @@ class _Out:
         self.obs: dict[str, Any] = {}
 
     def trigger(self, rule: RuleConfigured, *id_parts: object, **fields: Any) -> None:
-        """A RuleTriggered carrying the rule's own alert policy (auto-resolve, cooldown),
-        so the alerts stage applies what the rule says without reading the config, and
-        the detection of each of its tracks in this frame, so the evidence stage can
-        highlight them (docs/evidence.md)."""
+        """A RuleTriggered carrying the rule's own alert policy (auto-resolve, cooldown,
+        escalation), so the alerts stage applies what the rule says without reading the
+        config, and the detection of each of its tracks in this frame, so the evidence
+        stage can highlight them (docs/evidence.md)."""
         obs = self.obs
         dets = [obs[t].detection_id for t in fields["track_ids"] if t in obs]
         self.emit(RuleTriggered, rule.rule_id, *id_parts, auto_resolve=rule.auto_resolve,
-                  cooldown_s=rule.cooldown_s, detection_ids=dets, **fields)
+                  cooldown_s=rule.cooldown_s, escalation_s=rule.escalation_s,
+                  max_escalation_level=rule.max_escalation_level, detection_ids=dets,
+                  **fields)
 
     def emit(self, cls: type[E], *id_parts: object, **fields: Any) -> None:
         f = self.frame

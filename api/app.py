@@ -26,6 +26,7 @@ from api import (
     events,
     evidence,
     health,
+    notifications,
     reports,
     search,
     stream,
@@ -61,6 +62,7 @@ def all_endpoints() -> list[Endpoint]:
         *evidence.ROUTES,
         *search.ROUTES,
         *config_routes.ROUTES,
+        *notifications.ROUTES,
         *reports.ROUTES,
         *access.routes(),
     ]

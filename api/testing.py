@@ -33,6 +33,7 @@ from schemas.events import (
     Event,
     EvidenceCaptured,
     LineConfigured,
+    NotificationFailed,
     Point,
     RuleConfigured,
     RuleTriggered,
@@ -219,6 +220,12 @@ def seed_world(w: World, events_per_camera: int = 7, alerts_per_camera: int = 1,
                     rule_type="loitering", severity="warning", first_evidence_at=T0,
                     last_evidence_at=T0 + timedelta(minutes=5), snapshot_ref=None, version=1))
                 out["alerts"][cam].append({"alert_id": alert_id, "incident_key": incident})
+                if n == 0:  # one delivery that gave up, for the notification endpoints
+                    nf = w.send("notifications", alert_id, NotificationFailed.create(
+                        producer=p, occurred_at=T0 + timedelta(minutes=6), alert_id=alert_id,
+                        alert_event_id=f"ev-{alert_id}", destination="ops:ops@x.example",
+                        channel="mail", attempts=9, reason="ConnectionRefusedError"))
+                    out.setdefault("notifications_failed", {})[cam] = nf.event_id
             out["detections"][cam] = []
             for i in range(embeddings_per_camera):
                 seq += 1

@@ -181,19 +181,23 @@ def service_topics(prefix: str) -> dict[str, dict[str, tuple[str, ...]]]:
     """principal -> {"read": topic suffixes, "write": topic suffixes}: what each needs.
 
     The edge writes what it captures and reads nothing; the API writes commands, config
-    and the access record and reads only its own delivery reports (none); the projector
-    reads every public topic and writes only dead letters; the notifier reads alerts and
-    writes notification outcomes. The worker (Faust) reads and writes the processing
-    topics and owns everything under its application id (changelogs, repartitions)."""
+    and the access record (and operators' RetryNotification on notifications) and reads
+    only its own delivery reports (none); the projector reads every public topic and writes
+    only dead letters; the notifier reads alerts, its routes on config and retry commands
+    on notifications, and writes notification outcomes. The worker (Faust) reads and
+    writes the processing topics and owns everything under its application id
+    (changelogs, repartitions)."""
     from schemas.topics import CATALOG
 
     public = tuple(t.suffix for t in CATALOG if t.public)
     return {
         "edge": {"read": (), "write": ("frames", "heartbeats", "recordings", "health",
                                        "dlq")},
-        "api": {"read": (), "write": ("commands", "config", "access", "dlq")},
+        "api": {"read": (), "write": ("commands", "config", "access", "notifications",
+                                      "dlq")},
         "projector": {"read": public, "write": ("dlq",)},
-        "notifier": {"read": ("alerts",), "write": ("notifications", "dlq")},
+        "notifier": {"read": ("alerts", "config", "notifications"),
+                     "write": ("notifications", "dlq")},
         "worker": {"read": ("frames", "heartbeats", "detections", "embeddings", "scene",
                             "alerts", "commands", "alert-ticks", "alert-input",
                             "health-ticks", "config", "health"),

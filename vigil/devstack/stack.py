@@ -59,6 +59,9 @@ log = logging.getLogger(__name__)
 #: Where bootstrap puts the tools (Kafka jars, Triton venv); shared by dev and test stacks.
 DEFAULT_TOOLS_DIR = PROJECT_ROOT / ".vigil"
 MODEL_REPOSITORY = PROJECT_ROOT / "infra" / "triton" / "models"
+#: The optional ONNX object detector's repository (docs/models.md): served next to the
+#: CPU defaults once a site's export is in place, never without it (the load would fail).
+DETECTOR_REPOSITORY = PROJECT_ROOT / "infra" / "triton" / "detectors"
 BOOTSTRAP_HINT = "run scripts/bootstrap.sh (or `make bootstrap`)"
 
 
@@ -590,6 +593,13 @@ def model_names(repository: Path = MODEL_REPOSITORY) -> list[str]:
     return sorted(p.parent.name for p in repository.glob("*/config.pbtxt"))
 
 
+def repositories(main: Path, detectors: Path = DETECTOR_REPOSITORY) -> list[Path]:
+    """The model repositories to serve: `main`, plus the detector repository when one of
+    its models has its ONNX export (``<model>/1/model.onnx``) in place."""
+    extra = [detectors] if any(detectors.glob("*/1/model.onnx")) else []
+    return [main, *extra]
+
+
 class Triton(Service):
     """tritonserver from the nvidia-pytriton wheel, serving infra/triton/models on the CPU."""
 
@@ -645,7 +655,7 @@ class Triton(Service):
         p = self.stack.ports
         argv = [
             str(server / "bin" / "tritonserver"),
-            f"--model-repository={self.stack.model_repository}",
+            *(f"--model-repository={r}" for r in repositories(self.stack.model_repository)),
             f"--backend-directory={self.dir / 'backends'}",
             "--http-address=127.0.0.1", f"--http-port={p.triton_http}",
             "--grpc-address=127.0.0.1", f"--grpc-port={p.triton_grpc}",
@@ -677,7 +687,8 @@ class Triton(Service):
             try:
                 if not client.is_server_ready(client_timeout=3):
                     return "server not ready"
-                names = model_names(self.stack.model_repository) if not self.external else []
+                names = ([n for r in repositories(self.stack.model_repository)
+                          for n in model_names(r)] if not self.external else [])
                 waiting = [n for n in names if not client.is_model_ready(n, client_timeout=3)]
             finally:
                 client.close()
