@@ -54,8 +54,9 @@ from projections.offsets import load_offsets, next_offsets, store_offsets
 from projections.settings import ProjectorSettings
 from schemas.codec import CodecError, default_codec
 from schemas.events import Event
+from schemas.producer import EventProducer
 from schemas.topics import CATALOG
-from vigil.kafka import EventProducer, consumer_config
+from vigil.kafka import consumer_config
 
 log = logging.getLogger(__name__)
 

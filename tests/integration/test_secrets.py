@@ -22,10 +22,10 @@ from confluent_kafka import Consumer, TopicPartition
 from psycopg import sql
 from starlette.testclient import TestClient
 
-from api.testing import World, make_world
 from schemas.topics import CATALOG, topic_name
 from tests.integration.test_api import build
-from vigil.devstack.process import free_port
+from tools.devstack.process import free_port
+from tools.testkit.api import World, make_world
 from vigil.settings import get_settings
 
 pytestmark = pytest.mark.integration
@@ -113,7 +113,7 @@ def test_a_failing_camera_password_appears_nowhere(world: World, tmp_path: Path,
     env = {**os.environ, "VIGIL_TOPIC_PREFIX": world.prefix,
            "VIGIL_STATE_DIR": str(tmp_path / "state"), "VIGIL_LOG_FORMAT": "json",
            "VIGIL_LOG_LEVEL": "DEBUG"}
-    proc = subprocess.Popen([sys.executable, "-m", "vigil.cli", "edge", "run", "--config",
+    proc = subprocess.Popen([sys.executable, "-m", "vigil_cli", "edge", "run", "--config",
                              str(site)], env=env, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
@@ -176,7 +176,7 @@ def test_a_failing_camera_password_appears_nowhere(world: World, tmp_path: Path,
 
 
 def test_dead_letter_reasons_are_redacted(world: World) -> None:
-    from vigil.kafka import EventProducer
+    from schemas.producer import EventProducer
 
     p = EventProducer()
     p.dead_letter(b"k", b"v", "decode failed for rtsp://u:DlqSecret9@h/x", stage="test")
