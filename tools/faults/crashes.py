@@ -1,7 +1,7 @@
 """Crash scenarios: SIGKILL the worker, the projector or the edge mid-stream, restart it.
 
 SIGKILL (not SIGTERM) because it is the fault that skips every shutdown hook: no offset
-commit, no flush, no changelog write. What must hold afterwards (DESIGN: at-least-once
+commit, no flush, no changelog write. What must hold afterwards (docs/architecture.md: at-least-once
 plus idempotent consumers): every frame of the log is in the read model once, analysed
 once, and the scenarios' alerts are raised exactly once.
 """
