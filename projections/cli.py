@@ -121,7 +121,7 @@ def _cmd_project(args: argparse.Namespace) -> int:
 
     from projections.migrate import upgrade
     from projections.projector import Projector
-    from vigil.kafka import EventProducer
+    from schemas.producer import EventProducer
     from vigil.ops_http import OpsServer
 
     s, ps = _settings()

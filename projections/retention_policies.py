@@ -141,8 +141,8 @@ def _detections_and_embeddings(ctx: RetentionContext) -> dict[str, Any]:
 def _recordings(ctx: RetentionContext) -> dict[str, Any]:
     """Recorded video segments, aged by the object's LastModified
     (projections/recording_retention.py)."""
-    from edge_producer.objects import client
     from projections.recording_retention import expire_recordings
+    from vigil.objects import client
     from vigil.settings import get_settings
 
     return expire_recordings(client(), get_settings().bucket_segments, ctx.dsn, ctx.schema,

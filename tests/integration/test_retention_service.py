@@ -37,7 +37,7 @@ from projections.replay import drop_schema
 from projections.retention_policies import POLICIES
 from projections.retention_service import run_all
 from projections.settings import ProjectorSettings
-from vigil.devstack.process import free_port
+from tools.devstack.process import free_port
 from vigil.kafka import EventProducer
 from vigil.settings import get_settings
 
