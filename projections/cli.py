@@ -38,7 +38,7 @@ def _cmd_upgrade(args: argparse.Namespace) -> int:
 def _cmd_retention(args: argparse.Namespace) -> int:
     """Every retention policy once (the projector also runs them on its own timer)."""
     from projections.retention_service import object_store, run_all
-    from vigil.kafka import EventProducer
+    from schemas.producer import EventProducer
 
     s, ps = _settings()
     result = run_all(s.database_dsn, args.schema or ps.schema_name, ps, store=object_store(),

@@ -37,8 +37,8 @@ from projections.replay import drop_schema
 from projections.retention_policies import POLICIES
 from projections.retention_service import run_all
 from projections.settings import ProjectorSettings
+from schemas.producer import EventProducer
 from tools.devstack.process import free_port
-from vigil.kafka import EventProducer
 from vigil.settings import get_settings
 
 pytestmark = pytest.mark.integration
@@ -183,7 +183,7 @@ def test_the_projector_runs_retention_on_its_own_timer(vigil_env: dict[str, str]
     env.update({"VIGIL_PROJECTOR_SCHEMA": schema, "VIGIL_PROJECTOR_METRICS_PORT": str(port),
                 "VIGIL_PROJECTOR_RETENTION_INTERVAL_S": "2"})
     log = (tmp_path / "projector.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "vigil.cli", "project"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "vigil_cli", "project"], env=env,
                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             start_new_session=True)
     try:
@@ -201,6 +201,7 @@ def test_the_projector_runs_retention_on_its_own_timer(vigil_env: dict[str, str]
                     runs = float(line.split()[-1])
         assert runs >= 1, (tmp_path / "projector.log").read_text()[-2000:]
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(30)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(30)
         drop_schema(get_settings().database_dsn, schema)
