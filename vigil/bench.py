@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, str] = {
     "projection": "projections.bench",
     "api": "api.bench",
     "e2e": "vigil.e2e_bench",
+    "notify": "agents.notify_bench",
 }
 
 
