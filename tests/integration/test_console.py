@@ -24,10 +24,10 @@ from playwright.sync_api import expect
 
 from api.app import create_app
 from api.settings import load_api_settings
-from api.testing import World, make_world, seed_world, serve, wait_for
 from api.users import UserStore
 from tests.integration.alerts_support import ROOT, Worker, module_env, rule_hit
 from tests.integration.test_evidence_agent import config_events, send_hit, send_segments
+from tools.testkit.api import World, make_world, seed_world, serve, wait_for
 from vigil.settings import get_settings
 
 pytestmark = pytest.mark.integration
@@ -74,7 +74,7 @@ def pipeline(env: dict[str, str], world: tuple[World, dict[str, Any]],
     worker.start()
     proj_log = (logs / "projector.log").open("ab")
     projector = subprocess.Popen(
-        [sys.executable, "-m", "vigil.cli", "project", "--schema", w.schema,
+        [sys.executable, "-m", "vigil_cli", "project", "--schema", w.schema,
          "--max-seconds", "900"],
         env=env, cwd=ROOT, stdout=proj_log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -92,7 +92,7 @@ def pipeline(env: dict[str, str], world: tuple[World, dict[str, Any]],
 @pytest.fixture(scope="module")
 def base_url(world: tuple[World, dict[str, Any]], pipeline: None) -> Iterator[str]:
     w, _ = world
-    from edge_producer.objects import client
+    from vigil.objects import client
 
     app = create_app(get_settings(), w.engine, w.producer, read_schema=w.schema,
                      api_settings=load_api_settings(env={}, keys_schema=w.keys_schema,
@@ -311,6 +311,46 @@ def test_site_scoped_operator_never_sees_another_site(
     page.context.close()
 
 
+def test_camera_wall_camera_page_and_system_page_are_site_scoped(
+        world: tuple[World, dict[str, Any]], base_url: str, browser: Any) -> None:
+    page = login(browser, base_url, "olga")
+    page.click("nav.main-nav >> text=Cameras")
+    page.wait_for_url(f"{base_url}/console/cameras")
+    cards = page.locator(".camera-card")
+    expect(cards).to_have_count(4)  # cam-a1, cam-a2, cam-b1 and the evidence camera
+    page.check("#show-zones")
+    # cam-a1 has a zone and a line: their overlay is drawn over its picture
+    a1 = page.locator('.camera-card[data-camera-id="cam-a1"]')
+    expect(a1.locator("svg.overlay polygon.zone")).to_have_count(1)
+    expect(a1.locator("svg.overlay line.tripwire")).to_have_count(1)
+    page.screenshot(path=str(SHOTS / "cameras.png"), full_page=True)
+    a1.click()
+    page.wait_for_url(f"{base_url}/console/cameras/cam-a1")
+    expect(page.locator("table.rules tbody")).to_contain_text("rule-a1")
+    page.screenshot(path=str(SHOTS / "camera.png"), full_page=True)
+    page.goto(f"{base_url}/console/system")
+    w, _ = world
+    with w.engine.connect() as conn:
+        status = conn.execute(sa.text(
+            f'SELECT status FROM "{w.schema}".edges WHERE edge_id = :e'), {"e": "edge-a"}
+        ).scalar()
+    expect(page.locator('#edges tr[data-edge-id="edge-a"] td').nth(2)).to_have_text(status)
+    expect(page.locator("#streams tbody tr")).to_have_count(4)
+    page.screenshot(path=str(SHOTS / "system.png"), full_page=True)
+    page.context.close()
+
+    scoped = login(browser, base_url, "anna")
+    scoped.goto(f"{base_url}/console/cameras")
+    expect(scoped.locator(".camera-card")).to_have_count(2)
+    assert scoped.locator('.camera-card[data-camera-id="cam-b1"]').count() == 0
+    scoped.goto(f"{base_url}/console/system")
+    expect(scoped.locator("#streams tbody tr")).to_have_count(2)
+    assert "edge-b" not in scoped.locator("#edges").inner_text()
+    scoped.goto(f"{base_url}/console/cameras/cam-b1")
+    expect(scoped.locator("[data-testid=error-message]")).to_contain_text("no camera")
+    scoped.context.close()
+
+
 def test_login_failures_csrf_and_logout(world: tuple[World, dict[str, Any]],
                                         base_url: str, browser: Any) -> None:
     ctx = browser.new_context()
@@ -351,7 +391,7 @@ def test_users_cli_creates_a_user_who_can_log_in(
     w, _ = world
     cli_env = dict(env, VIGIL_API_KEYS_SCHEMA=w.keys_schema)
     res = subprocess.run(
-        [sys.executable, "-m", "vigil.cli", "users", "create", "--role", "operator",
+        [sys.executable, "-m", "vigil_cli", "users", "create", "--role", "operator",
          "--site", "site-a", "carl"], input=PASSWORD + "\n", env=cli_env,
         capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert res.returncode == 0, res.stderr

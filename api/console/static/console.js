@@ -466,5 +466,125 @@ function alertPage() {
   renderFacts(); renderHistory(); renderEvidence();
 }
 
-if (body.dataset.page === "queue") queuePage();
-else if (body.dataset.page === "alert") alertPage();
+// ---------------------------------------------------------------------------- cameras
+function ago(iso) {
+  if (!iso) return "never";
+  const s = (Date.now() - new Date(iso).getTime()) / 1000;
+  return s < 90 ? `${Math.round(s)} s ago` : s < 5400 ? `${Math.round(s / 60)} min ago`
+    : localTime(iso);
+}
+
+function edgeStatus(sites) {
+  const out = new Map();
+  for (const site of sites.items || []) for (const e of site.edges || []) out.set(e.edge_id, e);
+  return out;
+}
+
+/** Zones and lines over a picture, in the normalised coordinates they are stored in. */
+function overlay(zones, lines) {
+  const NS = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(NS, "svg");
+  svg.setAttribute("viewBox", "0 0 1 1");
+  svg.setAttribute("preserveAspectRatio", "none");
+  svg.classList.add("overlay");
+  for (const z of zones) {
+    const poly = document.createElementNS(NS, "polygon");
+    poly.setAttribute("points", z.polygon.map((p) => `${p.x},${p.y}`).join(" "));
+    poly.classList.add("zone");
+    svg.append(poly);
+  }
+  for (const l of lines) {
+    const line = document.createElementNS(NS, "line");
+    line.setAttribute("x1", l.a.x); line.setAttribute("y1", l.a.y);
+    line.setAttribute("x2", l.b.x); line.setAttribute("y2", l.b.y);
+    line.classList.add("tripwire");
+    svg.append(line);
+  }
+  return svg;
+}
+
+function cameraPicture(cameraId, zones, lines, big) {
+  const box = el("div", { class: big ? "picture big" : "picture" });
+  const img = el("img", { src: `/console/cameras/${encodeURIComponent(cameraId)}/frame`,
+    alt: `latest frame of ${cameraId}`, loading: "lazy", class: "frame" });
+  img.addEventListener("error", () => img.replaceWith(el("span", { class: "no-frame",
+    text: "no stored frame" })));
+  box.append(img);
+  if (zones || lines) box.append(overlay(zones || [], lines || []));
+  return box;
+}
+
+function camerasPage() {
+  const data = initialData();
+  const edges = edgeStatus(data.sites);
+  const grid = document.getElementById("camera-grid");
+  const toggle = document.getElementById("show-zones");
+  const details = new Map();
+  async function render() {
+    const cams = data.cameras.items || [];
+    document.getElementById("empty").hidden = cams.length > 0;
+    const cards = [];
+    for (const c of cams) {
+      let zones = null, lines = null;
+      if (toggle.checked) {
+        if (!details.has(c.camera_id)) {
+          details.set(c.camera_id, await api("GET", `/api/v1/cameras/${encodeURIComponent(c.camera_id)}`));
+        }
+        ({ zones, lines } = details.get(c.camera_id));
+      }
+      const edge = edges.get(c.edge_id);
+      const badges = [];
+      if (c.stream_state !== "up") badges.push(el("span", { class: "badge bad",
+        text: `stream ${c.stream_state}` }));
+      if (edge && edge.status === "offline") badges.push(el("span", { class: "badge bad",
+        text: `edge ${edge.status}` }));
+      if (c.enabled === false) badges.push(el("span", { class: "badge", text: "disabled" }));
+      cards.push(el("a", { class: `camera-card stream-${c.stream_state}`,
+        href: `/console/cameras/${encodeURIComponent(c.camera_id)}`, "data-camera-id": c.camera_id },
+        cameraPicture(c.camera_id, zones, lines, false),
+        el("div", { class: "badges" }, ...badges),
+        el("div", { class: "caption" }, el("strong", { text: c.name || c.camera_id }),
+          ` ${c.camera_id}${c.site_id ? ` · ${c.site_id}` : ""} · frame ${ago(c.last_frame_at)}`)));
+    }
+    grid.replaceChildren(...cards);
+  }
+  toggle.addEventListener("change", render);
+  render();
+}
+
+function cameraPage() {
+  const cam = initialData();
+  document.getElementById("camera-view").append(
+    cameraPicture(cam.camera_id, cam.zones, cam.lines, true));
+  for (const t of document.querySelectorAll(".facts time[datetime]")) {
+    if (t.getAttribute("datetime")) t.textContent = localTime(t.getAttribute("datetime"));
+  }
+}
+
+function systemPage() {
+  const data = initialData();
+  const rows = [];
+  for (const site of data.sites.items || []) {
+    for (const e of site.edges || []) {
+      rows.push(el("tr", { class: `edge-${e.status}`, "data-edge-id": e.edge_id },
+        el("td", { text: site.site_id }), el("td", { text: e.edge_id }),
+        el("td", { class: e.status === "online" ? "ok" : e.status === "offline" ? "bad" : "",
+          text: e.status }),
+        el("td", { text: e.version || "—" }), el("td", { text: ago(e.last_heartbeat_at) }),
+        el("td", { text: e.offline_since ? localTime(e.offline_since) : "—" }),
+        el("td", { text: e.spool_backlog ?? "—" })));
+    }
+  }
+  document.querySelector("#edges tbody").replaceChildren(...rows);
+  document.querySelector("#streams tbody").replaceChildren(...(data.cameras.items || []).map(
+    (c) => el("tr", { "data-camera-id": c.camera_id },
+      el("td", {}, el("a", { href: `/console/cameras/${encodeURIComponent(c.camera_id)}`,
+        text: c.camera_id })),
+      el("td", { text: c.site_id || "—" }),
+      el("td", { class: c.stream_state === "up" ? "ok" : "bad", text: c.stream_state }),
+      el("td", { text: c.stream_reason || "" }), el("td", { text: ago(c.last_frame_at) }))));
+}
+
+const PAGES = { queue: queuePage, alert: alertPage, cameras: camerasPage, camera: cameraPage,
+  system: systemPage };
+PAGES[body.dataset.page]?.();
