@@ -206,9 +206,10 @@ async def run(stop: asyncio.Event | None = None) -> None:
         topic_name("alerts"), bootstrap_servers=s.kafka_bootstrap,
         group_id=f"{s.topic_prefix}-{cfg.group}", enable_auto_commit=False,
         auto_offset_reset="earliest", client_id=f"notifier-{uuid.uuid4().hex[:6]}",
+        **s.aiokafka_security(),
     )
     producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all",
-                                enable_idempotence=True)
+                                enable_idempotence=True, **s.aiokafka_security())
     await producer.start()
     await consumer.start()
     notifier = Notifier(cfg, producer)

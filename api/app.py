@@ -19,6 +19,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute
 
 from api import (
+    access,
     alerts,
     cameras,
     config_routes,
@@ -61,6 +62,7 @@ def all_endpoints() -> list[Endpoint]:
         *search.ROUTES,
         *config_routes.ROUTES,
         *reports.ROUTES,
+        *access.routes(),
     ]
 
 
@@ -104,6 +106,7 @@ def create_app(
         metrics=metrics, object_store=object_store, embed_image=embed_image,
         users=users,
     )
+    deps.extra["access"] = access.AccessRecorder(producer, metrics.access_records_failed)
     if triton_probe is not None:
         deps.extra["triton_probe"] = triton_probe
     hub = stream.AlertHub(deps)

@@ -152,5 +152,5 @@ ROUTES = [
              query=EventQuery, responses={200: EventPage}, tag="events"),
     Endpoint("GET", "/api/v1/events/{event_id}", get_event,
              "A scene event with a short-lived snapshot URL",
-             responses={200: EventDetail}, tag="events"),
+             responses={200: EventDetail}, tag="events", personal_data=True),  # snapshot
 ]

@@ -31,7 +31,7 @@ from typing import Any
 
 import cv2
 import numpy as np
-from confluent_kafka import KafkaError, Message
+from confluent_kafka import KafkaError, KafkaException, Message
 
 from edge_producer import metrics
 from edge_producer.config import CameraConfig, EdgeConfig
@@ -52,7 +52,7 @@ from schemas.events import (
     utcnow,
 )
 from schemas.topics import topic_name
-from vigil.kafka import EventProducer
+from vigil.kafka import EventProducer, auth_problem
 from vigil.redact import redact
 from vigil.settings import get_settings
 
@@ -171,6 +171,7 @@ class Outbox(threading.Thread):
         self._failed = False
         self._topic = topic_name("frames")
         self._sent_at: dict[Position, float] = {}
+        self._auth_logged_at = -1e9
 
     def _on_delivery(self, pos: Position, key: bytes) -> Any:
         def cb(err: KafkaError | None, msg: Message) -> None:
@@ -187,12 +188,31 @@ class Outbox(threading.Thread):
                 self.kafka_up = True
             else:
                 self._sent_at.pop(pos, None)
-                if self.kafka_up:
+                if self._refused(err):
+                    pass
+                elif self.kafka_up:
                     log.warning("kafka delivery failed; spooling", extra={"error": str(err)})
                 self._failed = True
                 self.kafka_up = False
             metrics.KAFKA_UP.set(1 if self.kafka_up else 0)
         return cb
+
+    def _refused(self, err: KafkaError | None) -> bool:
+        """Report an authorization/login failure; True if `err` was one.
+
+        Not an outage that passes by itself: it is said plainly (once a minute, not once
+        per frame), the frames stay in the spool and the edge keeps running and retrying
+        with back-off, so fixing the principal's ACL is all it takes."""
+        problem = auth_problem(err, self._topic)
+        if problem is None:
+            return False
+        now = time.monotonic()
+        if now - self._auth_logged_at > 60:
+            self._auth_logged_at = now
+            log.error("%s; frames stay in the spool until it is fixed", problem,
+                      extra={"error": err.name() if err else None})
+        metrics.KAFKA_AUTH_FAILURES.inc()
+        return True
 
     def _ack_prefix(self) -> None:
         """Acknowledge the spool's pending records up to the first one Kafka has not
@@ -249,6 +269,20 @@ class Outbox(threading.Thread):
                     except BufferError:
                         self._inflight.pop(rec.pos)
                         self._order.remove(rec.pos)
+                        break
+                    except KafkaException as exc:
+                        # librdkafka already knows the topic refuses us (or is unknown):
+                        # not sent; back off and try again, like a failed delivery
+                        self._inflight.pop(rec.pos)
+                        self._order.remove(rec.pos)
+                        self._sent_at.pop(rec.pos, None)
+                        err = exc.args[0] if exc.args else None
+                        if not self._refused(err):
+                            log.warning("kafka refused a frame; spooling",
+                                        extra={"error": str(err)})
+                        self._failed = True
+                        self.kafka_up = False
+                        metrics.KAFKA_UP.set(0)
                         break
                     room -= 1
                     if room <= 0:

@@ -301,6 +301,7 @@ alerts = Table(
     Column("auto_resolved", Boolean),
     Column("raised_event_id", Text, nullable=False),  # RuleTriggered chain starts here
     Column("last_event_id", Text, nullable=False),
+    Column("assigned_to", Text),  # AlertAssigned; None = nobody
 )
 
 #: Full history: every vigil.alerts event, CommandRejected included.
@@ -359,6 +360,29 @@ health_events = Table(
     Column("reason", Text),
     Column("payload", JSONB, nullable=False),
     *_log_position(nullable=True),
+)
+
+# ------------------------------------------------------------------------ access record
+access_log = Table(
+    "access_log", metadata,
+    Column("seq", BigInteger, primary_key=True),
+    Column("event_id", Text, nullable=False, unique=True),
+    Column("occurred_at", TS, nullable=False),
+    Column("actor_kind", Text, nullable=False),
+    Column("actor_id", Text, nullable=False),
+    Column("actor_name", Text, nullable=False),
+    Column("role", Text, nullable=False),
+    Column("method", Text, nullable=False),
+    Column("route", Text, nullable=False),
+    Column("operation", Text, nullable=False),
+    Column("resource_ids", ARRAY(Text), nullable=False),
+    Column("client_address", Text, nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("outcome", Text, nullable=False),
+    Column("content_hash", Text, nullable=False),
+    Column("prev_hash", Text, nullable=False),
+    Column("hash", Text, nullable=False),
+    *_log_position(),
 )
 
 # ------------------------------------------------------------------------ evidence

@@ -400,6 +400,26 @@ class ResolveAlert(Event):
     expected_version: int | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AssignAlert(Event):
+    """Operator intent: hand the alert to `assignee` (a console user name or a team);
+    an empty `assignee` unassigns it."""
+
+    alert_id: str
+    operator: str
+    assignee: str
+    expected_version: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommentOnAlert(Event):
+    """Operator intent: add a note to the alert's history (allowed in every state)."""
+
+    alert_id: str
+    operator: str
+    text: str
+
+
 # --------------------------------------------------------------------------- vigil.alerts
 
 
@@ -448,6 +468,26 @@ class AlertAcknowledged(Event):
     incident_key: str
     operator: str
     note: str
+    command_id: str
+    version: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertAssigned(Event):
+    alert_id: str
+    incident_key: str
+    operator: str
+    assignee: str
+    command_id: str
+    version: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertCommented(Event):
+    alert_id: str
+    incident_key: str
+    operator: str
+    text: str
     command_id: str
     version: int
 
@@ -624,6 +664,27 @@ class AppearanceErased(Event):
     reason: str
 
 
+# --------------------------------------------------------------------------- vigil.access
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccessRecorded(Event):
+    """One API request that read personal data or changed something: who, what, from
+    where, with what outcome. Never the data itself: ids only (docs/security.md)."""
+
+    actor_kind: str  # "key" (an API key) or "user" (a console session)
+    actor_id: str  # key id, or user id; "anonymous" when no valid credential was sent
+    actor_name: str
+    role: str
+    method: str
+    route: str  # the route template, e.g. /api/v1/cameras/{camera_id}
+    operation: str
+    resource_ids: list[str]  # "name=value" of the ids the request named
+    client_address: str
+    status: int
+    outcome: str  # ok | denied | not_found | rejected | error
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (
@@ -642,11 +703,15 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ClipRecorded,
         AcknowledgeAlert,
         ResolveAlert,
+        AssignAlert,
+        CommentOnAlert,
         AlertRaised,
         AlertRepeated,
         AlertEscalated,
         AlertAcknowledged,
         AlertResolved,
+        AlertAssigned,
+        AlertCommented,
         CommandRejected,
         NotificationDelivered,
         NotificationFailed,
@@ -658,6 +723,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         EdgeOffline,
         EdgeOnline,
         StreamDown,
+        AccessRecorded,
         StreamUp,
         InferenceDegraded,
         InferenceRecovered,

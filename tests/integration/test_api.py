@@ -171,6 +171,8 @@ def _matrix(ids: dict[str, Any]) -> list[tuple[str, str, dict[str, Any], set[str
         ("GET", f"/api/v1/alerts/{alert}", {}, read),
         ("POST", f"/api/v1/alerts/{alert}/ack", {"json": {}}, act),
         ("POST", f"/api/v1/alerts/{alert}/resolve", {"json": {}}, act),
+        ("POST", f"/api/v1/alerts/{alert}/assign", {"json": {"assignee": "olga"}}, act),
+        ("POST", f"/api/v1/alerts/{alert}/comment", {"json": {"text": "seen"}}, act),
         ("GET", "/api/v1/cameras", {}, read),
         ("GET", "/api/v1/cameras/cam-a1", {}, read),
         ("GET", "/api/v1/sites", {}, read),
@@ -189,6 +191,9 @@ def _matrix(ids: dict[str, Any]) -> list[tuple[str, str, dict[str, Any], set[str
         ("DELETE", "/api/v1/rules/rule-del", {}, {"admin"}),
         ("GET", "/api/v1/reports/daily?date=2026-01-15", {}, read),
         ("GET", "/api/v1/audit/commands", {}, {"auditor", "admin"}),
+        ("GET", "/api/v1/audit/access", {}, {"auditor", "admin"}),
+        ("GET", "/api/v1/audit/access?outcome=denied&route=/api/v1/cameras/{camera_id}",
+         {}, {"auditor", "admin"}),
         ("GET", "/api/v1/alerts/stream?max_events=1&timeout_s=0.2", {}, read),
     ]
 

@@ -188,10 +188,29 @@ def test_operator_resolves_from_the_detail_page(
     alert_id = raise_alert(w, "cam-a2")
     page = login(browser, base_url, "olga")
     page.goto(f"{base_url}/console/alerts/{alert_id}")
+    page.fill("#assign-form input[name=assignee]", "anna")
+    page.click("#assign-form button[type=submit]")
+    expect(page.locator("[data-field=assigned]")).to_have_text("anna", timeout=30_000)
+    page.fill("#comment-form input[name=text]", "guard sent to the gate")
+    page.click("#comment-form button[type=submit]")
+    expect(page.locator("#timeline li.event-AlertCommented")).to_contain_text(
+        "guard sent to the gate", timeout=30_000)
     page.select_option("#resolve-form select[name=resolution]", "false_alarm")
     page.click("#resolve-form button[type=submit]")
     expect(page.locator("[data-field=state]")).to_have_text("RESOLVED", timeout=30_000)
     expect(page.locator("[data-field=resolved]")).to_contain_text("false_alarm by olga")
+    page.screenshot(path=str(SHOTS / "alert-detail-resolved.png"), full_page=True)
+    with w.engine.connect() as conn:
+        assigned, state = conn.execute(sa.text(
+            f'SELECT assigned_to, state FROM "{w.schema}".alerts WHERE alert_id = :a'),
+            {"a": alert_id}).one()
+        kinds = conn.execute(sa.text(
+            f'SELECT event_type, payload->>\'operator\' FROM "{w.schema}".alert_events '
+            "WHERE alert_id = :a ORDER BY log_offset"), {"a": alert_id}).all()
+    assert (assigned, state) == ("anna", "RESOLVED")
+    # Every action is attributed to the logged-in user in the events it produced.
+    assert [k for k in kinds if k[0] != "AlertRaised"] == [
+        ("AlertAssigned", "olga"), ("AlertCommented", "olga"), ("AlertResolved", "olga")]
     page.context.close()
 
 

@@ -156,7 +156,8 @@ function queuePage() {
       el("td", { text: a.camera_id + (a.site_id ? ` (${a.site_id})` : "") }),
       el("td", {}, el("time", { dateTime: a.raised_at, text: localTime(a.raised_at) })),
       el("td", { class: "state", "data-field": "state", text: a.state +
-        (a.acknowledged_by ? ` · ${a.acknowledged_by}` : "") }),
+        (a.acknowledged_by ? ` · ${a.acknowledged_by}` : "")
+        + (a.assigned_to ? ` → ${a.assigned_to}` : "") }),
       el("td", { class: "countdown", "data-due": due ?? "" }, due ? duration((due - Date.now()) / 1000) : "—"),
     );
     tr.addEventListener("click", (ev) => {
@@ -345,6 +346,7 @@ function alertPage() {
     state.textContent = alert.state; state.className = `state state-${alert.state}`;
     document.querySelector('[data-field="acknowledged"]').textContent = alert.acknowledged_by
       ? `by ${alert.acknowledged_by}${alert.ack_note ? `: “${alert.ack_note}”` : ""}` : "—";
+    document.querySelector('[data-field="assigned"]').textContent = alert.assigned_to || "—";
     document.querySelector('[data-field="resolved"]').textContent = alert.resolved_at
       ? `${alert.resolution || "resolved"}${alert.resolved_by ? ` by ${alert.resolved_by}` : ""}` : "—";
   }
@@ -353,7 +355,8 @@ function alertPage() {
     const items = (alert.history || []).map((h) => {
       const p = h.payload || {};
       const who = p.operator || p.by || p.assignee || "";
-      const text = p.note || p.comment || p.resolution || p.reason || "";
+      const text = p.text || p.note || p.resolution || p.reason
+        || (h.event_type === "AlertAssigned" ? `assigned to ${p.assignee || "nobody"}` : "");
       return el("li", { class: `event event-${h.event_type}` },
         el("time", { dateTime: h.occurred_at, text: localTime(h.occurred_at) }), " ",
         el("strong", { text: h.event_type.replace(/^Alert/, "") }),
@@ -387,7 +390,20 @@ function alertPage() {
     ev.preventDefault();
     send("resolve", { resolution: new FormData(ev.target).get("resolution") || "" });
   });
+  document.getElementById("assign-form")?.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    send("assign", { assignee: new FormData(ev.target).get("assignee") || "" });
+  });
+  document.getElementById("comment-form")?.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const text = new FormData(ev.target).get("text") || "";
+    ev.target.reset();
+    send("comment", { text });
+  });
   liveStream((type, msg) => { if (msg.alert_id === alert.alert_id) reload(); }, null);
+  for (const t of document.querySelectorAll(".facts time[datetime]")) {
+    t.textContent = localTime(t.getAttribute("datetime"));
+  }
   renderFacts(); renderHistory(); renderEvidence();
 }
 
