@@ -61,7 +61,7 @@ def test_sweep_of_the_cheapest_crash_scenario_over_seeds(stack: dict[str, str],
                                                          tmp_path: Path) -> None:
     """`--sweep 2`: edge_kill (the cheapest crash scenario) with two seeds, so two kill
     moments; each run judged clean, the projector's offset invariant included."""
-    results, code, text = faults_run(stack, tmp_path, ["edge_kill"], 540,
+    results, code, text = faults_run(stack, tmp_path, ["edge_kill"], 900,
                                      extra=("--sweep", "2", "--seed", "7"))
     assert [(r["name"], r["details"]["seed"]) for r in results] == \
         [("edge_kill", 7), ("edge_kill", 8)], text[-4000:]

@@ -298,13 +298,16 @@ class Pipeline:
         res.details["not_drained"] = behind
         prog = {c: {"frames": f, "analysed": a} for c, (f, a) in self.progress().items()}
         res.details["progress_at_timeout"] = prog
-        res.problems.append("pipeline did not drain in time; behind: "
-                            + ("; ".join(map(str, behind[:12])) or "no partition behind")
+        res.problems.append("pipeline did not drain in time; partitions: "
+                            + ("; ".join(map(str, behind[:12])) or "all empty")
                             + f"; per camera (frames, analysed): {prog}")
 
     def positions(self) -> list[str]:
-        """Projected partitions whose stored offset is short of the log end, or that hold
-        fewer rows than their stored offset claims: "topic[p] end E stored S rows R"."""
+        """Every projected partition that holds data, those behind first: "topic[p] end E
+        stored S rows R" (rows: of the topic's one-row-per-event table; a duplicate or a
+        transaction marker takes an offset and makes no row). BEHIND: the projector's
+        stored offset is short of the log end; a worker that is behind shows as a short
+        log of its output topic (detections) instead."""
         from projections.check import partition_positions
 
         parts = partition_positions(self.dsn, self.prefix, self.prefix,
@@ -318,94 +321,18 @@ class Pipeline:
                 continue
             for part, n in got:
                 rows[(f"{self.prefix}.{suffix}", int(part))] = int(n)
-        out = []
+        behind, caught_up = [], []
         for pr in parts:
-            key = (pr.topic, pr.partition)
-            n = rows.get(key)
-            short = n is not None and pr.stored > 0 and n < pr.stored - pr.log_start
-            if pr.stored < pr.log_end or short:
-                out.append(f"{pr.topic.split('.', 1)[1]}[{pr.partition}] end {pr.log_end} "
-                           f"stored {pr.stored} rows {'-' if n is None else n}")
-        return out
-
-    def wait_drained(self, timeout: float, live: tuple[str, ...] = ("worker", "projector"),
-                     settle_polls: int = 2, every_camera: bool = True) -> bool:
-        """Until the edge has exited and every projected frame is analysed, stable for a
-        few polls (so a late duplicate still shows up); False on timeout. `every_camera`:
-        each camera must have frames (False where the edge may declare them all dropped)."""
-        deadline = time.monotonic() + timeout
-        last: Any = None
-        quiet = 0
-        while time.monotonic() < deadline:
-            time.sleep(2)
-            self.check_alive(*live)
-            edge = self.procs["edge"]
-            prog = self.progress()
-            try:
-                n_alerts = len(self.alerts())
-            except Exception:
-                n_alerts = -1
-            drained = (not edge.alive and all((f > 0 or not every_camera) and a >= f
-                                              for f, a in prog.values()))
-            snap = (prog, n_alerts)
-            quiet = quiet + 1 if drained and snap == last else 0
-            last = snap
-            if quiet >= settle_polls:
-                return True
-        return False
-
-    def wait_for(self, pred: Any, timeout: float, what: str) -> float:
-        """Seconds until `pred()` holds; raises after `timeout` (a stuck recovery)."""
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < timeout:
-            try:
-                if pred():
-                    return time.monotonic() - t0
-            except Exception:
-                pass
-            time.sleep(0.5)
-        raise VigilError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-    # ------------------------------------------------------------------ the log
-    def read_topic(self, suffix: str, decode: bool = True) -> list[Any]:
-        """Every record of a topic from offset 0 to the current end (all partitions)."""
-        from confluent_kafka import Consumer, TopicPartition
-
-        from schemas.codec import default_codec
-        from schemas.topics import topic_name
-
-        topic = topic_name(suffix, self.prefix)
-        c = Consumer({"bootstrap.servers": self.env["KAFKA_BOOTSTRAP"],
-                      "group.id": f"faults-oracle-{secrets.token_hex(4)}",
-                      "enable.auto.commit": False, "auto.offset.reset": "earliest",
-                      "isolation.level": "read_uncommitted"})
-        out: list[Any] = []
-        try:
-            md = c.list_topics(topic, timeout=10)
-            parts = list(md.topics[topic].partitions)
-            ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                    for p in parts}
-            todo = {p for p, e in ends.items() if e > 0}
-            c.assign([TopicPartition(topic, p, 0) for p in todo])
-            deadline = time.monotonic() + 60
-            while todo and time.monotonic() < deadline:
-                msg = c.poll(1.0)
-                if msg is None or msg.error():
-                    continue
-                if decode:
-                    try:
-                        out.append(default_codec().decode(msg.value()))
-                    except Exception:
-                        out.append(None)  # poison: counted by the scenario that put it there
-                else:
-                    out.append(msg)
-                if msg.offset() + 1 >= ends[msg.partition()]:
-                    todo.discard(msg.partition())
-            if todo:
-                raise VigilError(f"could not read {topic} to its end")
-        finally:
-            c.close()
-        return out
+            if pr.log_end <= pr.log_start:
+                continue  # nothing retained in it
+            n = rows.get((pr.topic, pr.partition))
+            line = (f"{pr.topic.split('.', 1)[1]}[{pr.partition}] end {pr.log_end} "
+                    f"stored {pr.stored} rows {'-' if n is None else n}")
+            if max(pr.stored, pr.log_start) < pr.log_end:
+                behind.append("BEHIND " + line)
+            else:
+                caught_up.append(line)
+        return behind + caught_up
 
     # ------------------------------------------------------------------ the oracle
     def judge_offsets(self, res: ScenarioResult) -> None:
