@@ -334,6 +334,85 @@ class Pipeline:
                 caught_up.append(line)
         return behind + caught_up
 
+    def wait_drained(self, timeout: float, live: tuple[str, ...] = ("worker", "projector"),
+                     settle_polls: int = 2, every_camera: bool = True) -> bool:
+        """Until the edge has exited and every projected frame is analysed, stable for a
+        few polls (so a late duplicate still shows up); False on timeout. `every_camera`:
+        each camera must have frames (False where the edge may declare them all dropped)."""
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        quiet = 0
+        while time.monotonic() < deadline:
+            time.sleep(2)
+            self.check_alive(*live)
+            edge = self.procs["edge"]
+            prog = self.progress()
+            try:
+                n_alerts = len(self.alerts())
+            except Exception:
+                n_alerts = -1
+            drained = (not edge.alive and all((f > 0 or not every_camera) and a >= f
+                                              for f, a in prog.values()))
+            snap = (prog, n_alerts)
+            quiet = quiet + 1 if drained and snap == last else 0
+            last = snap
+            if quiet >= settle_polls:
+                return True
+        return False
+
+    def wait_for(self, pred: Any, timeout: float, what: str) -> float:
+        """Seconds until `pred()` holds; raises after `timeout` (a stuck recovery)."""
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            try:
+                if pred():
+                    return time.monotonic() - t0
+            except Exception:
+                pass
+            time.sleep(0.5)
+        raise VigilError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+    # ------------------------------------------------------------------ the log
+    def read_topic(self, suffix: str, decode: bool = True) -> list[Any]:
+        """Every record of a topic from offset 0 to the current end (all partitions)."""
+        from confluent_kafka import Consumer, TopicPartition
+
+        from schemas.codec import default_codec
+        from schemas.topics import topic_name
+
+        topic = topic_name(suffix, self.prefix)
+        c = Consumer({"bootstrap.servers": self.env["KAFKA_BOOTSTRAP"],
+                      "group.id": f"faults-oracle-{secrets.token_hex(4)}",
+                      "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                      "isolation.level": "read_uncommitted"})
+        out: list[Any] = []
+        try:
+            md = c.list_topics(topic, timeout=10)
+            parts = list(md.topics[topic].partitions)
+            ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                    for p in parts}
+            todo = {p for p, e in ends.items() if e > 0}
+            c.assign([TopicPartition(topic, p, 0) for p in todo])
+            deadline = time.monotonic() + 60
+            while todo and time.monotonic() < deadline:
+                msg = c.poll(1.0)
+                if msg is None or msg.error():
+                    continue
+                if decode:
+                    try:
+                        out.append(default_codec().decode(msg.value()))
+                    except Exception:
+                        out.append(None)  # poison: counted by the scenario that put it there
+                else:
+                    out.append(msg)
+                if msg.offset() + 1 >= ends[msg.partition()]:
+                    todo.discard(msg.partition())
+            if todo:
+                raise VigilError(f"could not read {topic} to its end")
+        finally:
+            c.close()
+        return out
+
     # ------------------------------------------------------------------ the oracle
     def judge_offsets(self, res: ScenarioResult) -> None:
         """The projector's invariant, on every partition of every projected topic:
