@@ -115,6 +115,9 @@ class Signal:
     auto_resolve: bool | None = None
     #: the rule's own cooldown (seconds), else the policy's.
     cooldown_s: float | None = None
+    #: the rule's own escalation delay and highest level, else the policy's.
+    escalation_s: float | None = None
+    max_level: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -144,7 +147,8 @@ def signal_from(event: Event) -> Signal | None:
             rule_type=event.rule_type, severity=event.severity,
             first_evidence_at=event.first_evidence_at, last_evidence_at=event.last_evidence_at,
             snapshot_ref=event.frame_ref, auto_resolve=event.auto_resolve,
-            cooldown_s=event.cooldown_s, **common,
+            cooldown_s=event.cooldown_s, escalation_s=event.escalation_s,
+            max_level=event.max_escalation_level, **common,
         )
     if isinstance(event, RuleCleared):
         return Signal(
@@ -301,6 +305,10 @@ def _raise(st: IncidentState, sig: Signal, policy: Policy,
         policy = replace(policy, auto_resolve=sig.auto_resolve)
     if sig.cooldown_s is not None:
         policy = replace(policy, cooldown_s=sig.cooldown_s)
+    if sig.escalation_s is not None:
+        policy = replace(policy, escalation_s=sig.escalation_s)
+    if sig.max_level is not None:
+        policy = replace(policy, max_level=sig.max_level)
     if policy.debounce_s > 0:
         if st.pending is not None:  # already waiting: the first raise keeps its time
             return Decision(st.remember(sig.event_id), [])

@@ -3,7 +3,7 @@
 Folds are pure with respect to the database: they only describe writes, and
 `Batch.write` applies them in one transaction. Every write is idempotent and
 order-tolerant so that redelivery, duplicates (same event id at another offset) and any
-batch chunking give the same final state (STYLE "Projections are folds"):
+batch chunking give the same final state (docs/architecture.md, "Read models"):
 
 - append tables (frames, detections, scene_events, alert_events, ...) are keyed by event
   id (or detection id) and inserted with ``ON CONFLICT DO NOTHING``;
@@ -354,6 +354,15 @@ def fold_notification_failed(b: Batch, e: ev.NotificationFailed, p: Position, _d
                                e.occurred_at, p.partition, p.offset))
 
 
+@folds(ev.RetryNotification)
+def fold_retry_notification(b: Batch, e: ev.RetryNotification, p: Position, _d: int) -> None:
+    """The operator's retry request is part of the alert's notification history."""
+    b.append("notifications", (e.event_id, e.alert_id, e.notification_event_id,
+                               "retry-requested", "", "", 0, None,
+                               f"requested by {e.requested_by}", e.occurred_at, p.partition,
+                               p.offset))
+
+
 # ------------------------------------------------------------------------ config
 @folds(ev.CameraConfigured)
 def fold_camera_configured(b: Batch, e: ev.CameraConfigured, p: Position, _d: int) -> None:
@@ -386,12 +395,20 @@ def fold_rule_configured(b: Batch, e: ev.RuleConfigured, p: Position, _d: int) -
         e.auto_resolve, e.occurred_at, e.event_id))
 
 
+@folds(ev.RouteConfigured)
+def fold_route_configured(b: Batch, e: ev.RouteConfigured, p: Position, _d: int) -> None:
+    """Routes are the notifier's business: it folds them from vigil.config itself
+    (agents/notifier.py). The read model keeps no copy, so nothing is written here."""
+
+
 ENTITY_TABLES = {"camera": ("cameras", "camera_id"), "zone": ("zones", "zone_id"),
                  "line": ("lines", "line_id"), "rule": ("rules", "rule_id")}
 
 
 @folds(ev.EntityDeleted)
 def fold_entity_deleted(b: Batch, e: ev.EntityDeleted, p: Position, _d: int) -> None:
+    if e.entity_kind == "route":  # see fold_route_configured
+        return
     if e.entity_kind not in ENTITY_TABLES:
         raise HandlerError(f"EntityDeleted of unknown kind {e.entity_kind!r}")
     b.op(f"delete_{e.entity_kind}", (e.occurred_at, e.occurred_at, e.event_id, e.entity_id,

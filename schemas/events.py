@@ -288,6 +288,9 @@ class RuleTriggered(Event):
     #: (v3) the detection id of each track in the frame that completed the evidence, so
     #: the evidence stage can highlight them without re-running the tracker.
     detection_ids: list[str] = field(default_factory=list)
+    #: (v4) when an unacknowledged alert of this rule escalates, and how far; None = default.
+    escalation_s: float | None = None
+    max_escalation_level: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -537,6 +540,16 @@ class NotificationFailed(Event):
     reason: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryNotification(Event):
+    """Operator command (API or `vigil notify retry`) to the notifier, on vigil.notifications:
+    deliver a failed notification again. `notification_event_id` "*" = every failed one."""
+
+    notification_event_id: str
+    alert_id: str
+    requested_by: str
+
+
 # --------------------------------------------------------------------------- vigil.config
 
 
@@ -595,6 +608,25 @@ class RuleConfigured(Event):
     escalation_s: float = 900.0
     max_escalation_level: int = 3
     auto_resolve: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteConfigured(Event):
+    """A notification route (schemas/site_config.py RouteModel, docs/notifications.md)."""
+
+    route_id: str
+    site_id: str | None = None
+    cameras: list[str] = field(default_factory=list)
+    rule_types: list[str] = field(default_factory=list)
+    severities: list[str] = field(default_factory=list)
+    event_types: list[str] = field(default_factory=list)
+    levels: list[int] = field(default_factory=list)
+    channels: list[str]
+    recipients: list[str] = field(default_factory=list)
+    quiet_start: str | None = None
+    quiet_end: str | None = None
+    timezone: str | None = None
+    enabled: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -715,10 +747,12 @@ EVENT_TYPES: dict[str, type[Event]] = {
         CommandRejected,
         NotificationDelivered,
         NotificationFailed,
+        RetryNotification,
         CameraConfigured,
         ZoneConfigured,
         LineConfigured,
         RuleConfigured,
+        RouteConfigured,
         EntityDeleted,
         EdgeOffline,
         EdgeOnline,

@@ -10,9 +10,9 @@ import pytest
 
 from projections.migrate import upgrade
 from projections.replay import drop_schema
-from projections.workload import publish
 from schemas import events as ev
-from vigil.faults.harness import Pipeline, ScenarioResult
+from tools.bench.workload import publish
+from tools.faults.harness import Pipeline, ScenarioResult
 from vigil.settings import get_settings
 
 pytestmark = pytest.mark.integration

@@ -30,10 +30,10 @@ from projections.migrate import upgrade
 from projections.projector import Projector
 from projections.replay import drop_schema
 from projections.settings import ProjectorSettings
-from projections.workload import publish
 from schemas import events as ev
+from schemas.producer import EventProducer
 from schemas.topics import topic_name
-from vigil.kafka import EventProducer
+from tools.bench.workload import publish
 from vigil.settings import get_settings
 
 pytestmark = pytest.mark.integration
@@ -209,7 +209,7 @@ def test_projector_check_command_names_the_missing_event(
         proj.run(max_seconds=60)
     finally:
         proj.close()
-    argv = [sys.executable, "-m", "vigil.cli", "projector", "check", "--schema", schema,
+    argv = [sys.executable, "-m", "vigil_cli", "projector", "check", "--schema", schema,
             "--json"]
     env = {**vigil_env, "VIGIL_PROJECTOR_SCHEMA": schema}
     clean = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)

@@ -321,3 +321,17 @@ def test_the_rules_own_policy_wins_over_the_site_default() -> None:
     # a v1 hit (no policy on it) keeps the site default: no auto-resolve
     v1 = apply_signal(None, signal_from(trig("p3")), site, now=T0)  # type: ignore[arg-type]
     assert not v1.state.policy.auto_resolve
+
+
+def test_rules_own_escalation_delay_and_max_level_win_over_the_policy() -> None:
+    """Per-rule escalation_s (RuleConfigured -> RuleTriggered) sets the deadline."""
+    from dataclasses import replace as evolve
+
+    sig = signal_from(evolve(trig("e-esc"), escalation_s=60.0, max_escalation_level=1))
+    d = apply_signal(None, sig, POLICY)
+    assert d.state.deadline == T0 + timedelta(seconds=60)
+    up = escalate(d.state, T0 + timedelta(seconds=61))
+    assert [type(e).__name__ for e in up.events] == ["AlertEscalated"]
+    assert up.state.deadline is None  # max level 1 reached: no further escalation
+    plain = apply_signal(None, signal_from(trig("e-plain")), POLICY)
+    assert plain.state.deadline == T0 + timedelta(seconds=900)
