@@ -1,4 +1,6 @@
-"""`vigil bench inference`: frames/s through the real inference agent vs direct Triton calls.
+"""`vigil bench inference`: frames/s through the real inference agent vs direct Triton calls,
+for each configured detector (`configured_detectors`: the HOG person_detector, and the
+ONNX object_detector when Triton serves it), plus the ONNX path's CPU cost per frame.
 
 Both sides run in the same process tree on the same machine in the same run, so the ratio
 says what the pipeline costs on top of the models (Kafka in and out, Avro, JPEG
@@ -54,12 +56,19 @@ ROOT = Path(__file__).resolve().parent.parent
 LEVELS = (8, 64)
 
 
-def demo_jpegs(count: int) -> tuple[list[bytes], int, int]:
-    """JPEG frames of the demo scenario (people walking), cycled to `count`."""
+#: Frames each detector is measured on: people for the HOG person_detector, the vehicles
+#: scenario for the ONNX object_detector (whose test graph finds the scene's vehicles).
+SCENARIOS = {"person_detector": "passers_by.yaml", "object_detector": "vehicles.yaml"}
+OBJECT_DETECTOR_MODEL = (ROOT / "infra" / "triton" / "detectors" / "object_detector" / "1"
+                         / "model.py")
+
+
+def demo_jpegs(count: int, scenario: str = "passers_by.yaml") -> tuple[list[bytes], int, int]:
+    """JPEG frames of a scenario (the demo's people walking by default), cycled to `count`."""
     from edge_producer.sim.render import iter_frames
     from edge_producer.sim.scenario import load_scenario, resolve_scenario_path
 
-    sc = load_scenario(resolve_scenario_path("passers_by.yaml"))
+    sc = load_scenario(resolve_scenario_path(scenario))
     frames = [
         cv2.imencode(".jpg", f.image, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes()
         for f in iter_frames(sc, step=2, stop=min(sc.frame_count, 2 * count))
@@ -67,13 +76,14 @@ def demo_jpegs(count: int) -> tuple[list[bytes], int, int]:
     return [frames[i % len(frames)] for i in range(count)], sc.width, sc.height
 
 
-async def _direct(jpegs: list[bytes], url: str) -> float:
-    """Frames/s calling Triton directly the way the agent does (batches of batch_size)."""
-    from agents.inference import crop_people
+async def _direct(jpegs: list[bytes], url: str, detector: str = "person_detector") -> float:
+    """Frames/s calling Triton directly the way the agent does (batches of batch_size;
+    people embedded, as the agent does)."""
+    from agents.inference import EMBED_CLASSES, crop_people
     from agents.inference_settings import get_inference_settings
     from agents.triton_client import TritonInference
 
-    s = get_inference_settings()
+    s = get_inference_settings().model_copy(update={"detector_model": detector})
     client = TritonInference(url, s)
     try:
         await client.detect(jpegs[:1])  # warm-up
@@ -88,7 +98,8 @@ async def _direct(jpegs: list[bytes], url: str) -> float:
                     await client.embed(crop_people(img, boxes, s.crop_width, s.crop_height))
 
             await asyncio.gather(*(
-                embed(images[i + k], d.boxes[d.scores >= s.min_score])
+                embed(images[i + k],
+                      d.boxes[(d.scores >= s.min_score) & np.isin(d.classes, EMBED_CLASSES)])
                 for k, d in enumerate(dets)
             ))
         return len(jpegs) / (time.perf_counter() - started)
@@ -102,19 +113,88 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def detector_config(url: str) -> dict[str, Any]:
-    """The person_detector's tuning as the running Triton reports it (numbers depend on it)."""
+def detector_config(url: str, model: str = "person_detector") -> dict[str, Any]:
+    """A detector's tuning as the running Triton reports it (numbers depend on it)."""
     import tritonclient.grpc as grpcclient
 
     try:
         cfg = grpcclient.InferenceServerClient(url).get_model_config(
-            "person_detector", as_json=True)["config"]
+            model, as_json=True)["config"]
     except Exception as exc:  # informative only: the bench itself already talked to Triton
         return {"error": f"{type(exc).__name__}: {exc}"}
     params = {k: v.get("string_value") for k, v in (cfg.get("parameters") or {}).items()}
-    instances = sum(int(g.get("count", 1)) for g in cfg.get("instance_group") or [])
-    keys = ("input_width", "scale", "padding", "win_stride")
-    return {"instances": instances, **{k: params[k] for k in keys if k in params}}
+    groups = cfg.get("instance_group") or []
+    instances = sum(int(g.get("count", 1)) for g in groups)
+    keys = ("input_width", "scale", "padding", "win_stride", "onnx_path", "input_size",
+            "providers", "threads", "classes")
+    return {"instances": instances, "kind": ",".join(g.get("kind", "") for g in groups),
+            **{k: params[k] for k in keys if k in params}}
+
+
+def configured_detectors(url: str) -> list[str]:
+    """The detectors to measure: ``VIGIL_BENCH_DETECTORS`` (comma-separated model names),
+    else person_detector plus object_detector when this Triton serves it."""
+    raw = os.environ.get("VIGIL_BENCH_DETECTORS", "")
+    if raw.strip():
+        return [d.strip() for d in raw.split(",") if d.strip()]
+    import tritonclient.grpc as grpcclient
+
+    out = ["person_detector"]
+    try:
+        if grpcclient.InferenceServerClient(url).is_model_ready("object_detector"):
+            out.append("object_detector")
+    except Exception:  # not served (or not reachable): the person_detector run will say
+        pass
+    return out
+
+
+def onnx_cpu_cost(frames: int = 40) -> dict[str, Any]:
+    """CPU milliseconds per frame of the object_detector's code path at a 640x640 input,
+    in this process on one thread (onnxruntime ``threads`` 1): JPEG decode + letterbox +
+    network + decode/NMS, split into the network and the rest.
+
+    Measured on the vehicles scenario's 640x480 frames with the test graphs (the scene
+    graph; an empty constant output, i.e. the pre/post-processing alone) and, when
+    ``VIGIL_BENCH_ONNX`` names a real export, on that model too."""
+    import importlib.util
+
+    try:
+        from edge_producer.sim import detector_graph as dg
+    except ImportError as exc:  # pragma: no cover - the dev extra carries onnx
+        return {"error": f"needs the dev extra (onnx, onnxruntime): {exc}"}
+    spec = importlib.util.spec_from_file_location("_bench_object_detector",
+                                                  OBJECT_DETECTOR_MODEL)
+    assert spec is not None and spec.loader is not None
+    od = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = od
+    spec.loader.exec_module(od)
+    jpegs, _, _ = demo_jpegs(frames, SCENARIOS["object_detector"])
+    tmp = Path(tempfile.mkdtemp(prefix="vigil-bench-onnx-"))
+    models = {
+        "scene_graph": dg.write(tmp / "scene.onnx", dg.scene_graph()),
+        "empty_output": dg.write(tmp / "empty.onnx",
+                                 dg.constant_graph(dg.yolo_output([]))),
+    }
+    if os.environ.get("VIGIL_BENCH_ONNX"):
+        models["user_model"] = Path(os.environ["VIGIL_BENCH_ONNX"])
+    out: dict[str, Any] = {"frames": frames, "input": "640x480 JPEG -> 640x640 letterbox",
+                           "threads": 1}
+    for name, path in models.items():
+        det = od.YoloOnnx(str(path), {"threads": "1"})
+        det.detect_jpeg(jpegs[0])  # warm-up
+        t0 = time.process_time()
+        for j in jpegs:
+            det.detect_jpeg(j)
+        total = (time.process_time() - t0) / len(jpegs) * 1000
+        blob, _ = od.letterbox(cv2.imdecode(np.frombuffer(jpegs[0], np.uint8), 1), det.size)
+        t0 = time.process_time()
+        for _ in jpegs:
+            det.session.run(None, {det.input_name: blob})
+        network = (time.process_time() - t0) / len(jpegs) * 1000
+        out[name] = {"cpu_ms_per_frame": round(total, 2), "network_cpu_ms": round(network, 2),
+                     "pre_post_cpu_ms": round(total - network, 2),
+                     "providers": det.providers}
+    return out
 
 
 def model_compute(url: str) -> dict[str, tuple[int, int]]:
@@ -298,6 +378,26 @@ def _load_levels(runner: LoadRunner, throughput: float, duration: float,
 
 
 def run(quick: bool = False) -> BenchResult:
+    """Every configured detector measured in turn; the headline value and ratio are the
+    first one's (person_detector by default), each detector's are under ``detectors``."""
+    from vigil.settings import get_settings
+
+    url = get_settings().triton_url
+    results = [bench_detector(d, quick) for d in configured_detectors(url)]
+    first = results[0]
+    first.details["detectors"] = {r.details["detector_model"]: {
+        "frames_per_s": r.value, "direct_frames_per_s": r.baseline, "ratio": r.ratio,
+        "load": r.details["load"], "largest_sustained_cameras":
+            r.details["largest_sustained_cameras"], "detector": r.details["detector"],
+        "model_compute_ms_per_item": r.details["model_compute_ms_per_item"],
+        "scenario": r.details["scenario"]} for r in results}
+    first.details["onnx_cpu_cost"] = onnx_cpu_cost(16 if quick else 40)
+    return first
+
+
+def bench_detector(detector: str, quick: bool = False) -> BenchResult:
+    """The backlog and offered-load runs for one detector (worker and direct calls both
+    configured with ``VIGIL_INFERENCE_DETECTOR_MODEL`` = `detector`)."""
     from confluent_kafka import Consumer
 
     from schemas.events import FrameCaptured
@@ -308,10 +408,11 @@ def run(quick: bool = False) -> BenchResult:
     n = 24 if quick else 120
     duration = 8.0 if quick else 30.0
     st = get_settings()
-    jpegs, width, height = demo_jpegs(n)
+    scenario = SCENARIOS.get(detector, SCENARIOS["person_detector"])
+    jpegs, width, height = demo_jpegs(n, scenario)
     load_before = os.getloadavg()
     stats_before = model_compute(st.triton_url)
-    baseline_before = asyncio.run(_direct(jpegs, st.triton_url))
+    baseline_before = asyncio.run(_direct(jpegs, st.triton_url, detector))
 
     prefix = f"bench{uuid.uuid4().hex[:8]}"
     apply_topics(st.kafka_bootstrap, prefix, partitions_override=2)
@@ -319,7 +420,7 @@ def run(quick: bool = False) -> BenchResult:
     env = {
         **os.environ, "VIGIL_TOPIC_PREFIX": prefix, "VIGIL_STATE_DIR": str(state),
         "VIGIL_WORKER_AGENTS": "inference", "VIGIL_WORKER_WEB_PORT": str(_free_port()),
-        "VIGIL_LOG_FORMAT": "text",
+        "VIGIL_LOG_FORMAT": "text", "VIGIL_INFERENCE_DETECTOR_MODEL": detector,
     }
     os.environ["VIGIL_TOPIC_PREFIX"] = prefix
     get_settings.cache_clear()
@@ -353,7 +454,7 @@ def run(quick: bool = False) -> BenchResult:
         ours = (n - 1) / (seen[-1] - seen[0]) if n > 1 else 0.0
         # Bracket the agent run with a second direct run: on a shared box the load drifts
         # within minutes, and one baseline taken before would bias the ratio either way.
-        baseline_after = asyncio.run(_direct(jpegs, st.triton_url))
+        baseline_after = asyncio.run(_direct(jpegs, st.triton_url, detector))
         runner = LoadRunner(producer, consumer, jpegs, width, height)
         levels, best = _load_levels(runner, ours, duration, LEVELS)
     finally:
@@ -383,7 +484,9 @@ def run(quick: bool = False) -> BenchResult:
             "largest_sustained_cameras": best,
             "sustained_rule": "lag at window end <= 2 s of frames and median growth <= 0.5 s "
                               "of frames, min 3 (first vs last third); no frame unfinished",
-            "detector": detector_config(st.triton_url),
+            "detector_model": detector,
+            "scenario": scenario,
+            "detector": detector_config(st.triton_url, detector),
             "model_compute_ms_per_item": model_ms,
             "loadavg_1m": {"start": round(load_before[0], 2),
                            "end": round(os.getloadavg()[0], 2), "cores": os.cpu_count()},

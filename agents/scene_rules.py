@@ -236,12 +236,20 @@ class _Out:
     def __init__(self, frame: FrameAnalyzed):
         self.frame = frame
         self.events: list[Event] = []
+        #: this frame's observations by track id (set once the tracker has run)
+        self.obs: dict[str, Any] = {}
 
     def trigger(self, rule: RuleConfigured, *id_parts: object, **fields: Any) -> None:
-        """A RuleTriggered carrying the rule's own alert policy (auto-resolve, cooldown),
-        so the alerts stage applies what the rule says without reading the config."""
+        """A RuleTriggered carrying the rule's own alert policy (auto-resolve, cooldown,
+        escalation), so the alerts stage applies what the rule says without reading the
+        config, and the detection of each of its tracks in this frame, so the evidence
+        stage can highlight them (docs/evidence.md)."""
+        obs = self.obs
+        dets = [obs[t].detection_id for t in fields["track_ids"] if t in obs]
         self.emit(RuleTriggered, rule.rule_id, *id_parts, auto_resolve=rule.auto_resolve,
-                  cooldown_s=rule.cooldown_s, **fields)
+                  cooldown_s=rule.cooldown_s, escalation_s=rule.escalation_s,
+                  max_escalation_level=rule.max_escalation_level, detection_ids=dets,
+                  **fields)
 
     def emit(self, cls: type[E], *id_parts: object, **fields: Any) -> None:
         f = self.frame
@@ -354,6 +362,7 @@ def process(
                                        plan.tparams)
     ended = frozenset(e.track_id for e in tstep.ended) if tstep.ended else _NO_TRACKS
     obs = {o.track_id: o for o in tstep.observed}
+    out.obs = obs
     # where each track stands, and whether it is confirmed (consumers sort by track id)
     positions: dict[str, tuple[Pt, bool]] = {
         tid: (bottom_centre(o.box), o.confirmed) for tid, o in obs.items()

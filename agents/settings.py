@@ -14,6 +14,8 @@ AGENT_MODULES = {
     "scene": "agents.scene",
     "alerts": "agents.alerts",
     "health": "agents.site_health",
+    "evidence": "agents.evidence",
+    "clips": "agents.clips",
 }
 
 
@@ -23,7 +25,7 @@ class WorkerSettings(BaseSettings):
     #: Stable name of this worker; its RocksDB folder is state_dir/worker/<id>.
     id: str = "worker-1"
     #: Which agent groups this worker runs (comma-separated subset of AGENT_MODULES).
-    agents: str = Field("inference,scene,alerts,health")
+    agents: str = Field("inference,scene,alerts,health,evidence,clips")
     #: Faust's web server (metrics and liveness) port on 127.0.0.1.
     web_port: int = Field(16066, ge=1, le=65535)
     #: Standby replicas of every table (>= 1 in production).

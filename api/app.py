@@ -18,7 +18,19 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute
 
-from api import alerts, cameras, config_routes, events, health, reports, search, stream
+from api import (
+    access,
+    alerts,
+    cameras,
+    config_routes,
+    events,
+    evidence,
+    health,
+    notifications,
+    reports,
+    search,
+    stream,
+)
 from api.access_log import AccessLogMiddleware
 from api.auth import KeyStore
 from api.console import pages as console_pages
@@ -47,9 +59,12 @@ def all_endpoints() -> list[Endpoint]:
         *alerts.ROUTES,
         *cameras.ROUTES,
         *events.ROUTES,
+        *evidence.ROUTES,
         *search.ROUTES,
         *config_routes.ROUTES,
+        *notifications.ROUTES,
         *reports.ROUTES,
+        *access.routes(),
     ]
 
 
@@ -93,6 +108,7 @@ def create_app(
         metrics=metrics, object_store=object_store, embed_image=embed_image,
         users=users,
     )
+    deps.extra["access"] = access.AccessRecorder(producer, metrics.access_records_failed)
     if triton_probe is not None:
         deps.extra["triton_probe"] = triton_probe
     hub = stream.AlertHub(deps)

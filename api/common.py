@@ -68,6 +68,10 @@ def decode_cursor(cursor: str, kinds: tuple[type, ...]) -> list[Any]:
                 if not isinstance(value, str):
                     raise ValueError("not a string")
                 out.append(value)
+            elif kind is int:
+                if not isinstance(value, int) or isinstance(value, bool):
+                    raise ValueError("not an integer")
+                out.append(value)
             else:
                 raise ValueError("unsupported")
         return out

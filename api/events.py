@@ -33,6 +33,7 @@ from api.common import (
 )
 from api.deps import deps_of
 from api.errors import ApiError
+from api.evidence import EvidenceOut, evidence_for
 from api.routing import Endpoint
 from projections.tables import TS, cameras, scene_events
 
@@ -59,6 +60,8 @@ class EventDetail(EventOut):
     correlation_id: str | None
     payload: dict[str, Any]
     snapshot_url: str | None = Field(None, description="presigned, expires quickly")
+    #: a RuleTriggered's still evidence (frame, annotated frame, thumbnail)
+    evidence: list[EvidenceOut] = Field(default_factory=list)
 
 
 class EventPage(Page):
@@ -135,8 +138,13 @@ async def get_event(request: Request) -> Response:
     ref = (row.payload or {}).get("frame_ref")
     url = await presign(request, ref, deps_of(request).settings.bucket_snapshots)
     data = dict(row._mapping)
+    found = (await evidence_for(request, [row.event_id])
+             if row.event_type == "RuleTriggered" else [])
+    if url is None and found and not found[0].erased:
+        url = found[0].snapshot_url
     return json_response(EventDetail(**{k: data.get(k) for k in EventDetail.model_fields
-                                        if k != "snapshot_url"}, snapshot_url=url))
+                                        if k not in ("snapshot_url", "evidence")},
+                                     snapshot_url=url, evidence=found))
 
 
 ROUTES = [
@@ -144,5 +152,5 @@ ROUTES = [
              query=EventQuery, responses={200: EventPage}, tag="events"),
     Endpoint("GET", "/api/v1/events/{event_id}", get_event,
              "A scene event with a short-lived snapshot URL",
-             responses={200: EventDetail}, tag="events"),
+             responses={200: EventDetail}, tag="events", personal_data=True),  # snapshot
 ]

@@ -351,7 +351,7 @@ ROUTES = [
     Endpoint("GET", "/api/v1/alerts/stream", alert_stream,
              "Live alert events as Server-Sent Events (site-scoped)",
              query=StreamQuery, responses={200: None}, tag="alerts",
-             media_type="text/event-stream",
+             media_type="text/event-stream", personal_data=True,  # the live view
              headers=(("Last-Event-ID",
                        "resume position: the last `id:` this stream sent; what was missed "
                        "is replayed from the read model in log order, exactly once (at most "

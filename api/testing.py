@@ -31,7 +31,9 @@ from schemas.events import (
     CameraConfigured,
     EdgeHeartbeat,
     Event,
+    EvidenceCaptured,
     LineConfigured,
+    NotificationFailed,
     Point,
     RuleConfigured,
     RuleTriggered,
@@ -195,6 +197,18 @@ def seed_world(w: World, events_per_camera: int = 7, alerts_per_camera: int = 1,
                 first_evidence_at=T0, last_evidence_at=T0 + timedelta(minutes=5),
                 evidence_event_ids=ids[:1], frame_ref=f"snapshots/{cam}/snap.jpg"))
             out["events"][cam] = [*ids, trig.event_id]
+            folder = f"s3://snapshots/evidence/{cam}/2026-01-15/{trig.event_id}"
+            evid = w.send("evidence", cam, EvidenceCaptured.create(
+                producer=p, occurred_at=trig.occurred_at, cause=trig, camera_id=cam,
+                rule_event_id=trig.event_id, rule_id="rule-a1", rule_type="loitering",
+                zone_id="zone-a1", frame_event_id=f"frame-{cam}",
+                analysis_event_id=f"analysis-{cam}", frame_at=trig.occurred_at,
+                first_evidence_at=T0, last_evidence_at=trig.occurred_at,
+                width=640, height=480, snapshot_ref=f"{folder}/frame.jpg",
+                annotated_ref=f"{folder}/annotated.jpg",
+                thumbnail_ref=f"{folder}/thumbnail.jpg", track_ids=["trk-1"],
+                detection_ids=[], highlighted_detection_ids=[]))
+            out.setdefault("evidence", {})[cam] = [evid.event_id]
             out["alerts"][cam] = []
             for n in range(alerts_per_camera):
                 alert_id = f"alert-{cam}-{n}"
@@ -206,6 +220,12 @@ def seed_world(w: World, events_per_camera: int = 7, alerts_per_camera: int = 1,
                     rule_type="loitering", severity="warning", first_evidence_at=T0,
                     last_evidence_at=T0 + timedelta(minutes=5), snapshot_ref=None, version=1))
                 out["alerts"][cam].append({"alert_id": alert_id, "incident_key": incident})
+                if n == 0:  # one delivery that gave up, for the notification endpoints
+                    nf = w.send("notifications", alert_id, NotificationFailed.create(
+                        producer=p, occurred_at=T0 + timedelta(minutes=6), alert_id=alert_id,
+                        alert_event_id=f"ev-{alert_id}", destination="ops:ops@x.example",
+                        channel="mail", attempts=9, reason="ConnectionRefusedError"))
+                    out.setdefault("notifications_failed", {})[cam] = nf.event_id
             out["detections"][cam] = []
             for i in range(embeddings_per_camera):
                 seq += 1

@@ -313,7 +313,8 @@ SOURCE_TOPICS: dict[str, str] = {
     "frames": "frames", "frame_analyses": "detections", "detections": "detections",
     "embeddings": "embeddings", "recordings": "recordings", "scene_events": "scene",
     "alert_events": "alerts", "commands": "commands", "notifications": "notifications",
-    "health_events": "health",
+    "health_events": "health", "evidence": "evidence",
+    "clips": "evidence",
 }
 
 Starts = dict[tuple[str, int], int]

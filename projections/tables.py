@@ -301,6 +301,7 @@ alerts = Table(
     Column("auto_resolved", Boolean),
     Column("raised_event_id", Text, nullable=False),  # RuleTriggered chain starts here
     Column("last_event_id", Text, nullable=False),
+    Column("assigned_to", Text),  # AlertAssigned; None = nobody
 )
 
 #: Full history: every vigil.alerts event, CommandRejected included.
@@ -361,6 +362,78 @@ health_events = Table(
     *_log_position(nullable=True),
 )
 
+# ------------------------------------------------------------------------ access record
+access_log = Table(
+    "access_log", metadata,
+    Column("seq", BigInteger, primary_key=True),
+    Column("event_id", Text, nullable=False, unique=True),
+    Column("occurred_at", TS, nullable=False),
+    Column("actor_kind", Text, nullable=False),
+    Column("actor_id", Text, nullable=False),
+    Column("actor_name", Text, nullable=False),
+    Column("role", Text, nullable=False),
+    Column("method", Text, nullable=False),
+    Column("route", Text, nullable=False),
+    Column("operation", Text, nullable=False),
+    Column("resource_ids", ARRAY(Text), nullable=False),
+    Column("client_address", Text, nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("outcome", Text, nullable=False),
+    Column("content_hash", Text, nullable=False),
+    Column("prev_hash", Text, nullable=False),
+    Column("hash", Text, nullable=False),
+    *_log_position(),
+)
+
+# ------------------------------------------------------------------------ evidence
+#: One row per EvidenceCaptured: a rule hit's snapshot, annotated snapshot and thumbnail.
+evidence = Table(
+    "evidence", metadata,
+    Column("event_id", Text, primary_key=True),
+    Column("rule_event_id", Text, nullable=False),
+    Column("camera_id", Text, nullable=False),
+    Column("rule_id", Text, nullable=False),
+    Column("rule_type", Text, nullable=False),
+    Column("zone_id", Text),
+    Column("line_id", Text),
+    Column("frame_event_id", Text, nullable=False),
+    Column("analysis_event_id", Text, nullable=False),
+    Column("occurred_at", TS, nullable=False),
+    Column("frame_at", TS, nullable=False),
+    Column("width", Integer, nullable=False),
+    Column("height", Integer, nullable=False),
+    Column("snapshot_ref", Text, nullable=False),
+    Column("annotated_ref", Text, nullable=False),
+    Column("thumbnail_ref", Text, nullable=False),
+    Column("track_ids", ARRAY(Text), nullable=False),
+    Column("detection_ids", ARRAY(Text), nullable=False),
+    Column("highlighted_detection_ids", ARRAY(Text), nullable=False),
+    Column("erased", Boolean, nullable=False),
+    *_log_position(),
+)
+
+#: One row per ClipRecorded: a rule hit's clip, or why there is none.
+clips = Table(
+    "clips", metadata,
+    Column("event_id", Text, primary_key=True),
+    Column("evidence_id", Text, nullable=False),
+    Column("rule_event_id", Text, nullable=False),
+    Column("camera_id", Text, nullable=False),
+    Column("window_start", TS, nullable=False),
+    Column("window_end", TS, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("clip_ref", Text),
+    Column("clip_start_at", TS),
+    Column("clip_end_at", TS),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("segment_refs", ARRAY(Text), nullable=False),
+    Column("skipped", JSONB, nullable=False),
+    Column("gaps", JSONB, nullable=False),
+    Column("erased", Boolean, nullable=False),
+    *_log_position(),
+)
+
 # ------------------------------------------------------------------------ privacy
 erasures = Table(
     "erasures", metadata,
@@ -413,7 +486,8 @@ schema_migrations = Table(
 READ_MODEL_TABLES: tuple[Table, ...] = (
     sites, edges, cameras, zones, lines, rules, frames, recordings, frame_analyses,
     detections, detection_daily_counts, embeddings, scene_events, alerts, alert_events,
-    commands, notifications, health_events, erasures, erased_detections,
+    commands, notifications, health_events, erasures, erased_detections, evidence,
+    clips,
 )
 BOOKKEEPING_TABLES: tuple[Table, ...] = (
     projector_offsets, projector_dead_letters, schema_migrations,

@@ -51,6 +51,15 @@ APPEND_COLUMNS: dict[str, tuple[str, ...]] = {
                       "log_offset"),
     "erasures": ("event_id", "occurred_at", "requested_by", "reason", "detection_ids",
                  "snapshot_refs"),
+    "evidence": ("event_id", "rule_event_id", "camera_id", "rule_id", "rule_type", "zone_id",
+                 "line_id", "frame_event_id", "analysis_event_id", "occurred_at",
+                 "frame_at", "width", "height", "snapshot_ref", "annotated_ref",
+                 "thumbnail_ref", "track_ids", "detection_ids",
+                 "highlighted_detection_ids", "log_partition", "log_offset"),
+    "clips": ("event_id", "evidence_id", "rule_event_id", "camera_id", "window_start",
+              "window_end", "status", "reason", "clip_ref", "clip_start_at", "clip_end_at",
+              "size_bytes", "segment_refs", "skipped", "gaps", "log_partition",
+              "log_offset"),
 }
 
 #: Extra filtering/columns when moving staged rows into their table.
@@ -61,8 +70,14 @@ _SELECT_FROM_STAGE: dict[str, str] = {
     # An erased appearance never comes back, whatever order the topics are read in.
     "embeddings": "SELECT {cols} FROM {stage} s WHERE NOT EXISTS (SELECT 1 FROM "
                   "erased_detections x WHERE x.detection_id = s.detection_id)",
+    # Evidence an erasure already names stays erased, whichever topic is read first.
+    "evidence": "SELECT {cols}, EXISTS (SELECT 1 FROM erasures x WHERE s.snapshot_ref = "
+                "ANY(x.snapshot_refs) OR s.annotated_ref = ANY(x.snapshot_refs) OR "
+                "s.thumbnail_ref = ANY(x.snapshot_refs)) FROM {stage} s",
+    "clips": "SELECT {cols}, EXISTS (SELECT 1 FROM erasures x WHERE s.clip_ref = "
+             "ANY(x.snapshot_refs)) FROM {stage} s",
 }
-_EXTRA_COLUMNS = {"detections": ("erased",)}
+_EXTRA_COLUMNS = {"detections": ("erased",), "evidence": ("erased",), "clips": ("erased",)}
 
 #: Tables staged with binary COPY (plain column types only, no JSON): no text formatting
 #: of floats and timestamps on our side, no parsing on the server's; embeddings need it
@@ -104,6 +119,13 @@ OPS: dict[str, str] = {
         UPDATE alerts SET state = 'RESOLVED', resolved_at = %s, resolved_by = %s,
             resolution = %s, auto_resolved = %s, version = %s, updated_at = %s,
             last_event_id = %s
+        WHERE alert_id = %s AND version < %s""",
+    "alert_assigned": """
+        UPDATE alerts SET assigned_to = NULLIF(%s, ''), version = %s, updated_at = %s,
+            last_event_id = %s
+        WHERE alert_id = %s AND version < %s""",
+    "alert_commented": """
+        UPDATE alerts SET version = %s, updated_at = %s, last_event_id = %s
         WHERE alert_id = %s AND version < %s""",
     "camera_configured": """
         INSERT INTO cameras AS t (camera_id, site_id, edge_id, name, timezone, enabled,
@@ -168,6 +190,21 @@ OPS: dict[str, str] = {
             stream_changed_at = EXCLUDED.stream_changed_at,
             stream_event_id = EXCLUDED.stream_event_id
         WHERE """ + _NEWER.format(t="t", at="stream_changed_at", eid="stream_event_id"),
+    # The hash chain (projections/access_log.py): the next seq and the link to the newest
+    # row, computed in the same statement; a redelivered event is not chained twice.
+    "access_recorded": """
+        INSERT INTO access_log (event_id, occurred_at, actor_kind, actor_id, actor_name,
+            role, method, route, operation, resource_ids, client_address, status, outcome,
+            content_hash, seq, prev_hash, hash, log_partition, log_offset)
+        SELECT v.*, COALESCE(l.seq, 0) + 1, COALESCE(l.hash, ''),
+            encode(sha256(convert_to(COALESCE(l.hash, '') || %s::text, 'UTF8')), 'hex'),
+            %s::integer, %s::bigint
+        FROM (SELECT %s::text, %s::timestamptz, %s::text, %s::text, %s::text, %s::text,
+                     %s::text, %s::text, %s::text, %s::text[], %s::text, %s::integer,
+                     %s::text, %s::text) AS v
+        LEFT JOIN LATERAL (SELECT seq, hash FROM access_log ORDER BY seq DESC LIMIT 1) l
+            ON true
+        WHERE NOT EXISTS (SELECT 1 FROM access_log WHERE event_id = %s)""",
     "erase": """
         WITH ids AS (SELECT unnest(%s::text[]) AS detection_id),
         ins AS (INSERT INTO erased_detections (detection_id, erasure_event_id, erased_at)
@@ -175,6 +212,12 @@ OPS: dict[str, str] = {
         del AS (DELETE FROM embeddings e USING ids WHERE e.detection_id = ids.detection_id)
         UPDATE detections d SET erased = true FROM ids
         WHERE d.detection_id = ids.detection_id AND NOT d.erased""",
+    "erase_evidence": """
+        UPDATE evidence SET erased = true
+        WHERE NOT erased AND (snapshot_ref = ANY(%s::text[])
+            OR annotated_ref = ANY(%s::text[]) OR thumbnail_ref = ANY(%s::text[]))""",
+    "erase_clips": """
+        UPDATE clips SET erased = true WHERE NOT erased AND clip_ref = ANY(%s::text[])""",
 }
 for _kind, (_table, _key) in {"camera": ("cameras", "camera_id"), "zone": ("zones", "zone_id"),
                               "line": ("lines", "line_id"),
@@ -217,7 +260,7 @@ _SITE_HEARTBEAT = """
 #: correctness, but keeps a batch that holds both tidy).
 APPEND_ORDER = ("erasures", "frames", "recordings", "frame_analyses", "detections",
                 "embeddings", "scene_events", "alert_events", "commands", "notifications",
-                "health_events")
+                "health_events", "evidence", "clips")
 
 
 class Writer:

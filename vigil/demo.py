@@ -147,9 +147,15 @@ def _alerts(engine: Any, schema: str) -> list[dict[str, Any]]:
     from sqlalchemy import text
 
     with engine.connect() as conn:
+        # with the still evidence of the hit that raised it (docs/evidence.md)
         rows = conn.execute(text(
-            f"select alert_id, camera_id, zone_id, rule_id, rule_type, severity, state, "
-            f"first_evidence_at, occurrences from {schema}.alerts order by raised_at"))
+            f"select a.alert_id, a.camera_id, a.zone_id, a.rule_id, a.rule_type, a.severity, "
+            f"a.state, a.first_evidence_at, a.occurrences, v.event_id as evidence_id, "
+            f"v.snapshot_ref, v.annotated_ref, v.thumbnail_ref from {schema}.alerts a "
+            f"left join {schema}.alert_events ae on ae.alert_id = a.alert_id "
+            f"and ae.event_type = 'AlertRaised' "
+            f"left join {schema}.evidence v on v.rule_event_id = ae.causation_id "
+            f"order by a.raised_at, a.alert_id"))
         return [dict(r._mapping) for r in rows]
 
 
@@ -166,12 +172,22 @@ def check_expected(expected: list[dict[str, Any]], alerts: list[dict[str, Any]])
             problems.append(f"doubled: {e['scenario']} raised {len(hits)} alerts "
                             f"for {e['rule_id']}")
     expected_keys = {(e["camera_id"], e["rule_id"]) for e in expected}
-    scene_rules = ("loitering", "crowd", "perimeter", "line_crossing")
     for a in alerts:
-        if a["rule_type"] in scene_rules and (a["camera_id"], a["rule_id"]) not in expected_keys:
+        if a["rule_type"] in SCENE_RULES and (a["camera_id"], a["rule_id"]) not in expected_keys:
             problems.append(f"unexpected: {a['rule_type']} alert on {a['camera_id']} "
                             f"({a['rule_id']})")
-    return problems
+    return problems + missing_evidence(alerts)
+
+
+SCENE_RULES = ("loitering", "crowd", "perimeter", "line_crossing")
+
+
+def missing_evidence(alerts: list[dict[str, Any]]) -> list[str]:
+    """Scene alerts without their snapshot, annotated snapshot and thumbnail."""
+    return [f"no evidence: {a['rule_type']} alert {a['alert_id'][:8]} on {a['camera_id']}"
+            for a in alerts if a["rule_type"] in SCENE_RULES
+            and not (a.get("snapshot_ref") and a.get("annotated_ref")
+                     and a.get("thumbnail_ref"))]
 
 
 def check_recorded(cameras: list[str], prog: dict[str, dict[str, int]]) -> list[str]:
@@ -252,10 +268,11 @@ def run_demo(args: argparse.Namespace) -> int:
                 for cam in cameras)
             # --check settles once every frame is analysed and nothing changed for two
             # polls, so a late duplicate or unexpected alert is still seen.
-            snapshot = (repr(prog), len(alerts))
+            snapshot = (repr(prog), repr(alerts))
             quiet = quiet + 1 if drained and snapshot == last_snapshot else 0
             last_snapshot = snapshot
-            if args.check and quiet >= 2:
+            # evidence follows its alert by a moment: give it a few more polls
+            if args.check and quiet >= 2 and (not missing_evidence(alerts) or quiet >= 10):
                 break
         alerts = _alerts(engine, prefix)
         problems = check_expected(expected, alerts)
@@ -301,6 +318,13 @@ def _summary(alerts: list[dict[str, Any]], problems: list[str],
     for a in alerts:
         print(f"  {a['alert_id'][:8]}  {a['camera_id']:18} {a['rule_type']:12} "
               f"{a['severity']:8} {a['state']:12} first evidence {a['first_evidence_at']}")
+    with_evidence = [a for a in alerts if a.get("annotated_ref")]
+    if with_evidence:
+        print("\nevidence (presigned for an hour; the API signs its own, shorter-lived):")
+        for a in with_evidence:
+            print(f"  {a['alert_id'][:8]}  {base}/evidence/{a['evidence_id']}")
+            for name in ("annotated", "snapshot", "thumbnail"):
+                print(f"    {name:9} {_presigned(a[f'{name}_ref'])}")
     for p in problems:
         print(f"  CHECK: {p}")
     print("\nsee them through the API:")
@@ -310,6 +334,19 @@ def _summary(alerts: list[dict[str, Any]], problems: list[str],
         print(f"  curl -s -H 'X-API-Key: {api_key}' {base}/alerts/{aid}")
         print(f"  curl -s -X POST -H 'X-API-Key: {api_key}' {base}/alerts/{aid}/ack")
     print(f"  curl -s -H 'X-API-Key: {api_key}' {base}/cameras")
+
+
+def _presigned(ref: str) -> str:
+    from datetime import timedelta
+
+    from edge_producer.objects import client, split_ref
+
+    s = get_settings()
+    bucket, key = split_ref(ref, s.bucket_snapshots, s.buckets)
+    try:
+        return str(client().presigned_get_object(bucket, key, expires=timedelta(hours=1)))
+    except Exception as exc:  # signing is local; never let the summary fail on it
+        return f"{ref} (cannot presign: {type(exc).__name__})"
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -29,9 +29,33 @@ DeliveryCallback = Callable[[KafkaError | None, Message], None]
 RDKAFKA_LOG = logging.getLogger("librdkafka")
 
 
+#: librdkafka errors that retrying cannot fix: the principal lacks an ACL or cannot log in.
+AUTH_ERRORS = frozenset({
+    KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    KafkaError.GROUP_AUTHORIZATION_FAILED, KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+    KafkaError.SASL_AUTHENTICATION_FAILED, KafkaError._AUTHENTICATION,
+})
+
+
+def auth_problem(err: KafkaError | None, topic: str | None = None) -> str | None:
+    """A clear sentence when `err` is an authorization/authentication failure, else None:
+    what was refused, as which principal, and where the fix lives (docs/security.md)."""
+    if err is None or err.code() not in AUTH_ERRORS:
+        return None
+    s = get_settings()
+    who = (f"principal {s.kafka_sasl_username!r}" if s.kafka_sasl_username
+           else f"an unauthenticated {s.kafka_security_protocol} client")
+    if err.code() in (KafkaError.SASL_AUTHENTICATION_FAILED, KafkaError._AUTHENTICATION):
+        return (f"Kafka refused to authenticate {who}: check KAFKA_SASL_USERNAME/"
+                f"KAFKA_SASL_PASSWORD and KAFKA_SSL_CA ({redact(err.str())})")
+    what = f"topic {topic}" if topic else "this operation"
+    return (f"Kafka refused {what} to {who} ({err.name()}): the principal lacks an ACL "
+            "for it; see docs/security.md for what each service needs")
+
+
 def producer_config(**overrides: Any) -> dict[str, Any]:
     cfg: dict[str, Any] = {
-        "bootstrap.servers": get_settings().kafka_bootstrap,
+        **get_settings().kafka_client_config(),
         "enable.idempotence": True,
         "acks": "all",
         "compression.type": "lz4",
@@ -53,7 +77,7 @@ def producer_config(**overrides: Any) -> dict[str, Any]:
 
 def consumer_config(group_id: str, **overrides: Any) -> dict[str, Any]:
     cfg: dict[str, Any] = {
-        "bootstrap.servers": get_settings().kafka_bootstrap,
+        **get_settings().kafka_client_config(),
         "group.id": group_id,
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",

@@ -1,4 +1,5 @@
-"""The site file: cameras, zones, lines and rules, validated before anything is published.
+"""The site file: cameras, zones, lines, rules and notification routes, validated before
+anything is published.
 
 The YAML uses the field names of the config events (``camera_id``, ``zone_id``,
 ``rule_type``, ``dwell_s`` …), so the file, the `vigil.config` topic and the read models
@@ -26,6 +27,7 @@ from schemas.events import (
     Event,
     LineConfigured,
     Point,
+    RouteConfigured,
     RuleConfigured,
     Schedule,
     ZoneConfigured,
@@ -148,6 +150,83 @@ class RuleModel(_Model):
         return self
 
 
+RULE_TYPES = ("loitering", "crowd", "perimeter", "line_crossing", "edge_offline",
+              "stream_down", "inference_degraded")
+ALERT_EVENT_TYPES = ("AlertRaised", "AlertRepeated", "AlertEscalated", "AlertAcknowledged",
+                     "AlertResolved")
+
+
+class QuietHoursModel(_Model):
+    """Local HH:MM window (may wrap midnight); critical alerts are sent regardless."""
+
+    start: str
+    end: str
+    #: the zone the window is read in; default: the alert's camera's time zone
+    timezone: str | None = None
+
+    @model_validator(mode="after")
+    def _times(self) -> QuietHoursModel:
+        parse_hhmm(self.start)
+        parse_hhmm(self.end)
+        if self.timezone is not None:
+            zone_info(self.timezone)
+        return self
+
+
+class RouteModel(_Model):
+    """Which alert events reach which channels and recipients (docs/notifications.md).
+
+    Every filter left empty matches anything; `levels` are escalation levels (0 = not
+    escalated), so a route with ``levels: [2]`` is the level-2 (admin) route. `channels`
+    are names from the notifier's channel configuration (which holds the secrets)."""
+
+    route_id: str = Field(min_length=1, pattern=_ID)
+    site_id: str | None = None
+    cameras: list[str] = Field(default_factory=list)
+    rule_types: list[Literal[RULE_TYPES]] = Field(default_factory=list)  # type: ignore[valid-type]
+    severities: list[Literal["info", "warning", "critical"]] = Field(default_factory=list)
+    event_types: list[Literal[ALERT_EVENT_TYPES]] = Field(  # type: ignore[valid-type]
+        default_factory=list)
+    levels: list[int] = Field(default_factory=list)
+    channels: list[str] = Field(min_length=1)
+    recipients: list[str] = Field(default_factory=list)
+    quiet_hours: QuietHoursModel | None = None
+    enabled: bool = True
+
+    @field_validator("levels")
+    @classmethod
+    def _levels(cls, v: list[int]) -> list[int]:
+        if any(lv < 0 or lv > 10 for lv in v):
+            raise ValueError("escalation levels are 0 (not escalated) to 10")
+        return v
+
+    @field_validator("channels")
+    @classmethod
+    def _channels(cls, v: list[str]) -> list[str]:
+        for ch in v:
+            if not ch or not all(c.isalnum() or c in "_.:-" for c in ch):
+                raise ValueError(f"channel {ch!r} is not a channel name")
+        return v
+
+    @field_validator("recipients")
+    @classmethod
+    def _recipients(cls, v: list[str]) -> list[str]:
+        if any(not r.strip() for r in v):
+            raise ValueError("a recipient must not be empty")
+        return v
+
+
+def route_event(r: RouteModel, common: dict[str, Any]) -> RouteConfigured:
+    q = r.quiet_hours
+    return RouteConfigured.create(
+        route_id=r.route_id, site_id=r.site_id, cameras=list(r.cameras),
+        rule_types=list(r.rule_types), severities=list(r.severities),
+        event_types=list(r.event_types), levels=list(r.levels), channels=list(r.channels),
+        recipients=list(r.recipients), quiet_start=q.start if q else None,
+        quiet_end=q.end if q else None, timezone=q.timezone if q else None,
+        enabled=r.enabled, **common)
+
+
 class SiteConfig(_Model):
     """A whole site; after validation every zone/line/rule has its camera_id filled in."""
 
@@ -157,6 +236,7 @@ class SiteConfig(_Model):
     zones: list[ZoneModel] = Field(default_factory=list)
     lines: list[LineModel] = Field(default_factory=list)
     rules: list[RuleModel] = Field(default_factory=list)
+    routes: list[RouteModel] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _references(self) -> SiteConfig:
@@ -165,6 +245,12 @@ class SiteConfig(_Model):
         _unique("zones", "zone_id", [z.zone_id for z in self.zones])
         _unique("lines", "line_id", [ln.line_id for ln in self.lines])
         _unique("rules", "rule_id", [r.rule_id for r in self.rules])
+        _unique("routes", "route_id", [r.route_id for r in self.routes])
+        for i, rt in enumerate(self.routes):
+            unknown = sorted(set(rt.cameras) - set(cams))
+            if unknown:
+                raise ValueError(f"routes[{i}] ({rt.route_id}): unknown cameras {unknown}; "
+                                 f"cameras are {cams}")
         only = cams[0] if len(cams) == 1 else None
 
         def camera_of(section: str, i: int, item_id: str, cam: str | None) -> str:
@@ -231,7 +317,8 @@ def _describe(err: dict[str, Any], data: Any) -> str:
             label = f"[{key}]"
             try:
                 node = node[key]
-                item_id = next((node[k] for k in ("rule_id", "zone_id", "line_id", "camera_id")
+                item_id = next((node[k] for k in ("rule_id", "zone_id", "line_id", "camera_id",
+                                                  "route_id")
                                 if isinstance(node, dict) and k in node), None)
             except (IndexError, KeyError, TypeError):
                 item_id = None
@@ -293,4 +380,6 @@ def config_events(
         out.append((f"rule/{r.rule_id}", RuleConfigured.create(
             schedule=Schedule(kind=r.schedule.kind, start=r.schedule.start, end=r.schedule.end),
             **fields, **common)))
+    for rt in site.routes:
+        out.append((f"route/{rt.route_id}", route_event(rt, common)))
     return out

@@ -21,7 +21,7 @@ def _stack() -> Stack:
 
 
 def _up(args: argparse.Namespace) -> int:
-    stack = _stack()
+    stack = Stack.from_environment(get_settings(), kafka_secure=args.secure)
     t0 = time.monotonic()
     env = stack.up(args.services)
     took = time.monotonic() - t0
@@ -88,6 +88,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = dsub.add_parser("up", help="start the stack and wait until every service answers")
     p.add_argument("services", nargs="*", metavar="SERVICE", help=names)
     p.add_argument("--print-env", action="store_true", help="also print export lines")
+    p.add_argument("--secure", action="store_true",
+                   help="Kafka with TLS, SASL/SCRAM-SHA-512 and per-service ACLs (first "
+                        "start of a broker folder; kept after that); see docs/security.md")
     p.set_defaults(func=_up)
 
     p = dsub.add_parser("status", help="show each service: up/down, pid, address")

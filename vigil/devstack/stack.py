@@ -59,6 +59,9 @@ log = logging.getLogger(__name__)
 #: Where bootstrap puts the tools (Kafka jars, Triton venv); shared by dev and test stacks.
 DEFAULT_TOOLS_DIR = PROJECT_ROOT / ".vigil"
 MODEL_REPOSITORY = PROJECT_ROOT / "infra" / "triton" / "models"
+#: The optional ONNX object detector's repository (docs/models.md): served next to the
+#: CPU defaults once a site's export is in place, never without it (the load would fail).
+DETECTOR_REPOSITORY = PROJECT_ROOT / "infra" / "triton" / "detectors"
 BOOTSTRAP_HINT = "run scripts/bootstrap.sh (or `make bootstrap`)"
 
 
@@ -264,8 +267,23 @@ class Kafka(Service):
     def address(self) -> str:
         return self.external or f"127.0.0.1:{self.stack.ports.kafka}"
 
+    @property
+    def secure(self) -> bool:
+        """TLS + SASL/SCRAM + ACLs (vigil/devstack/kafka_security.py): asked for with
+        ``--secure`` on the first start, remembered by the broker's folder after that."""
+        return self.external is None and (self.stack.kafka_secure
+                                          or (self.dir / "secure").exists())
+
+    def security(self):  # type: ignore[no-untyped-def]
+        from vigil.devstack.kafka_security import ensure_security
+
+        return ensure_security(self.dir / "security")
+
     def env(self) -> dict[str, str]:
-        return {"KAFKA_BOOTSTRAP": self.address()}
+        out = {"KAFKA_BOOTSTRAP": self.address()}
+        if self.secure:  # tooling runs as the admin principal; services get their own
+            out.update(self.security().client_env("admin"))
+        return out
 
     def stdout_file(self) -> Path:
         return self.stack.state_dir / "logs" / "kafka.out"
@@ -325,6 +343,17 @@ class Kafka(Service):
             "log.index.size.max.bytes": "1048576",
             "log.retention.check.interval.ms": "60000",
         }
+        formatted = (data / "meta.properties").exists()
+        marker = self.dir / "secure"
+        if formatted and self.secure != marker.exists():
+            raise StackError(self.name, f"the broker in {self.dir} was set up "
+                             f"{'secured' if marker.exists() else 'without security'}; "
+                             f"to switch, stop it and remove {data}")
+        if self.secure:
+            from vigil.devstack.kafka_security import broker_properties
+
+            props.update(broker_properties(self.security(), p.kafka, p.kafka_controller))
+            marker.touch()
         (self.dir / "server.properties").write_text(
             "".join(f"{k}={v}\n" for k, v in props.items()))
         (self.dir / "log4j.properties").write_text(
@@ -338,7 +367,7 @@ class Kafka(Service):
             "log4j.logger.kafka=INFO\nlog4j.logger.org.apache.kafka=INFO\n"
             "log4j.logger.state.change.logger=WARN\nlog4j.logger.kafka.request.logger=WARN\n"
         )
-        if not (data / "meta.properties").exists():
+        if not formatted:
             self._format(java, classpath)
 
     def _jvm_args(self) -> list[str]:
@@ -353,6 +382,10 @@ class Kafka(Service):
         """Format the KRaft storage once (a fresh data directory only)."""
         argv = [java, *self._jvm_args(), "-cp", classpath, "kafka.tools.StorageTool",
                 "format", "-t", _kafka_uuid(), "-c", str(self.dir / "server.properties")]
+        if self.secure:  # the principals exist from the first moment the broker runs
+            from vigil.devstack.kafka_security import scram_format_args
+
+            argv += scram_format_args(self.security())
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with self.stdout_file().open("ab") as out:
             try:
@@ -374,19 +407,33 @@ class Kafka(Service):
         from confluent_kafka import KafkaException
         from confluent_kafka.admin import AdminClient
 
+        secured = self.security().client_config("admin", self.address()) if self.secure \
+            else {"bootstrap.servers": self.address()}
+        # a TLS + SCRAM handshake costs the broker far more than a plaintext connection:
+        # on a loaded machine 3 s is not enough for it
+        wait_ms = 10_000 if self.secure else 3000
         admin = AdminClient({
-            "bootstrap.servers": self.address(),
-            "socket.timeout.ms": 3000,
-            "socket.connection.setup.timeout.ms": 3000,
+            **secured,
+            "socket.timeout.ms": wait_ms,
+            "socket.connection.setup.timeout.ms": wait_ms,
             "logger": _quiet,
         })
         try:
-            md = admin.list_topics(timeout=3)
+            md = admin.list_topics(timeout=wait_ms / 1000)
         except KafkaException as exc:
             return f"metadata request failed: {exc.args[0]}"
         if not md.brokers:
             return "metadata answered without brokers"
         return None
+
+    def after_ready(self) -> None:
+        """On a secured broker: every service's ACLs for the configured topic prefix."""
+        if not self.secure:
+            return
+        from vigil.devstack.kafka_security import apply_acls
+
+        apply_acls(self.security().client_config("admin", self.address()),
+                   self.stack.settings.topic_prefix)
 
 
 _quiet = logging.getLogger("vigil.devstack.librdkafka")
@@ -546,6 +593,13 @@ def model_names(repository: Path = MODEL_REPOSITORY) -> list[str]:
     return sorted(p.parent.name for p in repository.glob("*/config.pbtxt"))
 
 
+def repositories(main: Path, detectors: Path = DETECTOR_REPOSITORY) -> list[Path]:
+    """The model repositories to serve: `main`, plus the detector repository when one of
+    its models has its ONNX export (``<model>/1/model.onnx``) in place."""
+    extra = [detectors] if any(detectors.glob("*/1/model.onnx")) else []
+    return [main, *extra]
+
+
 class Triton(Service):
     """tritonserver from the nvidia-pytriton wheel, serving infra/triton/models on the CPU."""
 
@@ -601,7 +655,7 @@ class Triton(Service):
         p = self.stack.ports
         argv = [
             str(server / "bin" / "tritonserver"),
-            f"--model-repository={self.stack.model_repository}",
+            *(f"--model-repository={r}" for r in repositories(self.stack.model_repository)),
             f"--backend-directory={self.dir / 'backends'}",
             "--http-address=127.0.0.1", f"--http-port={p.triton_http}",
             "--grpc-address=127.0.0.1", f"--grpc-port={p.triton_grpc}",
@@ -633,7 +687,8 @@ class Triton(Service):
             try:
                 if not client.is_server_ready(client_timeout=3):
                     return "server not ready"
-                names = model_names(self.stack.model_repository) if not self.external else []
+                names = ([n for r in repositories(self.stack.model_repository)
+                          for n in model_names(r)] if not self.external else [])
                 waiting = [n for n in names if not client.is_model_ready(n, client_timeout=3)]
             finally:
                 client.close()
@@ -771,6 +826,7 @@ class Stack:
         kafka_heap: str = "768m",
         fast_unsafe: bool = False,
         leased: bool = False,
+        kafka_secure: bool = False,
     ) -> None:
         self.state_dir = Path(state_dir).resolve()
         self.ports = ports
@@ -783,6 +839,7 @@ class Stack:
         self.kafka_heap = kafka_heap
         self.fast_unsafe = fast_unsafe
         self.leased = leased
+        self.kafka_secure = kafka_secure
         self.services: dict[str, Service] = {
             "postgres": Postgres(self), "kafka": Kafka(self),
             "s3": ObjectStore(self), "triton": Triton(self),
@@ -790,7 +847,8 @@ class Stack:
 
     @classmethod
     def from_environment(cls, settings: Settings,
-                         environ: Mapping[str, str] | None = None) -> Stack:
+                         environ: Mapping[str, str] | None = None,
+                         kafka_secure: bool = False) -> Stack:
         """The developer's stack: settings.state_dir, dev ports, env overrides honoured."""
         environ = os.environ if environ is None else environ
         tools = environ.get("VIGIL_DEV_TOOLS_DIR")
@@ -803,10 +861,11 @@ class Stack:
             tools_dir=Path(tools) if tools else None,
             kafka_home=environ.get("KAFKA_HOME"),
             triton_venv=Path(venv) if venv else None,
+            kafka_secure=kafka_secure,
         )
 
     @classmethod
-    def for_tests(cls, state_dir: Path) -> Stack:
+    def for_tests(cls, state_dir: Path, kafka_secure: bool | None = None) -> Stack:
         """An isolated stack for the test session: its own state folder and ports.
 
         Address overrides from the environment are ignored on purpose (use
@@ -831,6 +890,9 @@ class Stack:
             kafka_heap="512m",
             fast_unsafe=True,
             leased=True,
+            # VIGIL_TEST_KAFKA_SECURE=1: the whole test session on a secured broker
+            kafka_secure=(os.environ.get("VIGIL_TEST_KAFKA_SECURE") == "1"
+                          if kafka_secure is None else kafka_secure),
         )
 
     def select(self, names: Iterable[str] | None) -> list[Service]:
