@@ -42,7 +42,7 @@ def _notify_retry(args: argparse.Namespace) -> int:
     import getpass
 
     from schemas.events import RetryNotification
-    from vigil.kafka import EventProducer
+    from schemas.producer import EventProducer
 
     if not args.all and not args.event_ids:
         print("name NotificationFailed event ids, or --all", file=sys.stderr)

@@ -13,7 +13,7 @@ Three inputs:
 - ``vigil.notifications``: `RetryNotification` commands from the API or `vigil notify retry`.
 
 A dispatcher sends due rows with bounded concurrency: per channel and recipient a token
-bucket (api/ratelimit.py) paces sends (a rate-limited row waits without spending an
+bucket (vigil/ratelimit.py) paces sends (a rate-limited row waits without spending an
 attempt); a failure is retried with exponential backoff (``VIGIL_NOTIFY_BACKOFF_*``) until
 ``VIGIL_NOTIFY_RETRY_FOR_S`` (24 h) after it was queued, then `NotificationFailed` with the
 last reason. Success -> `NotificationDelivered`. Both events' ids derive from the delivery
@@ -56,7 +56,6 @@ from agents.notify_routes import (
     targets,
 )
 from agents.notify_templates import Templates
-from api.ratelimit import RateLimiter
 from schemas.codec import CodecError, default_codec
 from schemas.events import (
     AlertEscalated,
@@ -75,6 +74,7 @@ from schemas.topics import topic_name
 from vigil.errors import ConfigError
 from vigil.logs import event_context, log_context
 from vigil.metrics import DLQ_MESSAGES
+from vigil.ratelimit import RateLimiter
 from vigil.settings import get_settings, load_component_settings
 
 log = logging.getLogger(__name__)
@@ -180,7 +180,7 @@ def outcome_event_id(kind: str, row: Row) -> str:
 
 def snapshot_fetcher() -> Any:
     """ref -> (bytes, filename) from the object store (default bucket: snapshots)."""
-    from edge_producer.objects import client, split_ref
+    from vigil.objects import client, split_ref
 
     s = get_settings()
 

@@ -1,7 +1,7 @@
 """Which alert event goes to whom: routes, escalation levels, quiet hours, dedup keys.
 
 Pure functions over plain data, so the whole policy is unit-tested without a broker.
-Routes come from the site configuration (vigil/site_config.py `RouteModel`, published as
+Routes come from the site configuration (schemas/site_config.py `RouteModel`, published as
 ``RouteConfigured`` on vigil.config); docs/notifications.md describes the model.
 
 Matching: every non-empty filter of a route must contain the event's value (site, camera,
@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from agents.schedule import in_daily_window, parse_hhmm, zone_info
+from schemas.schedule import in_daily_window, parse_hhmm, zone_info
 
 CLOSING_EVENTS = ("AlertAcknowledged", "AlertResolved")
 

@@ -38,8 +38,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from agents import crowd, lines, loitering, tracker
-from agents.geometry import Pt, bottom_centre, polygon_test
-from agents.schedule import is_armed
 from schemas.events import (
     CameraConfigured,
     Event,
@@ -55,6 +53,8 @@ from schemas.events import (
     ZoneExited,
     derived_event_id,
 )
+from schemas.geometry import Pt, bottom_centre, polygon_test
+from schemas.schedule import is_armed
 
 log = logging.getLogger(__name__)
 

@@ -35,12 +35,12 @@ from api.auth import Principal, principal_of
 from api.common import check_range, decode_cursor, encode_cursor, json_response, page_size
 from api.deps import deps_of
 from api.errors import ApiError
-from projections.tables import access_log
 from schemas.events import AccessRecorded
+from schemas.tables import access_log
 
 if TYPE_CHECKING:
     from api.routing import Endpoint
-    from vigil.kafka import EventProducer
+    from schemas.producer import EventProducer
 
 log = logging.getLogger(__name__)
 

@@ -41,7 +41,6 @@ from api.deps import deps_of
 from api.errors import ApiError
 from api.evidence import EvidenceOut, evidence_for
 from api.routing import Endpoint
-from projections.tables import TS, alert_events, alerts, cameras, commands
 from schemas.events import (
     AcknowledgeAlert,
     AssignAlert,
@@ -49,6 +48,7 @@ from schemas.events import (
     ResolveAlert,
     new_event_id,
 )
+from schemas.tables import TS, alert_events, alerts, cameras, commands
 
 PRODUCER = "vigil-api"
 

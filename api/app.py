@@ -1,4 +1,4 @@
-"""The app factory: everything the API needs comes in as arguments (STYLE 7).
+"""The app factory: everything the API needs comes in as arguments.
 
 `create_app(settings, db_engine, producer)` is what `vigil api serve`, the tests and the
 benchmark all build, so what is tested is what runs. Nothing here reads the environment
@@ -40,12 +40,12 @@ from api.limits import BodySizeLimitMiddleware
 from api.metrics import ApiMetrics, MetricsMiddleware
 from api.openapi import build_openapi
 from api.publisher import Publisher
-from api.ratelimit import RateLimiter
 from api.routing import Endpoint, to_route
 from api.settings import ApiSettings, load_api_settings
 from api.users import LoginPolicy, UserStore
-from projections.settings import get_projector_settings
-from vigil.kafka import EventProducer
+from schemas.producer import EventProducer
+from schemas.read_model import get_read_model_settings
+from vigil.ratelimit import RateLimiter
 from vigil.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ def create_app(
     without it image search answers 503.
     """
     api = api_settings or load_api_settings()
-    schema = read_schema or get_projector_settings().schema_name
+    schema = read_schema or get_read_model_settings().schema_name
     metrics = ApiMetrics()
     keys = KeyStore(db_engine, api.keys_schema, cache_s=api.key_cache_s)
     users = UserStore(db_engine, api.keys_schema, session_ttl_s=api.session_ttl_s,

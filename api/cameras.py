@@ -25,7 +25,7 @@ from api.common import (
 from api.deps import deps_of
 from api.errors import ApiError
 from api.routing import Endpoint
-from projections.tables import cameras, edges, frames, lines, rules, sites, zones
+from schemas.tables import cameras, edges, frames, lines, rules, sites, zones
 from vigil.redact import redact
 
 

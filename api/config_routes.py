@@ -17,14 +17,12 @@ from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_va
 from starlette.requests import Request
 from starlette.responses import Response
 
-from agents.geometry import polygon_area, polygon_self_intersects
 from api.auth import principal_of
 from api.cameras import LineOut, RuleOut, ZoneOut, visible_camera
 from api.common import check_id, json_response, site_filter
 from api.deps import deps_of
 from api.errors import ApiError
 from api.routing import Endpoint
-from projections.tables import cameras, lines, rules, zones
 from schemas.events import (
     EntityDeleted,
     LineConfigured,
@@ -33,8 +31,10 @@ from schemas.events import (
     Schedule,
     ZoneConfigured,
 )
+from schemas.geometry import polygon_area, polygon_self_intersects
+from schemas.site_config import RouteModel, route_event
+from schemas.tables import cameras, lines, rules, zones
 from schemas.topics import topic_name
-from vigil.site_config import RouteModel, route_event
 
 PRODUCER = "vigil-api"
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
@@ -265,7 +265,7 @@ async def delete_rule(request: Request) -> Response:
 
 
 class RouteIn(RouteModel):
-    """A notification route (vigil/site_config.py RouteModel); its id is in the path."""
+    """A notification route (schemas/site_config.py RouteModel); its id is in the path."""
 
     route_id: str | None = None  # type: ignore[assignment]
 

@@ -35,7 +35,7 @@ from api.deps import deps_of
 from api.errors import ApiError
 from api.evidence import EvidenceOut, evidence_for
 from api.routing import Endpoint
-from projections.tables import TS, cameras, scene_events
+from schemas.tables import TS, cameras, scene_events
 
 EventType = Literal["ZoneEntered", "ZoneExited", "LineCrossed", "RuleTriggered",
                     "RuleCleared", "TrackSummary"]

@@ -24,7 +24,7 @@ from api.common import check_id, json_response, presign, site_filter
 from api.deps import deps_of
 from api.errors import ApiError
 from api.routing import Endpoint
-from projections.tables import cameras, clips, evidence
+from schemas.tables import cameras, clips, evidence
 
 
 class EvidenceOut(BaseModel):

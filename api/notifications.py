@@ -23,8 +23,8 @@ from api.common import check_id, json_response
 from api.deps import deps_of
 from api.errors import ApiError
 from api.routing import Endpoint
-from projections.tables import notifications
 from schemas.events import RetryNotification
+from schemas.tables import notifications
 
 PRODUCER = "vigil-api"
 

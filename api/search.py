@@ -24,7 +24,7 @@ from api.common import check_range, json_response, site_filter
 from api.deps import deps_of
 from api.errors import ApiError
 from api.routing import Endpoint
-from projections.tables import cameras, embeddings
+from schemas.tables import cameras, embeddings
 
 log = logging.getLogger(__name__)
 

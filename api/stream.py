@@ -41,7 +41,7 @@ from api.common import site_filter
 from api.deps import Deps, deps_of
 from api.errors import ApiError
 from api.routing import Endpoint
-from projections.tables import alert_events, alerts, cameras
+from schemas.tables import alert_events, alerts, cameras
 
 log = logging.getLogger(__name__)
 

@@ -51,8 +51,9 @@ from schemas.events import (
     derived_event_id,
     utcnow,
 )
+from schemas.producer import EventProducer
 from schemas.topics import topic_name
-from vigil.kafka import EventProducer, auth_problem
+from vigil.kafka import auth_problem
 from vigil.redact import redact
 from vigil.settings import get_settings
 
@@ -495,7 +496,7 @@ class Edge:
         return SegmentRecorder(cam.camera_id, self.cfg.segment_s, self.segments)
 
     def _uploader(self) -> SegmentUploader:
-        from edge_producer.objects import failfast_client, object_size, put_bytes, ref_for
+        from vigil.objects import failfast_client, object_size, put_bytes, ref_for
 
         bucket = get_settings().bucket_segments
         return SegmentUploader(
@@ -539,7 +540,7 @@ class Edge:
         jpeg_field: bytes | None = jpeg
         ref = None
         if len(jpeg) > self.cfg.inline_jpeg_max_bytes:
-            from edge_producer.objects import store_frame
+            from vigil.objects import store_frame
 
             ref = store_frame(jpeg, f"{cam.camera_id}/{seq:012d}.jpg")
             jpeg_field = None

@@ -48,8 +48,8 @@ def _cmd_retention(args: argparse.Namespace) -> int:
 
 def _expire_recordings(s: Any, ps: Any, schema: str) -> Any:
     """One recording-retention pass bound to this process's settings."""
-    from edge_producer.objects import client
     from projections.recording_retention import expire_recordings
+    from vigil.objects import client
 
     return lambda: expire_recordings(client(), s.bucket_segments, s.database_dsn, schema,
                                      ps.recording_retention_days)
@@ -129,7 +129,7 @@ def _cmd_project(args: argparse.Namespace) -> int:
 
     from projections.migrate import upgrade
     from projections.projector import Projector
-    from vigil.kafka import EventProducer
+    from schemas.producer import EventProducer
     from vigil.ops_http import OpsServer
 
     s, ps = _settings()

@@ -1,6 +1,6 @@
 """`vigil project`: fold every public topic into the read models, exactly once.
 
-How a batch is made durable (DESIGN "Read models", STYLE "Projections are folds"):
+How a batch is made durable (docs/architecture.md, "Read models"):
 
 1. the consumer is *assigned* (no group rebalancing) every partition of every public
    topic and seeks to the offsets stored in ``projector_offsets`` — Kafka's group offsets
@@ -54,8 +54,9 @@ from projections.offsets import load_offsets, next_offsets, store_offsets
 from projections.settings import ProjectorSettings
 from schemas.codec import CodecError, default_codec
 from schemas.events import Event
+from schemas.producer import EventProducer
 from schemas.topics import CATALOG
-from vigil.kafka import EventProducer, consumer_config
+from vigil.kafka import consumer_config
 
 log = logging.getLogger(__name__)
 

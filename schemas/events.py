@@ -612,7 +612,7 @@ class RuleConfigured(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RouteConfigured(Event):
-    """A notification route (vigil/site_config.py RouteModel, docs/notifications.md)."""
+    """A notification route (schemas/site_config.py RouteModel, docs/notifications.md)."""
 
     route_id: str
     site_id: str | None = None

@@ -17,10 +17,10 @@ import pytest
 from psycopg import sql
 from starlette.testclient import TestClient
 
-from api.testing import World, make_world, seed_world
 from projections.access_log import verify_access
 from schemas.topics import topic_name
 from tests.integration.test_api import build
+from tools.testkit.api import World, make_world, seed_world
 from vigil.settings import get_settings
 
 pytestmark = pytest.mark.integration
@@ -160,7 +160,7 @@ def test_an_intact_record_verifies(world: tuple[World, dict[str, Any]],
     assert result.ok, result.problems
     assert result.rows == 8 and result.log_records >= result.rows
     env = {**os.environ, "VIGIL_PROJECTOR_SCHEMA": w.schema}
-    cli = subprocess.run([sys.executable, "-m", "vigil.cli", "audit", "verify-access"],
+    cli = subprocess.run([sys.executable, "-m", "vigil_cli", "audit", "verify-access"],
                          env=env, capture_output=True, text=True, timeout=120)
     assert cli.returncode == 0, cli.stdout + cli.stderr
     assert "intact" in cli.stdout
@@ -227,7 +227,7 @@ def test_the_cli_reports_tampering_with_exit_status_1(world: tuple[World, dict[s
         conn.execute("ALTER TABLE access_log DISABLE TRIGGER access_log_append_only")
         conn.execute("DELETE FROM access_log WHERE seq = 2")
     env = {**os.environ, "VIGIL_PROJECTOR_SCHEMA": w.schema}
-    cli = subprocess.run([sys.executable, "-m", "vigil.cli", "audit", "verify-access",
+    cli = subprocess.run([sys.executable, "-m", "vigil_cli", "audit", "verify-access",
                           "--json"], env=env, capture_output=True, text=True, timeout=120)
     assert cli.returncode == 1, cli.stdout + cli.stderr
     report = json.loads(cli.stdout)

@@ -20,9 +20,9 @@ from starlette.testclient import TestClient
 from api.app import create_app
 from api.console.pages import is_console_route
 from api.settings import load_api_settings
-from api.testing import T0, World, make_world, seed_world, serve, wait_for
 from schemas.codec import default_codec
 from schemas.events import AlertAcknowledged, AlertRaised, CommandRejected
+from tools.testkit.api import T0, World, make_world, seed_world, serve, wait_for
 from vigil.settings import get_settings
 
 pytestmark = pytest.mark.integration
@@ -670,7 +670,7 @@ def test_stream_delivers_alert_within_a_second_of_projection(
                     received[key] = time.monotonic()
 
     def projected_at(alert_id: str) -> float:
-        from projections.tables import alerts, in_schema
+        from schemas.tables import alerts, in_schema
 
         def present() -> bool:
             with w.engine.connect() as conn:

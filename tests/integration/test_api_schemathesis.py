@@ -18,7 +18,7 @@ from hypothesis.errors import Unsatisfiable
 
 from api.app import create_app
 from api.settings import load_api_settings
-from api.testing import World, make_world, seed_world, unit_vector
+from tools.testkit.api import World, make_world, seed_world, unit_vector
 from vigil.settings import get_settings
 
 schemathesis = pytest.importorskip("schemathesis")

@@ -24,10 +24,10 @@ from playwright.sync_api import expect
 
 from api.app import create_app
 from api.settings import load_api_settings
-from api.testing import World, make_world, seed_world, serve, wait_for
 from api.users import UserStore
 from tests.integration.alerts_support import ROOT, Worker, module_env, rule_hit
 from tests.integration.test_evidence_agent import config_events, send_hit, send_segments
+from tools.testkit.api import World, make_world, seed_world, serve, wait_for
 from vigil.settings import get_settings
 
 pytestmark = pytest.mark.integration
@@ -74,7 +74,7 @@ def pipeline(env: dict[str, str], world: tuple[World, dict[str, Any]],
     worker.start()
     proj_log = (logs / "projector.log").open("ab")
     projector = subprocess.Popen(
-        [sys.executable, "-m", "vigil.cli", "project", "--schema", w.schema,
+        [sys.executable, "-m", "vigil_cli", "project", "--schema", w.schema,
          "--max-seconds", "900"],
         env=env, cwd=ROOT, stdout=proj_log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -92,7 +92,7 @@ def pipeline(env: dict[str, str], world: tuple[World, dict[str, Any]],
 @pytest.fixture(scope="module")
 def base_url(world: tuple[World, dict[str, Any]], pipeline: None) -> Iterator[str]:
     w, _ = world
-    from edge_producer.objects import client
+    from vigil.objects import client
 
     app = create_app(get_settings(), w.engine, w.producer, read_schema=w.schema,
                      api_settings=load_api_settings(env={}, keys_schema=w.keys_schema,
@@ -391,7 +391,7 @@ def test_users_cli_creates_a_user_who_can_log_in(
     w, _ = world
     cli_env = dict(env, VIGIL_API_KEYS_SCHEMA=w.keys_schema)
     res = subprocess.run(
-        [sys.executable, "-m", "vigil.cli", "users", "create", "--role", "operator",
+        [sys.executable, "-m", "vigil_cli", "users", "create", "--role", "operator",
          "--site", "site-a", "carl"], input=PASSWORD + "\n", env=cli_env,
         capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert res.returncode == 0, res.stderr

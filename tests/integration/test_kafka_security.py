@@ -1,4 +1,4 @@
-"""The secured broker (TLS + SASL/SCRAM-SHA-512 + ACLs, vigil/devstack/kafka_security.py):
+"""The secured broker (TLS + SASL/SCRAM-SHA-512 + ACLs, tools/devstack/kafka_security.py):
 a client without credentials is refused, each service principal reaches only its topics,
 and the edge reports a refused write clearly and keeps running.
 
@@ -23,7 +23,7 @@ from confluent_kafka.admin import AdminClient
 
 from schemas.codec import default_codec
 from schemas.events import AcknowledgeAlert, FrameCaptured
-from vigil.devstack.kafka_security import Security, apply_acls
+from tools.devstack.kafka_security import Security, apply_acls
 from vigil.settings import get_settings
 
 pytestmark = pytest.mark.integration
@@ -38,7 +38,7 @@ def _clear() -> None:
 
 @pytest.fixture(scope="module")
 def secure() -> Iterator[tuple[str, Security]]:
-    from vigil.devstack.stack import Stack
+    from tools.devstack.stack import Stack
 
     base = Path(os.environ.get("VIGIL_TEST_STATE_DIR", ROOT / ".vigil" / "test-stack"))
     offset = int(os.environ.get("VIGIL_TEST_PORT_OFFSET", "0")) + 500
@@ -172,8 +172,8 @@ def test_settings_configure_confluent_and_aiokafka_clients(
     from aiokafka import AIOKafkaConsumer
 
     from agents.app import broker_credentials  # noqa: F401  (importable with TLS settings)
+    from schemas.producer import EventProducer
     from schemas.topics import topic_name
-    from vigil.kafka import EventProducer
 
     as_principal("api")
     p = EventProducer()

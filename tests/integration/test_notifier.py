@@ -30,6 +30,7 @@ from agents.notify_channels import (
 )
 from agents.notify_templates import Templates
 from schemas.events import AlertRaised
+from schemas.producer import EventProducer
 from tests.integration.alerts_support import ROOT, Reader, free_port, module_env, of_type
 from tests.integration.notify_support import (
     Authenticator,
@@ -37,7 +38,6 @@ from tests.integration.notify_support import (
     SmtpSink,
     self_signed_cert,
 )
-from vigil.kafka import EventProducer
 
 pytestmark = pytest.mark.integration
 SECRET = "s3cret"
@@ -120,7 +120,7 @@ def test_retries_until_receiver_is_up_then_delivers(env: dict[str, str], tmp_pat
 
         # the operator fixes the receiver and retries the failed delivery from the CLI
         listed = subprocess.run(
-            [sys.executable, "-m", "vigil.cli", "notify", "failed", "--outbox",
+            [sys.executable, "-m", "vigil_cli", "notify", "failed", "--outbox",
              env["VIGIL_NOTIFY_STATE_FILE"]], env=env, cwd=ROOT, capture_output=True,
             text=True, timeout=60, check=True)
         (entry,) = [json.loads(line) for line in listed.stdout.splitlines()]
@@ -128,7 +128,7 @@ def test_retries_until_receiver_is_up_then_delivers(env: dict[str, str], tmp_pat
         assert entry["channel"] == "broken" and "HTTP 500" in entry["reason"]
         bad.close()
         bad = Receiver(bad_port)
-        subprocess.run([sys.executable, "-m", "vigil.cli", "notify", "retry", failed.event_id,
+        subprocess.run([sys.executable, "-m", "vigil_cli", "notify", "retry", failed.event_id,
                         "--alert-id", "a-1", "--by", "test-operator"], env=env, cwd=ROOT,
                        capture_output=True, timeout=60, check=True)
         evs = notes.wait_for(lambda e: len(of_type(e, "NotificationDelivered")) >= 2, 60)

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from schemas.events import AlertEscalated, AlertRaised, CameraConfigured, RouteConfigured
+from schemas.producer import EventProducer
 from tests.integration.alerts_support import Reader, free_port, module_env, of_type
 from tests.integration.notify_support import Mosquitto, NotifierProc, SmtpSink, Subscriber
-from vigil.kafka import EventProducer
 
 pytestmark = pytest.mark.integration
 JPEG = b"\xff\xd8\xff\xe0" + b"annotated-snapshot" * 50 + b"\xff\xd9"
@@ -35,7 +35,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
 def env(stack: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         ) -> Iterator[dict[str, str]]:
     monkeypatch.setenv("S3_ENDPOINT", stack["S3_ENDPOINT"])
-    from edge_producer.objects import client
+    from vigil.objects import client
 
     client.cache_clear()
     yield from module_env(stack, tmp_path, {})
@@ -95,7 +95,7 @@ def send_alerts(*events: Any) -> None:
 
 def test_alert_reaches_email_with_snapshot_and_mqtt(env: dict[str, str], tmp_path: Path,
                                                    broker: Mosquitto) -> None:
-    from edge_producer.objects import store_snapshot
+    from vigil.objects import store_snapshot
 
     ref = store_snapshot(JPEG, f"test/{tmp_path.name}/a-1.jpg")
     smtp = SmtpSink(free_port())

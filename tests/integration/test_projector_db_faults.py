@@ -30,10 +30,10 @@ from projections.migrate import upgrade
 from projections.projector import Projector
 from projections.replay import drop_schema
 from projections.settings import ProjectorSettings
-from projections.workload import publish
 from schemas import events as ev
+from schemas.producer import EventProducer
 from schemas.topics import topic_name
-from vigil.kafka import EventProducer
+from tools.bench.workload import publish
 from vigil.settings import get_settings
 
 pytestmark = pytest.mark.integration

@@ -25,7 +25,7 @@ import pytest
 from edge_producer.config import CameraConfig, EdgeConfig
 from edge_producer.runtime import Edge, MotionMeter
 from schemas.events import FrameCaptured
-from vigil.kafka import EventProducer
+from schemas.producer import EventProducer
 
 
 class NoKafka:

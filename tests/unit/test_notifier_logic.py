@@ -26,8 +26,8 @@ from schemas.events import (
     RetryNotification,
     RouteConfigured,
 )
+from schemas.site_config import parse_site
 from vigil.errors import ConfigError
-from vigil.site_config import parse_site
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 
@@ -138,7 +138,7 @@ def test_backoff_doubles_up_to_the_cap() -> None:
 # ------------------------------------------------------------------------ site config
 
 def test_routes_validate_like_rules_and_publish_as_config_events() -> None:
-    from vigil.site_config import config_events
+    from schemas.site_config import config_events
 
     site = parse_site({"cameras": [{"camera_id": "cam-1"}], "routes": [
         {"route_id": "admin", "channels": ["mail"], "recipients": ["admin@x"], "levels": [2],

@@ -91,7 +91,7 @@ def test_classes_parameter(od: ModuleType) -> None:
 
 
 def test_dev_stack_serves_the_detector_repository_only_with_an_export(tmp_path: Path) -> None:
-    from vigil.devstack.stack import repositories
+    from tools.devstack.stack import repositories
 
     main, det = tmp_path / "models", tmp_path / "detectors"
     (det / "object_detector" / "1").mkdir(parents=True)
