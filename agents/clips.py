@@ -39,7 +39,7 @@ from agents.codec import Undecodable
 from agents.dlq import dead_letter
 from agents.evidence import evidence_prefix, get_evidence_settings
 from agents.evidence_lookup import EventLookup
-from schemas.codec import default_codec
+from schemas.codec import CodecError, default_codec
 from schemas.events import (
     ClipGap,
     ClipRecorded,
@@ -98,7 +98,12 @@ class Clipper:
         bucket = self.vs.bucket_snapshots
         stored = self._get(bucket, f"{prefix}/clip.avro")
         if stored is not None:
-            done = self._codec.decode(stored)
+            try:
+                done = self._codec.decode(stored)
+            except CodecError as exc:  # unreadable: build again over it
+                log.warning("clips: %s/clip.avro unreadable (%s): building again", prefix,
+                            exc)
+                done = None
             if isinstance(done, ClipRecorded):
                 return done
         start = ev.first_evidence_at - timedelta(seconds=self.s.pre_s)

@@ -123,7 +123,7 @@ def test_health_is_static_and_ready_reports_each_dependency(client: TestClient) 
     assert body["checks"]["kafka"]["status"] == "ok"
     assert ready.status_code == (200 if body["status"] == "ok" else 503)
     deep = client.get("/health/deep").json()
-    assert deep["checks"]["read_model"]["status"] == "ok"
+    assert deep["checks"]["read_model"]["status"] == "ok", deep
     assert deep["checks"]["triton"]["status"] in ("fail", "skipped")  # not wired here
 
 
