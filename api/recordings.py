@@ -307,8 +307,9 @@ ROUTES = [
              "Export a camera's video for a time range as one MP4, built in the background; "
              "202 with its state (asking again for the same range returns the same export)",
              permission="act", body=ExportBody,
-             responses={202: ExportOut, 200: ExportOut, 503: None}, tag="recordings"),
+             responses={202: ExportOut, 200: ExportOut}, errors=(404, 503),
+             tag="recordings"),
     Endpoint("GET", "/api/v1/exports/{export_id}", get_export,
              "An export's state, with a presigned URL once done",
-             responses={200: ExportOut}, tag="recordings"),
+             responses={200: ExportOut}, errors=(503,), tag="recordings"),
 ]
