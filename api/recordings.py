@@ -21,6 +21,7 @@ import asyncio
 import io
 import json
 import logging
+import re
 import time
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 #: a gap between two segments shorter than this is jitter, not missing video
 GAP_TOLERANCE_S = 1.5
 MAX_SEGMENTS = 2000
+_EXPORT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 #: a "running" export not updated for this long was interrupted (its process stopped)
 STALE_S = 900.0
 
@@ -267,7 +269,7 @@ async def create_export(request: Request, body: ExportBody) -> Response:
     export_id = derived_event_id("export", cam.camera_id, body.from_.isoformat(),
                                  body.to.isoformat())
     bucket = deps.settings.bucket_snapshots
-    existing = await anyio.to_thread.run_sync(lambda: _read_state(store, bucket, export_id))
+    existing = await _state(request, export_id)
     if existing is not None:
         out = await _export_out(request, existing)
         if out.state != "failed":
@@ -278,7 +280,11 @@ async def create_export(request: Request, body: ExportBody) -> Response:
     state = {"export_id": export_id, "camera_id": cam.camera_id, "site_id": cam.site_id,
              "start_at": body.from_.isoformat(), "end_at": body.to.isoformat(),
              "state": "pending"}
-    await anyio.to_thread.run_sync(lambda: _write_state(store, bucket, state))
+    try:
+        await anyio.to_thread.run_sync(lambda: _write_state(store, bucket, state))
+    except Exception as exc:
+        log.warning("recording export %s failed: %s", export_id, exc)
+        raise ApiError(503, "the object store did not answer") from None
     tasks: set[asyncio.Task[Any]] = deps.extra.setdefault("export_tasks", set())
     task = asyncio.create_task(asyncio.to_thread(_build, store, deps.settings, state, segs))
     tasks.add(task)
@@ -287,11 +293,21 @@ async def create_export(request: Request, body: ExportBody) -> Response:
                          status=202)
 
 
-async def get_export(request: Request) -> Response:
-    export_id = check_id(request.path_params["export_id"], "export")
+async def _state(request: Request, export_id: str) -> dict[str, Any] | None:
     store = _store(request)
     bucket = deps_of(request).settings.bucket_snapshots
-    st = await anyio.to_thread.run_sync(lambda: _read_state(store, bucket, export_id))
+    try:
+        return await anyio.to_thread.run_sync(lambda: _read_state(store, bucket, export_id))
+    except Exception as exc:
+        log.warning("reading export %s failed: %s", export_id, exc)
+        raise ApiError(503, "the object store did not answer") from None
+
+
+async def get_export(request: Request) -> Response:
+    export_id = check_id(request.path_params["export_id"], "export")
+    if not _EXPORT_ID.fullmatch(export_id):  # ids are UUIDs: anything else does not exist
+        raise ApiError(404, "export not found", details={"export_id": export_id})
+    st = await _state(request, export_id)
     sites = principal_of(request).sites
     if st is None or (sites is not None and st.get("site_id") not in sites):
         raise ApiError(404, "export not found", details={"export_id": export_id})
