@@ -7,8 +7,9 @@ as one MP4 (docs/evidence.md, "Recordings and exports").
   built in the background by `agents.clip_builder` (the same cut-and-remux as alert
   clips). An export's id is a function of (camera, from, to), so asking twice returns the
   same export instead of building it again. Its state lives next to it in the object
-  store (``exports/<id>/state.json``), so every API process and a restarted one see it; a
-  build that stopped with its process shows as ``failed`` once it is stale.
+  store (``<topic prefix>/exports/<id>/state.json``), so every API process and a
+  restarted one see it; a build that stopped with its process shows as ``failed`` once
+  it is stale.
 - ``GET /api/v1/exports/{id}``: that state, with a presigned URL once ``done``.
 
 A range over the configured maximum answers 422; site scoping as everywhere (another
@@ -167,8 +168,20 @@ async def list_recordings(request: Request, query: Range) -> Response:
 
 
 # ----------------------------------------------------------------------------- exports
+def export_id_for(prefix: str, camera_id: str, start: datetime, end: datetime) -> str:
+    """An export's id: a function of the range, under the deployment's topic prefix (which
+    also heads its keys, so deployments sharing a bucket never see each other's)."""
+    return derived_event_id("export", prefix, camera_id, start.isoformat(), end.isoformat())
+
+
+def _folder(export_id: str) -> str:
+    from vigil.settings import get_settings
+
+    return f"{get_settings().topic_prefix}/exports/{export_id}"
+
+
 def _state_key(export_id: str) -> str:
-    return f"exports/{export_id}/state.json"
+    return f"{_folder(export_id)}/state.json"
 
 
 def _read_state(store: Any, bucket: str, export_id: str) -> dict[str, Any] | None:
@@ -223,7 +236,7 @@ def _build(store: Any, settings: Any, state: dict[str, Any], segs: list[Any]) ->
                                          "reason": "no playable video in the range; "
                                                    + "; ".join(skipped)[:1500]})
             return
-        key = f"exports/{state['export_id']}/export.mp4"
+        key = f"{_folder(state['export_id'])}/export.mp4"
         store.put_object(bucket, key, io.BytesIO(result.mp4), len(result.mp4),
                          content_type="video/mp4")
         reason = "; ".join(skipped + [f"gap {a.isoformat()}..{b.isoformat()}"
@@ -266,8 +279,7 @@ async def create_export(request: Request, body: ExportBody) -> Response:
     _check_range(body, deps_of(request).api.export_max_range_s)
     deps = deps_of(request)
     store = _store(request)
-    export_id = derived_event_id("export", cam.camera_id, body.from_.isoformat(),
-                                 body.to.isoformat())
+    export_id = export_id_for(deps.settings.topic_prefix, cam.camera_id, body.from_, body.to)
     bucket = deps.settings.bucket_snapshots
     existing = await _state(request, export_id)
     if existing is not None:

@@ -22,7 +22,7 @@ from api.console.pages import is_console_route
 from api.settings import load_api_settings
 from api.testing import T0, World, make_world, seed_world, serve, wait_for
 from schemas.codec import default_codec
-from schemas.events import AlertAcknowledged, AlertRaised, CommandRejected, derived_event_id
+from schemas.events import AlertAcknowledged, AlertRaised, CommandRejected
 from vigil.settings import get_settings
 
 pytestmark = pytest.mark.integration
@@ -158,7 +158,16 @@ def test_missing_and_bad_keys_are_401_json(client: TestClient) -> None:
 #: the matrix's export (cam-a1's seeded segment; its id is a function of the range)
 EXPORT = {"camera_id": "cam-a1", "from": "2026-01-15T12:00:00+00:00",
           "to": "2026-01-15T12:00:10+00:00"}
-EXPORT_ID = derived_event_id("export", "cam-a1", EXPORT["from"], EXPORT["to"])
+
+
+def _export_id() -> str:
+    from datetime import datetime
+
+    from api.recordings import export_id_for
+
+    return export_id_for(get_settings().topic_prefix, EXPORT["camera_id"],
+                         datetime.fromisoformat(EXPORT["from"]),
+                         datetime.fromisoformat(EXPORT["to"]))
 
 
 def _matrix(ids: dict[str, Any]) -> list[tuple[str, str, dict[str, Any], set[str]]]:
@@ -186,7 +195,7 @@ def _matrix(ids: dict[str, Any]) -> list[tuple[str, str, dict[str, Any], set[str
         ("GET", "/api/v1/cameras/cam-a1/recordings?from=2026-01-15T12:00:00Z"
                 "&to=2026-01-15T12:01:00Z", {}, read),
         ("POST", "/api/v1/exports", {"json": EXPORT}, act),
-        ("GET", f"/api/v1/exports/{EXPORT_ID}", {}, read),
+        ("GET", f"/api/v1/exports/{_export_id()}", {}, read),
         ("GET", f"/api/v1/search/appearance?detection_id={det}", {}, read),
         ("GET", "/api/v1/zones", {}, read),
         ("GET", "/api/v1/lines", {}, read),
