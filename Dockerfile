@@ -10,9 +10,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Only what the package needs: see .dockerignore for what stays out of the context.
+# Only what the package needs: see .dockerignore for what stays out of the context. The
+# tooling (tools/: benchmarks, fault suite, dev stack, demo) is not product and stays out.
 COPY pyproject.toml README.md ./
 COPY vigil ./vigil
+COPY vigil_cli ./vigil_cli
 COPY schemas ./schemas
 COPY edge_producer ./edge_producer
 COPY agents ./agents

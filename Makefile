@@ -7,8 +7,9 @@ bootstrap:  ## install what is missing (Debian packages, .venv, Triton venv, Kaf
 test:  ## bootstrap, ruff, then every test (integration tests start their own stack)
 	scripts/test.sh
 
-lint: bootstrap
+lint: bootstrap  ## ruff, then the layer contracts (import-linter, see pyproject.toml)
 	.venv/bin/ruff check .
+	.venv/bin/lint-imports
 
 demo: bootstrap  ## start the local stack and run a synthetic site end to end
 	.venv/bin/vigil demo

@@ -30,11 +30,15 @@ from aiokafka.partitioner import murmur2
 from schemas.events import (
     AcknowledgeAlert,
     AlertAcknowledged,
+    AlertAssigned,
+    AlertCommented,
     AlertEscalated,
     AlertRaised,
     AlertRepeated,
     AlertResolved,
+    AssignAlert,
     CommandRejected,
+    CommentOnAlert,
     EdgeOffline,
     EdgeOnline,
     Event,
@@ -111,6 +115,9 @@ class Signal:
     auto_resolve: bool | None = None
     #: the rule's own cooldown (seconds), else the policy's.
     cooldown_s: float | None = None
+    #: the rule's own escalation delay and highest level, else the policy's.
+    escalation_s: float | None = None
+    max_level: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -140,7 +147,8 @@ def signal_from(event: Event) -> Signal | None:
             rule_type=event.rule_type, severity=event.severity,
             first_evidence_at=event.first_evidence_at, last_evidence_at=event.last_evidence_at,
             snapshot_ref=event.frame_ref, auto_resolve=event.auto_resolve,
-            cooldown_s=event.cooldown_s, **common,
+            cooldown_s=event.cooldown_s, escalation_s=event.escalation_s,
+            max_level=event.max_escalation_level, **common,
         )
     if isinstance(event, RuleCleared):
         return Signal(
@@ -203,6 +211,8 @@ class IncidentState:
     processed: tuple[str, ...] = ()
     #: a debounced raise waiting for `deadline` (Signal JSON); None when nothing pending.
     pending: dict[str, Any] | None = None
+    #: who the alert is assigned to (AssignAlert); None = nobody.
+    assignee: str | None = None
 
     # ------------------------------------------------------------------ persistence
     def to_json(self) -> dict[str, Any]:
@@ -295,6 +305,10 @@ def _raise(st: IncidentState, sig: Signal, policy: Policy,
         policy = replace(policy, auto_resolve=sig.auto_resolve)
     if sig.cooldown_s is not None:
         policy = replace(policy, cooldown_s=sig.cooldown_s)
+    if sig.escalation_s is not None:
+        policy = replace(policy, escalation_s=sig.escalation_s)
+    if sig.max_level is not None:
+        policy = replace(policy, max_level=sig.max_level)
     if policy.debounce_s > 0:
         if st.pending is not None:  # already waiting: the first raise keeps its time
             return Decision(st.remember(sig.event_id), [])
@@ -350,7 +364,12 @@ def _clear(st: IncidentState, sig: Signal) -> Decision:
 # ---------------------------------------------------------------------------- commands
 
 
-def _reject(st: IncidentState, cmd: AcknowledgeAlert | ResolveAlert, reason: str) -> Decision:
+#: Every operator command the alerts agent applies.
+Command = AcknowledgeAlert | ResolveAlert | AssignAlert | CommentOnAlert
+COMMAND_TYPES = (AcknowledgeAlert, ResolveAlert, AssignAlert, CommentOnAlert)
+
+
+def _reject(st: IncidentState, cmd: Command, reason: str) -> Decision:
     ev = CommandRejected.create(
         producer=PRODUCER, event_id=derived_event_id("CommandRejected", cmd.event_id),
         occurred_at=cmd.occurred_at, causation_id=cmd.event_id,
@@ -361,9 +380,7 @@ def _reject(st: IncidentState, cmd: AcknowledgeAlert | ResolveAlert, reason: str
     return Decision(st.remember(cmd.event_id), [ev])
 
 
-def apply_command(
-    state: IncidentState | None, cmd: AcknowledgeAlert | ResolveAlert, key: str
-) -> Decision:
+def apply_command(state: IncidentState | None, cmd: Command, key: str) -> Decision:
     """Validate and apply an operator command; an invalid one becomes CommandRejected.
 
     Never raises for a bad command: the operator's view may be stale, the key may be
@@ -374,12 +391,34 @@ def apply_command(
         return Decision(st, [])
     if st.alert_id is None or st.alert_id != cmd.alert_id:
         return _reject(st, cmd, f"unknown alert {cmd.alert_id} for incident {key}")
-    if cmd.expected_version is not None and cmd.expected_version != st.version:
-        return _reject(st, cmd, f"stale version: expected {cmd.expected_version}, "
-                                f"current {st.version}")
+    expected = getattr(cmd, "expected_version", None)
+    if expected is not None and expected != st.version:
+        return _reject(st, cmd, f"stale version: expected {expected}, current {st.version}")
+    version = st.version + 1
+    if isinstance(cmd, CommentOnAlert):
+        # A note is history, not state: allowed on a resolved alert too (post-incident).
+        if not cmd.text.strip():
+            return _reject(st, cmd, "a comment needs text")
+        note = AlertCommented.create(
+            producer=PRODUCER, event_id=derived_event_id("AlertCommented", cmd.event_id),
+            occurred_at=cmd.occurred_at, causation_id=cmd.event_id,
+            correlation_id=st.correlation_id, alert_id=st.alert_id, incident_key=st.incident_key,
+            operator=cmd.operator, text=cmd.text, command_id=cmd.event_id, version=version)
+        return Decision(replace(st, version=version).remember(cmd.event_id), [note])
     if st.status == RESOLVED:
         return _reject(st, cmd, "alert is already resolved")
-    version = st.version + 1
+    if isinstance(cmd, AssignAlert):
+        assignee = cmd.assignee.strip()
+        if assignee == (st.assignee or ""):
+            return _reject(st, cmd, f"alert is already assigned to {assignee!r}"
+                           if assignee else "alert is not assigned")
+        assigned = AlertAssigned.create(
+            producer=PRODUCER, event_id=derived_event_id("AlertAssigned", cmd.event_id),
+            occurred_at=cmd.occurred_at, causation_id=cmd.event_id,
+            correlation_id=st.correlation_id, alert_id=st.alert_id, incident_key=st.incident_key,
+            operator=cmd.operator, assignee=assignee, command_id=cmd.event_id, version=version)
+        return Decision(replace(st, version=version, assignee=assignee or None)
+                        .remember(cmd.event_id), [assigned])
     if isinstance(cmd, AcknowledgeAlert):
         if st.status == ACKNOWLEDGED:
             return _reject(st, cmd, "alert is already acknowledged")

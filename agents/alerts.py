@@ -35,6 +35,7 @@ import faust
 from prometheus_client import Counter, Histogram
 
 from agents.alert_state import (
+    COMMAND_TYPES,
     Decision,
     IncidentState,
     apply_command,
@@ -53,10 +54,8 @@ from agents.ticks import (
     state_table,
 )
 from schemas.events import (
-    AcknowledgeAlert,
     AlertEscalated,
     AlertRaised,
-    ResolveAlert,
     RuleCleared,
     RuleTriggered,
 )
@@ -196,7 +195,7 @@ async def alert_commands(stream: Any) -> None:
             if isinstance(value, Undecodable):
                 await dead_letter(value, value.reason, "alerts.commands", event)
                 continue
-            if not isinstance(value, AcknowledgeAlert | ResolveAlert):
+            if not isinstance(value, COMMAND_TYPES):
                 await dead_letter(value, f"unknown command {type(value).__name__}",
                                   "alerts.commands", event)
                 continue

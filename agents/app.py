@@ -30,9 +30,26 @@ install_fetch_max_wait(worker.fetch_max_wait_ms)  # Faust hard-codes 1.5 s (faus
 DATADIR = settings.state_dir / "worker" / settings.topic_prefix / worker.id
 DATADIR.parent.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
 
+
+
+def broker_credentials() -> faust.types.auth.CredentialsT | None:
+    """TLS and SASL for Faust's aiokafka clients, from the same settings as every other
+    client (KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_CA; docs/security.md)."""
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    sec = settings.aiokafka_security()
+    if protocol == "SSL":
+        return faust.SSLCredentials(sec["ssl_context"])
+    return faust.SASLCredentials(
+        username=sec["sasl_plain_username"], password=sec["sasl_plain_password"],
+        ssl_context=sec.get("ssl_context"), mechanism=sec["sasl_mechanism"])
+
+
 app = faust.App(
     f"{settings.topic_prefix}-worker",
     broker=f"kafka://{settings.kafka_bootstrap}",
+    broker_credentials=broker_credentials(),
     store="rocksdb://",
     datadir=str(DATADIR),
     processing_guarantee="at_least_once",

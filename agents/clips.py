@@ -74,7 +74,7 @@ class Clipper:
         self._codec = default_codec()
 
     def _client(self) -> Any:
-        from edge_producer.objects import client
+        from vigil.objects import client
 
         return client()
 
@@ -134,7 +134,7 @@ class Clipper:
                   and s.start_at <= end]
         data: list[Segment] = []
         skipped: list[ClipSkip] = []
-        from edge_producer.objects import split_ref
+        from vigil.objects import split_ref
 
         for s in sorted(window, key=lambda s: s.start_at):
             b, k = split_ref(s.object_ref, self.vs.bucket_segments, self.vs.buckets)
@@ -148,7 +148,7 @@ class Clipper:
         gaps = [ClipGap(start_at=a, end_at=b) for a, b in result.gaps]
         clip_ref = None
         if result.mp4 is not None:
-            from edge_producer.objects import put_bytes
+            from vigil.objects import put_bytes
 
             clip_ref = put_bytes(bucket, f"{prefix}/clip.mp4", result.mp4, "video/mp4")
         status = ("no_recording" if result.mp4 is None
@@ -175,7 +175,7 @@ class Clipper:
 
     def _publishable(self, ev: EvidenceCaptured, start: Any, end: Any, prefix: str,
                      event: ClipRecorded) -> ClipRecorded:
-        from edge_producer.objects import put_bytes
+        from vigil.objects import put_bytes
 
         put_bytes(self.vs.bucket_snapshots, f"{prefix}/clip.avro", self._codec.encode(event),
                   "application/vnd.apache.avro")

@@ -56,8 +56,9 @@ def due_incidents(index: DeadlineIndex, now: datetime) -> list[str]:
 class AlertsSettings(BaseSettings):
     """Alert lifecycle knobs; per-severity escalation overrides the default when set.
 
-    Rule-level values (RuleConfigured.cooldown_s, escalation_s, auto_resolve) are not read
-    from the config GlobalTable yet: these settings are the site-wide policy.
+    These are the site-wide policy. A rule's own values (RuleConfigured.cooldown_s,
+    escalation_s, max_escalation_level, auto_resolve) travel on its RuleTriggered and win
+    over them (alert_state.apply_signal).
     """
 
     model_config = SettingsConfigDict(env_prefix="VIGIL_ALERTS_", extra="forbid", frozen=True)

@@ -209,7 +209,7 @@ class Capturer:
     def config(self) -> dict[str, Event | None]:
         from confluent_kafka import TopicPartition
 
-        from vigil.config_cli import read_config_state
+        from schemas.config_state import read_config_state
 
         name = str(topics.config.get_topic_name())
         _, high = self.lookup._consumer.get_watermark_offsets(TopicPartition(name, 0),
@@ -221,7 +221,7 @@ class Capturer:
 
     # -- objects
     def _client(self) -> Any:
-        from edge_producer.objects import client
+        from vigil.objects import client
 
         return client()
 
@@ -246,7 +246,7 @@ class Capturer:
         return ev if isinstance(ev, EvidenceCaptured) else None
 
     def _put(self, key: str, data: bytes, content_type: str) -> str:
-        from edge_producer.objects import put_bytes
+        from vigil.objects import put_bytes
 
         return put_bytes(self.bucket, key, data, content_type)
 
@@ -257,7 +257,7 @@ class Capturer:
             raise NotCapturable(f"frame {frame.event_id} has neither a JPEG nor an object")
         from minio.error import S3Error
 
-        from edge_producer.objects import split_ref
+        from vigil.objects import split_ref
 
         bucket, key = split_ref(frame.object_ref, self.vs.bucket_frames, self.vs.buckets)
         try:

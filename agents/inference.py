@@ -51,7 +51,6 @@ from agents.triton_client import (
     TritonInference,
     TritonUnavailable,
 )
-from edge_producer.objects import split_ref
 from schemas.events import (
     AppearanceEmbedded,
     Detection,
@@ -63,6 +62,7 @@ from schemas.events import (
     derived_event_id,
     utcnow,
 )
+from vigil.objects import split_ref
 
 log = logging.getLogger(__name__)
 
@@ -447,7 +447,7 @@ class InferencePipeline:
 
 def parse_object_ref(ref: str, buckets: Sequence[str], default_bucket: str) -> tuple[str, str]:
     """(bucket, key) of "s3://bucket/key", "bucket/key" or a bare key in the frames bucket
-    (edge_producer.objects.split_ref); a ref without bucket or key is the frame's fault."""
+    (vigil.objects.split_ref); a ref without bucket or key is the frame's fault."""
     bucket, key = split_ref(ref, default_bucket, tuple(buckets))
     if not bucket or not key:
         raise PoisonFrame(f"malformed object_ref {ref!r}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.geometry import Pt, cross, line_crossing
+from schemas.geometry import Pt, cross, line_crossing
 
 
 def side_of(p: Pt, a: Pt, b: Pt) -> int:

@@ -78,13 +78,20 @@ def ops_alerts(body: Any, priority: str) -> list[tuple[str, dict[str, Any]]]:
 
 
 async def deliver_ops_alert(notifier: Any, event_id: str, payload: dict[str, Any]) -> bool:
-    """Send one ops alert to every destination of `notifier` (one attempt each: Alertmanager
-    retries the whole group on a 503). True when every destination took it."""
+    """Send one ops alert to every channel of `notifier` that needs no recipient (webhook,
+    chat, MQTT; an email or SMS needs an address, which Alertmanager's own receivers
+    cover), one attempt each, outside the outbox: Alertmanager retries the whole group on
+    a 503. True when every such channel took it."""
+    from agents.notify_channels import Message
+
     ok = True
-    for dest in notifier.dests:
-        await notifier.buckets[dest.name].take()
-        outcome = await notifier.channels[dest.channel].deliver(dest, event_id, payload)
-        NOTIFICATIONS.labels(dest.channel, "delivered" if outcome.ok else "failed").inc()
+    msg = Message(delivery_id=event_id, event_type="OpsAlert", alert_event_id=event_id,
+                  payload=payload)
+    for name, channel in notifier.channels.items():
+        if channel.kind in ("email", "http"):
+            continue
+        outcome = await channel.send(msg)
+        NOTIFICATIONS.labels(name, "delivered" if outcome.ok else "failed").inc()
         ok = ok and outcome.ok
     return ok
 

@@ -270,7 +270,7 @@ async def refresh_config() -> None:
     loop = asyncio.get_running_loop()
     if _entities is not None and _entities_version == ConfigTable.version:
         return
-    from vigil.config_cli import read_config_state
+    from schemas.config_state import read_config_state
 
     seen = ConfigTable.version
     if not USE_GLOBAL_TABLE:

@@ -38,8 +38,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from agents import crowd, lines, loitering, tracker
-from agents.geometry import Pt, bottom_centre, polygon_test
-from agents.schedule import is_armed
 from schemas.events import (
     CameraConfigured,
     Event,
@@ -55,6 +53,8 @@ from schemas.events import (
     ZoneExited,
     derived_event_id,
 )
+from schemas.geometry import Pt, bottom_centre, polygon_test
+from schemas.schedule import is_armed
 
 log = logging.getLogger(__name__)
 
@@ -240,14 +240,16 @@ class _Out:
         self.obs: dict[str, Any] = {}
 
     def trigger(self, rule: RuleConfigured, *id_parts: object, **fields: Any) -> None:
-        """A RuleTriggered carrying the rule's own alert policy (auto-resolve, cooldown),
-        so the alerts stage applies what the rule says without reading the config, and
-        the detection of each of its tracks in this frame, so the evidence stage can
-        highlight them (docs/evidence.md)."""
+        """A RuleTriggered carrying the rule's own alert policy (auto-resolve, cooldown,
+        escalation), so the alerts stage applies what the rule says without reading the
+        config, and the detection of each of its tracks in this frame, so the evidence
+        stage can highlight them (docs/evidence.md)."""
         obs = self.obs
         dets = [obs[t].detection_id for t in fields["track_ids"] if t in obs]
         self.emit(RuleTriggered, rule.rule_id, *id_parts, auto_resolve=rule.auto_resolve,
-                  cooldown_s=rule.cooldown_s, detection_ids=dets, **fields)
+                  cooldown_s=rule.cooldown_s, escalation_s=rule.escalation_s,
+                  max_escalation_level=rule.max_escalation_level, detection_ids=dets,
+                  **fields)
 
     def emit(self, cls: type[E], *id_parts: object, **fields: Any) -> None:
         f = self.frame

@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.geometry import Box
+from schemas.geometry import Box
 
 #: boxes and velocities are stored rounded to this many decimals (a millionth of the
 #: image is far below a pixel): float32 detections otherwise print as 17 digits. The

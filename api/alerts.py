@@ -41,14 +41,21 @@ from api.deps import deps_of
 from api.errors import ApiError
 from api.evidence import EvidenceOut, evidence_for
 from api.routing import Endpoint
-from projections.tables import TS, alert_events, alerts, cameras, commands
-from schemas.events import AcknowledgeAlert, ResolveAlert, new_event_id
+from schemas.events import (
+    AcknowledgeAlert,
+    AssignAlert,
+    CommentOnAlert,
+    ResolveAlert,
+    new_event_id,
+)
+from schemas.tables import TS, alert_events, alerts, cameras, commands
 
 PRODUCER = "vigil-api"
 
 State = Literal["NEW", "ACKNOWLEDGED", "ESCALATED", "RESOLVED"]
 Severity = Literal["info", "warning", "critical"]
-OUTCOME_TYPES = ("AlertAcknowledged", "AlertResolved", "CommandRejected")
+OUTCOME_TYPES = ("AlertAcknowledged", "AlertResolved", "AlertAssigned", "AlertCommented",
+                 "CommandRejected")
 
 
 class AlertOut(BaseModel):
@@ -76,6 +83,7 @@ class AlertOut(BaseModel):
     resolved_by: str | None
     resolution: str | None
     auto_resolved: bool | None
+    assigned_to: str | None = None
 
 
 class AlertEventOut(BaseModel):
@@ -114,6 +122,16 @@ class AckBody(BaseModel):
 class ResolveBody(BaseModel):
     resolution: str = Field("", max_length=2000)
     expected_version: int | None = Field(None, ge=0, le=2**31 - 1)
+
+
+class AssignBody(BaseModel):
+    assignee: str = Field(..., max_length=200,
+                          description="a console user name or team; empty = unassign")
+    expected_version: int | None = Field(None, ge=0, le=2**31 - 1)
+
+
+class CommentBody(BaseModel):
+    text: str = Field(..., min_length=1, max_length=4000)
 
 
 class WaitQuery(BaseModel):
@@ -291,7 +309,8 @@ async def _wait_outcome(request: Request, command_id: str, wait: float) -> Comma
         delay = min(delay * 2, 0.25)
 
 
-async def _send_command(request: Request, command: AcknowledgeAlert | ResolveAlert,
+async def _send_command(request: Request,
+                        command: AcknowledgeAlert | ResolveAlert | AssignAlert | CommentOnAlert,
                         incident_key: str, wait: float | None) -> Response:
     deps = deps_of(request)
     principal = principal_of(request)
@@ -325,6 +344,30 @@ async def resolve_alert(request: Request, query: WaitQuery, body: ResolveBody) -
         producer=PRODUCER, event_id=new_event_id(), alert_id=row.alert_id,
         operator=principal.name, resolution=body.resolution,
         expected_version=body.expected_version,
+    )
+    return await _send_command(request, command, row.incident_key, query.wait)
+
+
+async def assign_alert(request: Request, query: WaitQuery, body: AssignBody) -> Response:
+    row = await _visible_alert(request, request.path_params["alert_id"])
+    principal = principal_of(request)
+    command = AssignAlert.create(
+        producer=PRODUCER, event_id=new_event_id(), alert_id=row.alert_id,
+        operator=principal.name, assignee=body.assignee.strip(),
+        expected_version=body.expected_version,
+    )
+    return await _send_command(request, command, row.incident_key, query.wait)
+
+
+async def comment_alert(request: Request, query: WaitQuery, body: CommentBody) -> Response:
+    row = await _visible_alert(request, request.path_params["alert_id"])
+    if not body.text.strip():
+        raise ApiError(422, "a comment needs text",
+                       details={"errors": [{"loc": ["body", "text"], "msg": "blank"}]})
+    principal = principal_of(request)
+    command = CommentOnAlert.create(
+        producer=PRODUCER, event_id=new_event_id(), alert_id=row.alert_id,
+        operator=principal.name, text=body.text,
     )
     return await _send_command(request, command, row.incident_key, query.wait)
 
@@ -369,6 +412,16 @@ ROUTES = [
              "Resolve: publishes ResolveAlert; 202 with the command id "
              "(200 with the outcome when ?wait= sees it in time)",
              permission="act", query=WaitQuery, body=ResolveBody,
+             responses={202: CommandStatus, 200: CommandStatus, 503: None}, tag="alerts"),
+    Endpoint("POST", "/api/v1/alerts/{alert_id}/assign", assign_alert,
+             "Assign to an operator (empty = unassign): publishes AssignAlert; 202 with the "
+             "command id (200 with the outcome when ?wait= sees it in time)",
+             permission="act", query=WaitQuery, body=AssignBody,
+             responses={202: CommandStatus, 200: CommandStatus, 503: None}, tag="alerts"),
+    Endpoint("POST", "/api/v1/alerts/{alert_id}/comment", comment_alert,
+             "Add a comment to the alert's history: publishes CommentOnAlert; 202 with the "
+             "command id (200 with the outcome when ?wait= sees it in time)",
+             permission="act", query=WaitQuery, body=CommentBody,
              responses={202: CommandStatus, 200: CommandStatus, 503: None}, tag="alerts"),
     Endpoint("GET", "/api/v1/commands/{command_id}", get_command,
              "A command's outcome: pending, applied or rejected (with the reason)",

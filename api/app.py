@@ -19,12 +19,14 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute
 
 from api import (
+    access,
     alerts,
     cameras,
     config_routes,
     events,
     evidence,
     health,
+    notifications,
     recordings,
     reports,
     search,
@@ -39,12 +41,12 @@ from api.limits import BodySizeLimitMiddleware
 from api.metrics import ApiMetrics, MetricsMiddleware
 from api.openapi import build_openapi
 from api.publisher import Publisher
-from api.ratelimit import RateLimiter
 from api.routing import Endpoint, to_route
 from api.settings import ApiSettings, load_api_settings
 from api.users import LoginPolicy, UserStore
-from projections.settings import get_projector_settings
-from vigil.kafka import EventProducer
+from schemas.producer import EventProducer
+from schemas.read_model import get_read_model_settings
+from vigil.ratelimit import RateLimiter
 from vigil.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -62,7 +64,9 @@ def all_endpoints() -> list[Endpoint]:
         *recordings.ROUTES,
         *search.ROUTES,
         *config_routes.ROUTES,
+        *notifications.ROUTES,
         *reports.ROUTES,
+        *access.routes(),
     ]
 
 
@@ -87,7 +91,7 @@ def create_app(
     without it image search answers 503.
     """
     api = api_settings or load_api_settings()
-    schema = read_schema or get_projector_settings().schema_name
+    schema = read_schema or get_read_model_settings().schema_name
     metrics = ApiMetrics()
     keys = KeyStore(db_engine, api.keys_schema, cache_s=api.key_cache_s)
     users = UserStore(db_engine, api.keys_schema, session_ttl_s=api.session_ttl_s,
@@ -106,6 +110,7 @@ def create_app(
         metrics=metrics, object_store=object_store, embed_image=embed_image,
         users=users,
     )
+    deps.extra["access"] = access.AccessRecorder(producer, metrics.access_records_failed)
     if triton_probe is not None:
         deps.extra["triton_probe"] = triton_probe
     hub = stream.AlertHub(deps)

@@ -25,7 +25,7 @@ from api.common import (
 from api.deps import deps_of
 from api.errors import ApiError
 from api.routing import Endpoint
-from projections.tables import cameras, edges, frames, lines, rules, sites, zones
+from schemas.tables import cameras, edges, frames, lines, rules, sites, zones
 from vigil.redact import redact
 
 
@@ -234,7 +234,8 @@ ROUTES = [
              query=CameraQuery, responses={200: CameraPage}, tag="cameras"),
     Endpoint("GET", "/api/v1/cameras/{camera_id}", get_camera,
              "A camera: status, last frame, zones, lines and rules",
-             responses={200: CameraDetail}, tag="cameras"),
+             responses={200: CameraDetail}, tag="cameras",
+             personal_data=True),  # the last frame's picture
     Endpoint("GET", "/api/v1/sites", list_sites, "Sites with their edges' status",
              responses={200: SiteList}, tag="cameras"),
 ]

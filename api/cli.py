@@ -37,7 +37,7 @@ def build_app():  # type: ignore[no-untyped-def]
     from api.deps import make_engine
     from api.search import triton_embedder
     from api.settings import load_api_settings
-    from vigil.kafka import EventProducer
+    from schemas.producer import EventProducer
     from vigil.settings import get_settings
 
     settings = get_settings()

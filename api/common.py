@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 from api.auth import Principal
 from api.deps import deps_of
 from api.errors import ApiError
-from edge_producer.objects import split_ref
+from vigil.objects import split_ref
 
 #: Path parameters longer than this are never ids (and are not worth a query).
 MAX_ID_LEN = 200
@@ -67,6 +67,10 @@ def decode_cursor(cursor: str, kinds: tuple[type, ...]) -> list[Any]:
             elif kind is str:
                 if not isinstance(value, str):
                     raise ValueError("not a string")
+                out.append(value)
+            elif kind is int:
+                if not isinstance(value, int) or isinstance(value, bool):
+                    raise ValueError("not an integer")
                 out.append(value)
             else:
                 raise ValueError("unsupported")

@@ -1,6 +1,6 @@
-"""Zones, lines and rules: validated here, then published as config events on the
-compacted ``vigil.config`` topic (key ``zone/ID`` / ``line/ID`` / ``rule/ID``), where
-every agent reads them.
+"""Zones, lines, rules and notification routes: validated here, then published as config
+events on the compacted ``vigil.config`` topic (key ``zone/ID`` / ``line/ID`` / ``rule/ID``
+/ ``route/ID``), where every agent reads them.
 
 The API does not write the read model: the projector folds the published event like any
 other, so the zones table, the scene agent and a replay all agree. Validation happens
@@ -17,14 +17,12 @@ from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_va
 from starlette.requests import Request
 from starlette.responses import Response
 
-from agents.geometry import polygon_area, polygon_self_intersects
 from api.auth import principal_of
 from api.cameras import LineOut, RuleOut, ZoneOut, visible_camera
 from api.common import check_id, json_response, site_filter
 from api.deps import deps_of
 from api.errors import ApiError
 from api.routing import Endpoint
-from projections.tables import cameras, lines, rules, zones
 from schemas.events import (
     EntityDeleted,
     LineConfigured,
@@ -33,6 +31,9 @@ from schemas.events import (
     Schedule,
     ZoneConfigured,
 )
+from schemas.geometry import polygon_area, polygon_self_intersects
+from schemas.site_config import RouteModel, route_event
+from schemas.tables import cameras, lines, rules, zones
 from schemas.topics import topic_name
 
 PRODUCER = "vigil-api"
@@ -263,6 +264,40 @@ async def delete_rule(request: Request) -> Response:
     return await _delete(request, "rule", rules, rules.c.rule_id)
 
 
+class RouteIn(RouteModel):
+    """A notification route (schemas/site_config.py RouteModel); its id is in the path."""
+
+    route_id: str | None = None  # type: ignore[assignment]
+
+
+async def put_route(request: Request, body: RouteIn) -> Response:
+    route_id = _check_entity_id(request.path_params["route_id"], "route")
+    if body.route_id not in (None, route_id):
+        raise ApiError(422, "route_id in the body differs from the path", details={
+            "errors": [{"loc": ["body", "route_id"], "msg": "must equal the path's route_id"}]})
+    for i, cam in enumerate(body.cameras):
+        try:
+            await visible_camera(request, cam)
+        except ApiError:
+            raise ApiError(422, "unknown camera", details={
+                "errors": [{"loc": ["body", "cameras", str(i)],
+                            "msg": "no such camera"}]}) from None
+    model = RouteModel.model_validate({**body.model_dump(), "route_id": route_id})
+    return await _publish(request, f"route/{route_id}",
+                          route_event(model, {"producer": PRODUCER}))
+
+
+async def delete_route(request: Request) -> Response:
+    """Routes have no read-model table (the notifier folds them from vigil.config), so a
+    delete is published without an existence check; deleting twice is harmless."""
+    route_id = _check_entity_id(request.path_params["route_id"], "route")
+    key = f"route/{route_id}"
+    response = await _publish(request, key, EntityDeleted.create(
+        producer=PRODUCER, entity_kind="route", entity_id=route_id))
+    deps_of(request).publisher.producer.send_raw(topic_name("config"), key, None)
+    return response
+
+
 async def _list(request: Request, query: ConfigQuery, table: sa.Table, id_col: str
                 ) -> list[sa.Row[Any]]:
     """Live (not deleted) entities on the key's sites' cameras, from the read model."""
@@ -320,4 +355,11 @@ ROUTES = [
     Endpoint("DELETE", "/api/v1/rules/{rule_id}", delete_rule,
              "Delete a rule: EntityDeleted plus a tombstone", permission="configure",
              responses={202: Published, 503: None}, tag="config"),
+    Endpoint("PUT", "/api/v1/routes/{route_id}", put_route,
+             "Create or replace a notification route: validated, published as "
+             "RouteConfigured", permission="configure", body=RouteIn,
+             responses={202: Published, 503: None}, tag="config"),
+    Endpoint("DELETE", "/api/v1/routes/{route_id}", delete_route,
+             "Delete a notification route: EntityDeleted plus a tombstone",
+             permission="configure", responses={202: Published, 503: None}, tag="config"),
 ]

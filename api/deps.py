@@ -19,9 +19,9 @@ from starlette.requests import HTTPConnection
 from api.auth import KeyStore
 from api.metrics import ApiMetrics
 from api.publisher import Publisher
-from api.ratelimit import RateLimiter
 from api.settings import ApiSettings
-from projections.tables import in_schema
+from schemas.tables import in_schema
+from vigil.ratelimit import RateLimiter
 from vigil.settings import Settings
 
 T = TypeVar("T")

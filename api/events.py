@@ -35,7 +35,7 @@ from api.deps import deps_of
 from api.errors import ApiError
 from api.evidence import EvidenceOut, evidence_for
 from api.routing import Endpoint
-from projections.tables import TS, cameras, scene_events
+from schemas.tables import TS, cameras, scene_events
 
 EventType = Literal["ZoneEntered", "ZoneExited", "LineCrossed", "RuleTriggered",
                     "RuleCleared", "TrackSummary"]
@@ -152,5 +152,5 @@ ROUTES = [
              query=EventQuery, responses={200: EventPage}, tag="events"),
     Endpoint("GET", "/api/v1/events/{event_id}", get_event,
              "A scene event with a short-lived snapshot URL",
-             responses={200: EventDetail}, tag="events"),
+             responses={200: EventDetail}, tag="events", personal_data=True),  # snapshot
 ]

@@ -24,7 +24,7 @@ from api.common import check_id, json_response, presign, site_filter
 from api.deps import deps_of
 from api.errors import ApiError
 from api.routing import Endpoint
-from projections.tables import cameras, clips, evidence
+from schemas.tables import cameras, clips, evidence
 
 
 class EvidenceOut(BaseModel):
@@ -114,5 +114,6 @@ ROUTES = [
     Endpoint("GET", "/api/v1/evidence/{evidence_id}", get_evidence,
              "A rule hit's still evidence: frame, annotated frame and thumbnail URLs "
              "(short-lived); 410 once erased",
-             responses={200: EvidenceOut}, errors=(410,), tag="evidence"),
+             responses={200: EvidenceOut}, errors=(410,), tag="evidence",
+             personal_data=True),  # snapshots: on the access record (api/access.py)
 ]

@@ -19,8 +19,8 @@ from starlette.responses import JSONResponse, Response
 
 from api.deps import Deps, deps_of
 from api.routing import Endpoint
-from projections.settings import get_projector_settings
-from projections.tables import projector_offsets
+from schemas.read_model import get_read_model_settings
+from schemas.tables import projector_offsets
 
 
 class Check(BaseModel):
@@ -132,7 +132,7 @@ async def health_deep(request: Request) -> Response:
     """
     deps = deps_of(request)
     probes = _probes(deps)
-    limit = get_projector_settings().read_model_stale_s
+    limit = get_read_model_settings().read_model_stale_s
 
     async def read_model() -> str | None:
         t = projector_offsets.c
@@ -142,7 +142,7 @@ async def health_deep(request: Request) -> Response:
             return "projector has not committed yet"
         # the live projector's rows (VIGIL_PROJECTOR_CONSUMER), else the latest writer's
         names = {r.consumer for r in every}
-        live = get_projector_settings().consumer
+        live = get_read_model_settings().consumer
         if live not in names:
             live = max(every, key=lambda r: r.updated_at).consumer
         rows = {(r.topic, r.partition): r for r in every if r.consumer == live}

@@ -33,6 +33,16 @@ class ApiMetrics:
             "vigil_api_config_events_published_total", "Config events published to Kafka",
             ["event"], registry=self.registry,
         )
+        self.access_records = Counter(
+            "vigil_api_access_records_total",
+            "Requests put on the access record (api/access.py), by outcome",
+            ["outcome"], registry=self.registry,
+        )
+        self.access_records_failed = Counter(
+            "vigil_api_access_records_failed_total",
+            "Access records the broker did not accept (each also logged as an error)",
+            registry=self.registry,
+        )
         self.rate_limited = Counter(
             "vigil_api_rate_limited_total", "Requests refused by the per-key rate limit",
             registry=self.registry,

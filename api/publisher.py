@@ -1,6 +1,6 @@
 """Publishing commands and config events from async handlers.
 
-The producer (`vigil.kafka.EventProducer`, confluent-kafka) is synchronous and reports
+The producer (`schemas.producer.EventProducer`, confluent-kafka) is synchronous and reports
 deliveries through callbacks served by `poll()`. A handler answers 202 only once the
 broker has the command (acks=all), so the client's command id is never a promise the log
 does not keep: each send registers a future resolved by the delivery callback, and one
@@ -16,7 +16,7 @@ from confluent_kafka import KafkaError, Message
 
 from api.errors import ApiError
 from schemas.events import Event
-from vigil.kafka import EventProducer
+from schemas.producer import EventProducer
 
 log = logging.getLogger(__name__)
 

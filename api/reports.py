@@ -27,7 +27,7 @@ from api.common import (
 )
 from api.deps import deps_of
 from api.routing import Endpoint
-from projections.tables import (
+from schemas.tables import (
     alert_events,
     alerts,
     cameras,

@@ -50,10 +50,18 @@ class Endpoint:
     #: request headers the handler reads, as (name, description, JSON Schema), so that
     #: the OpenAPI document tells a client about them (e.g. SSE's Last-Event-ID)
     headers: tuple[tuple[str, str, dict[str, Any]], ...] = ()
+    #: the endpoint reads personal data (images, appearance, tracks, recordings, the
+    #: live view): every call is put on the access record (api/access.py)
+    personal_data: bool = False
 
     @property
     def operation_id(self) -> str:
         return self.handler.__name__
+
+    @property
+    def recorded(self) -> bool:
+        """Reads of personal data and every change are on the access record."""
+        return self.personal_data or self.method not in ("GET", "HEAD")
 
 
 def parse_model(model: type[BaseModel], data: dict[str, Any], where: str) -> BaseModel:
@@ -182,8 +190,32 @@ def _has_nul(value: Any) -> bool:
     return False
 
 
+def _count(request: Request, status: int) -> None:
+    from api.access import outcome_of
+
+    request.app.state.deps.metrics.access_records.labels(outcome_of(status)).inc()
+
+
 def to_route(ep: Endpoint) -> Route:
     async def endpoint(request: Request) -> Response:
+        if not ep.recorded:
+            return await handle(request)
+        recorder = request.app.state.deps.extra["access"]
+        try:
+            response = await handle(request)
+        except ApiError as exc:
+            recorder.record(request, ep, exc.status)
+            _count(request, exc.status)
+            raise
+        except Exception:
+            recorder.record(request, ep, 500)
+            _count(request, 500)
+            raise
+        recorder.record(request, ep, response.status_code)
+        _count(request, response.status_code)
+        return response
+
+    async def handle(request: Request) -> Response:
         if ep.permission is not None:
             await authenticate(request, ep.permission)
         if _has_nul(list(request.query_params.multi_items())) or _has_nul(

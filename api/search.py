@@ -24,7 +24,7 @@ from api.common import check_range, json_response, site_filter
 from api.deps import deps_of
 from api.errors import ApiError
 from api.routing import Endpoint
-from projections.tables import cameras, embeddings
+from schemas.tables import cameras, embeddings
 
 log = logging.getLogger(__name__)
 
@@ -177,9 +177,9 @@ ROUTES = [
     Endpoint("GET", "/api/v1/search/appearance", search_by_detection,
              "People who look like a detection (nearest appearance embeddings)",
              query=ByDetectionQuery, responses={200: SearchResult}, tag="search",
-             errors=(404,)),
+             errors=(404,), personal_data=True),
     Endpoint("POST", "/api/v1/search/appearance", search_by_image,
              "People who look like an uploaded image (needs Triton; 503 without)",
              query=SearchQuery, multipart=True, responses={200: SearchResult, 503: None},
-             tag="search"),
+             tag="search", personal_data=True),
 ]

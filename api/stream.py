@@ -41,7 +41,7 @@ from api.common import site_filter
 from api.deps import Deps, deps_of
 from api.errors import ApiError
 from api.routing import Endpoint
-from projections.tables import alert_events, alerts, cameras
+from schemas.tables import alert_events, alerts, cameras
 
 log = logging.getLogger(__name__)
 
@@ -351,7 +351,7 @@ ROUTES = [
     Endpoint("GET", "/api/v1/alerts/stream", alert_stream,
              "Live alert events as Server-Sent Events (site-scoped)",
              query=StreamQuery, responses={200: None}, tag="alerts",
-             media_type="text/event-stream",
+             media_type="text/event-stream", personal_data=True,  # the live view
              headers=(("Last-Event-ID",
                        "resume position: the last `id:` this stream sent; what was missed "
                        "is replayed from the read model in log order, exactly once (at most "

@@ -20,6 +20,9 @@ PRODUCE_LATENCY = Histogram("vigil_edge_produce_latency_seconds",
 SPOOL_BACKLOG = Gauge("vigil_edge_spool_backlog", "records waiting in the spool")
 SPOOL_EVICTED = Counter("vigil_edge_spool_evicted_total", "records evicted from a full spool")
 KAFKA_UP = Gauge("vigil_edge_kafka_up", "1 when the last delivery succeeded")
+KAFKA_AUTH_FAILURES = Counter(
+    "vigil_edge_kafka_auth_failures_total",
+    "deliveries Kafka refused for lack of an ACL or a failed login (fix the principal)")
 #: 1 while frames are read from the camera, 0 while it is down/reconnecting (the same
 #: transitions as the StreamUp/StreamDown events); edge_id so one Prometheus can tell edges
 #: apart when two sites reuse a camera id.

@@ -31,7 +31,7 @@ from typing import Any
 
 import cv2
 import numpy as np
-from confluent_kafka import KafkaError, Message
+from confluent_kafka import KafkaError, KafkaException, Message
 
 from edge_producer import metrics
 from edge_producer.config import CameraConfig, EdgeConfig
@@ -40,6 +40,7 @@ from edge_producer.segments import SegmentBuffer
 from edge_producer.sources import SourceError, decode_decimated, file_start_time
 from edge_producer.spool import Position, Spool, SpoolFull
 from edge_producer.uploader import SegmentUploader
+from schemas.codec import CodecError
 from schemas.events import (
     EdgeHeartbeat,
     FrameCaptured,
@@ -50,8 +51,9 @@ from schemas.events import (
     derived_event_id,
     utcnow,
 )
+from schemas.producer import EventProducer
 from schemas.topics import topic_name
-from vigil.kafka import EventProducer
+from vigil.kafka import auth_problem
 from vigil.redact import redact
 from vigil.settings import get_settings
 
@@ -62,16 +64,39 @@ PRODUCER = f"edge_producer/{VERSION}"
 
 
 class SequenceStore:
-    """Per-camera sequence numbers that only grow, across restarts (one small file each)."""
+    """Per-camera sequence numbers that only grow, across restarts (one small file each).
+
+    A number is used up only once its frame is durable (in the spool, or declared
+    dropped): `reserve` hands out the next one without writing anything, `commit` records
+    it, called by the spool while it still holds the new record back from the outbox. A
+    crash between the two leaves the number free for the next frame, so a restart never
+    skips one (issue 24: a kill while a recorded source waited for the spool left a hole
+    in the sequence). A crash after the record is written but before `commit` is undone
+    by `observe`, fed at start-up with the newest sequence still in the spool
+    (docs/faults.md, "Edge sequence numbers").
+    """
 
     def __init__(self, directory: Path):
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._last: dict[str, int] = {}
 
-    def next(self, camera_id: str) -> int:
+    def last(self, camera_id: str) -> int:
+        if camera_id not in self._last:
+            p = self.dir / camera_id
+            self._last[camera_id] = int(p.read_text()) if p.exists() else 0
+        return self._last[camera_id]
+
+    def reserve(self, camera_id: str) -> int:
+        """The number the camera's next durable frame gets (nothing written yet)."""
+        return self.last(camera_id) + 1
+
+    def commit(self, camera_id: str, seq: int) -> None:
+        """Record `seq` as used (it never moves back)."""
+        if seq <= self.last(camera_id):
+            return
         p = self.dir / camera_id
-        last = int(p.read_text()) if p.exists() else 0
-        text = str(last + 1).ljust(20)  # fixed width: see below
+        text = str(seq).ljust(20)  # fixed width: see below
         tmp = p.with_suffix(".tmp")
         try:
             tmp.write_text(text)
@@ -84,7 +109,17 @@ class SequenceStore:
             tmp.unlink(missing_ok=True)
             with open(p, "r+") as f:
                 f.write(text)
-        return last + 1
+        self._last[camera_id] = seq
+
+    def observe(self, camera_id: str, seq: int) -> None:
+        """A frame with `seq` is durable (found in the spool at start-up)."""
+        self.commit(camera_id, seq)
+
+    def next(self, camera_id: str) -> int:
+        """Reserve and commit at once (a number used up whether or not a frame follows)."""
+        seq = self.reserve(camera_id)
+        self.commit(camera_id, seq)
+        return seq
 
 
 def resize_longest(img: np.ndarray, max_side: int) -> np.ndarray:
@@ -137,6 +172,7 @@ class Outbox(threading.Thread):
         self._failed = False
         self._topic = topic_name("frames")
         self._sent_at: dict[Position, float] = {}
+        self._auth_logged_at = -1e9
 
     def _on_delivery(self, pos: Position, key: bytes) -> Any:
         def cb(err: KafkaError | None, msg: Message) -> None:
@@ -153,12 +189,31 @@ class Outbox(threading.Thread):
                 self.kafka_up = True
             else:
                 self._sent_at.pop(pos, None)
-                if self.kafka_up:
+                if self._refused(err):
+                    pass
+                elif self.kafka_up:
                     log.warning("kafka delivery failed; spooling", extra={"error": str(err)})
                 self._failed = True
                 self.kafka_up = False
             metrics.KAFKA_UP.set(1 if self.kafka_up else 0)
         return cb
+
+    def _refused(self, err: KafkaError | None) -> bool:
+        """Report an authorization/login failure; True if `err` was one.
+
+        Not an outage that passes by itself: it is said plainly (once a minute, not once
+        per frame), the frames stay in the spool and the edge keeps running and retrying
+        with back-off, so fixing the principal's ACL is all it takes."""
+        problem = auth_problem(err, self._topic)
+        if problem is None:
+            return False
+        now = time.monotonic()
+        if now - self._auth_logged_at > 60:
+            self._auth_logged_at = now
+            log.error("%s; frames stay in the spool until it is fixed", problem,
+                      extra={"error": err.name() if err else None})
+        metrics.KAFKA_AUTH_FAILURES.inc()
+        return True
 
     def _ack_prefix(self) -> None:
         """Acknowledge the spool's pending records up to the first one Kafka has not
@@ -216,6 +271,20 @@ class Outbox(threading.Thread):
                         self._inflight.pop(rec.pos)
                         self._order.remove(rec.pos)
                         break
+                    except KafkaException as exc:
+                        # librdkafka already knows the topic refuses us (or is unknown):
+                        # not sent; back off and try again, like a failed delivery
+                        self._inflight.pop(rec.pos)
+                        self._order.remove(rec.pos)
+                        self._sent_at.pop(rec.pos, None)
+                        err = exc.args[0] if exc.args else None
+                        if not self._refused(err):
+                            log.warning("kafka refused a frame; spooling",
+                                        extra={"error": str(err)})
+                        self._failed = True
+                        self.kafka_up = False
+                        metrics.KAFKA_UP.set(0)
+                        break
                     room -= 1
                     if room <= 0:
                         break
@@ -251,6 +320,21 @@ class Edge:
         self._drops_lock = threading.Lock()
         self._lost_seen: dict[bytes, int] = {}
         self._codec = self.producer.codec
+        self._recover_sequences()
+
+    def _recover_sequences(self) -> None:
+        """Carry each camera's sequence past the newest frame still in the spool: the
+        process may have died after the record was written and before its number was
+        committed (`SequenceStore`)."""
+        for key, rec in self.spool.last_per_key().items():
+            try:
+                event = self._codec.decode(rec.value)
+            except CodecError:  # not ours to judge here: the outbox sends it as it is
+                log.warning("undecodable spool record at start-up",
+                            extra={"camera_id": key.decode(errors="replace")})
+                continue
+            if isinstance(event, FrameCaptured):
+                self.seqs.observe(event.camera_id, event.sequence)
 
     # ------------------------------------------------------------------ health
 
@@ -412,7 +496,7 @@ class Edge:
         return SegmentRecorder(cam.camera_id, self.cfg.segment_s, self.segments)
 
     def _uploader(self) -> SegmentUploader:
-        from edge_producer.objects import failfast_client, object_size, put_bytes, ref_for
+        from vigil.objects import failfast_client, object_size, put_bytes, ref_for
 
         bucket = get_settings().bucket_segments
         return SegmentUploader(
@@ -450,12 +534,13 @@ class Edge:
             metrics.FRAMES_DROPPED.labels(cam.camera_id).inc()
             return
         jpeg = buf.tobytes()
-        seq = self.seqs.next(cam.camera_id)
+        # may wait for the spool to drain (a recorded source): before a number is taken
         kf_only = self.degraded_for(cam)
+        seq = self.seqs.reserve(cam.camera_id)
         jpeg_field: bytes | None = jpeg
         ref = None
         if len(jpeg) > self.cfg.inline_jpeg_max_bytes:
-            from edge_producer.objects import store_frame
+            from vigil.objects import store_frame
 
             ref = store_frame(jpeg, f"{cam.camera_id}/{seq:012d}.jpg")
             jpeg_field = None
@@ -468,8 +553,12 @@ class Edge:
         )
         lost_before = self.spool.lost
         try:
-            self.spool.append(cam.camera_id.encode(), self._codec.encode(event))
+            # the number is committed once the record is written, before the outbox can
+            # see it (so before Kafka can acknowledge it): see SequenceStore
+            self.spool.append(cam.camera_id.encode(), self._codec.encode(event),
+                              on_kept=lambda: self.seqs.commit(cam.camera_id, seq))
         except SpoolFull as exc:
+            self.seqs.commit(cam.camera_id, seq)  # a declared drop uses its number up
             # declared, not hidden: counted per camera (metrics, heartbeat); capture goes on
             if self.spool.refused == 1 or self.spool.refused % 100 == 0:
                 log.warning("spool disk full: frame %d of %s dropped", seq, cam.camera_id,

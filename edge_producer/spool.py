@@ -27,6 +27,7 @@ import os
 import struct
 import threading
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,9 +145,12 @@ class Spool:
         """Records the spool could not keep (evicted or refused): declared, never sent."""
         return self.evicted + self.refused
 
-    def append(self, key: bytes, value: bytes, *, sync: bool = False) -> None:
+    def append(self, key: bytes, value: bytes, *, sync: bool = False,
+               on_kept: Callable[[], None] | None = None) -> None:
         """Append one record; raises `SpoolFull` (counted) if the disk is full and nothing
-        older can be freed. Other OS errors propagate."""
+        older can be freed. Other OS errors propagate. `on_kept` runs once the record is
+        written, while the lock still hides it from `peek` and `ack`: what it records
+        (the edge's sequence number) is on disk before the record can be sent."""
         body = _KEY.pack(len(key)) + key + value
         rec = _HDR.pack(len(body), zlib.crc32(body)) + body
         with self._lock:
@@ -163,6 +167,8 @@ class Spool:
                         self.lost_by_key[key] = self.lost_by_key.get(key, 0) + 1
                         raise SpoolFull(f"spool disk full ({self.dir}); record not kept") \
                             from exc
+            if on_kept is not None:
+                on_kept()
             self._evict()
 
     def _write(self, key: bytes, rec: bytes, sync: bool) -> None:
@@ -232,6 +238,26 @@ class Spool:
         self._seg_counts.pop(seg, None)
         self._path(seg).unlink(missing_ok=True)
         self._write_head()
+
+    def last_per_key(self) -> dict[bytes, Record]:
+        """The newest pending record of every key (read from disk)."""
+        with self._lock:
+            newest: dict[bytes, int] = {}
+            for i in range(len(self._index) - 1, self._first - 1, -1):
+                newest.setdefault(self._index[i][3], i)
+            entries = [(k, self._index[i]) for k, i in newest.items()]
+        out = {}
+        for key, (seg, off, size, _) in entries:
+            try:
+                with open(self._path(seg), "rb") as f:
+                    f.seek(off)
+                    raw = f.read(size)
+            except FileNotFoundError:  # evicted meanwhile
+                continue
+            body = raw[_HDR.size:]
+            klen = _KEY.unpack_from(body)[0]
+            out[key] = Record(Position(seg, off), key, body[_KEY.size + klen:], size)
+        return out
 
     def positions(self, n: int) -> list[Position]:
         """The positions of the first `n` pending records, oldest first (no disk read)."""

@@ -1,7 +1,7 @@
 """Projections: folds of the public topics into PostgreSQL read models; replay and audit.
 
-Modules by role:
-- `tables`     SQLAlchemy Core definitions of the read models (the API's contract);
+The read-model tables themselves are part of the contract (`schemas.tables`), shared with
+the API. Modules by role:
 - `migrations/` ordered SQL files, applied by `migrate` (`vigil db upgrade`);
 - `handlers`   one fold function per event type (event -> rows/statements);
 - `writer`     applies a folded batch (COPY + INSERT ... ON CONFLICT, ordered upserts);
@@ -10,5 +10,4 @@ Modules by role:
 - `replay`     `vigil replay --into SCHEMA | --verify`;
 - `audit`      `vigil audit alert ID` (evidence fetched from the log);
 - `erasure`, `retention`  `vigil erase`, `vigil db retention`;
-- `workload`, `bench`     synthetic events for tests and `vigil bench projection`.
 """

@@ -1,5 +1,6 @@
-"""CLI: `vigil db upgrade|retention`, `vigil project`, `vigil replay`, `vigil audit`,
-`vigil erase`. Heavy imports happen inside the commands so `vigil --help` stays fast."""
+"""CLI: `vigil db upgrade|retention`, `vigil project`, `vigil projector check`,
+`vigil replay`, `vigil audit alert|verify-access`, `vigil erase`. Heavy imports happen
+inside the commands so `vigil --help` stays fast."""
 
 from __future__ import annotations
 
@@ -47,8 +48,8 @@ def _cmd_retention(args: argparse.Namespace) -> int:
 
 def _expire_recordings(s: Any, ps: Any, schema: str) -> Any:
     """One recording-retention pass bound to this process's settings."""
-    from edge_producer.objects import client
     from projections.recording_retention import expire_recordings
+    from vigil.objects import client
 
     return lambda: expire_recordings(client(), s.bucket_segments, s.database_dsn, schema,
                                      ps.recording_retention_days)
@@ -128,7 +129,7 @@ def _cmd_project(args: argparse.Namespace) -> int:
 
     from projections.migrate import upgrade
     from projections.projector import Projector
-    from vigil.kafka import EventProducer
+    from schemas.producer import EventProducer
     from vigil.ops_http import OpsServer
 
     s, ps = _settings()
@@ -160,6 +161,16 @@ def _cmd_project(args: argparse.Namespace) -> int:
         proj.close()
     log.info("projector stopped", extra={"messages": stats.messages, "batches": stats.batches})
     return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from projections.check import check_schema
+
+    s, ps = _settings()
+    report = check_schema(s.database_dsn, args.schema or ps.schema_name, s.topic_prefix,
+                          s.kafka_bootstrap, consumer_name=args.consumer or ps.consumer)
+    print(json.dumps(report.to_dict(), indent=2, default=str) if args.json else report.text())
+    return 0 if report.ok else 1
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
@@ -195,6 +206,29 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     return 0 if chain.found else 1
 
 
+def _cmd_verify_access(args: argparse.Namespace) -> int:
+    from projections.access_log import verify_access
+    from schemas.topics import topic_name
+
+    s, ps = _settings()
+    result = verify_access(s.database_dsn, args.schema or ps.schema_name,
+                           None if args.no_log else topic_name("access"))
+    if args.json:
+        print(json.dumps({"ok": result.ok, "rows": result.rows,
+                          "log_records": result.log_records,
+                          "log_start_offset": result.log_start_offset,
+                          "pending": result.pending,
+                          "problems": result.problems}, indent=2))
+    else:
+        for problem in result.problems:
+            print(problem)
+        where = "" if args.no_log else (f", {result.log_records} on the log "
+                                         f"({result.pending} not projected yet)")
+        verdict = "intact" if result.ok else f"TAMPERED ({len(result.problems)} problem(s))"
+        print(f"access record: {result.rows} row(s){where}: {verdict}")
+    return 0 if result.ok else 1
+
+
 def _cmd_erase(args: argparse.Namespace) -> int:
     from projections.erasure import erase
 
@@ -220,6 +254,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-seconds", type=float, default=None, help="stop after this long")
     p.set_defaults(func=_cmd_project)
 
+    p = sub.add_parser("projector", help="projector tools")
+    psub = p.add_subparsers(dest="projector_command", required=True)
+    c = psub.add_parser("check", help="report events below the stored offsets without "
+                                      "their row (exit 1 if any)")
+    c.add_argument("--schema", help="default: VIGIL_PROJECTOR_SCHEMA (vigil)")
+    c.add_argument("--consumer", help="projector_offsets consumer (default: projector)")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=_cmd_check)
+
     p = sub.add_parser("replay", help="rebuild read models from offset 0 / verify them")
     p.add_argument("--into", metavar="SCHEMA", help="fresh schema to rebuild into")
     p.add_argument("--force", action="store_true", help="drop SCHEMA first if it exists")
@@ -237,6 +280,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--schema")
     a.add_argument("--json", action="store_true")
     a.set_defaults(func=_cmd_audit)
+    a = asub.add_parser("verify-access",
+                        help="check the access record's hash chain against the log")
+    a.add_argument("--schema")
+    a.add_argument("--no-log", action="store_true",
+                   help="check the chain only, without reading the vigil.access topic")
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(func=_cmd_verify_access)
 
     p = sub.add_parser("erase", help="right to erasure: publish AppearanceErased and delete")
     p.add_argument("--detection", nargs="+", required=True, metavar="ID")

@@ -21,8 +21,8 @@ from projections.migrate import set_search_path
 from projections.settings import ProjectorSettings
 from projections.writer import OPS
 from schemas.events import AppearanceErased
+from schemas.producer import EventProducer
 from vigil.errors import VigilError
-from vigil.kafka import EventProducer
 from vigil.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
+from projections.access_log import FIELDS as ACCESS_FIELDS
+from projections.access_log import content_hash
 from schemas import events as ev
 from vigil.errors import VigilError
 from vigil.redact import redact
@@ -245,9 +247,11 @@ def fold_clip_recorded(b: Batch, e: ev.ClipRecorded, p: Position, _d: int) -> No
 
 
 # ------------------------------------------------------------------------ commands
-def _command(b: Batch, e: ev.AcknowledgeAlert | ev.ResolveAlert, p: Position) -> None:
+def _command(b: Batch, e: ev.AcknowledgeAlert | ev.ResolveAlert | ev.AssignAlert
+             | ev.CommentOnAlert, p: Position) -> None:
     b.append("commands", (e.event_id, e.event_type, e.alert_id, e.operator, e.occurred_at,
-                          e.expected_version, payload(e), p.partition, p.offset))
+                          getattr(e, "expected_version", None), payload(e), p.partition,
+                          p.offset))
 
 
 @folds(ev.AcknowledgeAlert)
@@ -257,6 +261,16 @@ def fold_acknowledge_alert(b: Batch, e: ev.AcknowledgeAlert, p: Position, _d: in
 
 @folds(ev.ResolveAlert)
 def fold_resolve_alert(b: Batch, e: ev.ResolveAlert, p: Position, _d: int) -> None:
+    _command(b, e, p)
+
+
+@folds(ev.AssignAlert)
+def fold_assign_alert(b: Batch, e: ev.AssignAlert, p: Position, _d: int) -> None:
+    _command(b, e, p)
+
+
+@folds(ev.CommentOnAlert)
+def fold_comment_on_alert(b: Batch, e: ev.CommentOnAlert, p: Position, _d: int) -> None:
     _command(b, e, p)
 
 
@@ -305,6 +319,19 @@ def fold_alert_resolved(b: Batch, e: ev.AlertResolved, p: Position, _d: int) -> 
                             e.occurred_at, e.event_id, e.alert_id, e.version))
 
 
+@folds(ev.AlertAssigned)
+def fold_alert_assigned(b: Batch, e: ev.AlertAssigned, p: Position, _d: int) -> None:
+    _alert_event(b, e, p, e.alert_id, e.incident_key, e.version)
+    b.op("alert_assigned", (e.assignee, e.version, e.occurred_at, e.event_id, e.alert_id,
+                            e.version))
+
+
+@folds(ev.AlertCommented)
+def fold_alert_commented(b: Batch, e: ev.AlertCommented, p: Position, _d: int) -> None:
+    _alert_event(b, e, p, e.alert_id, e.incident_key, e.version)
+    b.op("alert_commented", (e.version, e.occurred_at, e.event_id, e.alert_id, e.version))
+
+
 @folds(ev.CommandRejected)
 def fold_command_rejected(b: Batch, e: ev.CommandRejected, p: Position, _d: int) -> None:
     _alert_event(b, e, p, e.alert_id, None, None)
@@ -325,6 +352,15 @@ def fold_notification_failed(b: Batch, e: ev.NotificationFailed, p: Position, _d
     b.append("notifications", (e.event_id, e.alert_id, e.alert_event_id, "failed",
                                e.destination, e.channel, e.attempts, None, e.reason,
                                e.occurred_at, p.partition, p.offset))
+
+
+@folds(ev.RetryNotification)
+def fold_retry_notification(b: Batch, e: ev.RetryNotification, p: Position, _d: int) -> None:
+    """The operator's retry request is part of the alert's notification history."""
+    b.append("notifications", (e.event_id, e.alert_id, e.notification_event_id,
+                               "retry-requested", "", "", 0, None,
+                               f"requested by {e.requested_by}", e.occurred_at, p.partition,
+                               p.offset))
 
 
 # ------------------------------------------------------------------------ config
@@ -359,12 +395,20 @@ def fold_rule_configured(b: Batch, e: ev.RuleConfigured, p: Position, _d: int) -
         e.auto_resolve, e.occurred_at, e.event_id))
 
 
+@folds(ev.RouteConfigured)
+def fold_route_configured(b: Batch, e: ev.RouteConfigured, p: Position, _d: int) -> None:
+    """Routes are the notifier's business: it folds them from vigil.config itself
+    (agents/notifier.py). The read model keeps no copy, so nothing is written here."""
+
+
 ENTITY_TABLES = {"camera": ("cameras", "camera_id"), "zone": ("zones", "zone_id"),
                  "line": ("lines", "line_id"), "rule": ("rules", "rule_id")}
 
 
 @folds(ev.EntityDeleted)
 def fold_entity_deleted(b: Batch, e: ev.EntityDeleted, p: Position, _d: int) -> None:
+    if e.entity_kind == "route":  # see fold_route_configured
+        return
     if e.entity_kind not in ENTITY_TABLES:
         raise HandlerError(f"EntityDeleted of unknown kind {e.entity_kind!r}")
     b.op(f"delete_{e.entity_kind}", (e.occurred_at, e.occurred_at, e.event_id, e.entity_id,
@@ -429,3 +473,13 @@ def fold_appearance_erased(b: Batch, e: ev.AppearanceErased, p: Position, _d: in
         refs = list(e.snapshot_refs)
         b.op("erase_evidence", (refs, refs, refs))
         b.op("erase_clips", (refs,))
+
+
+# ------------------------------------------------------------------------ access record
+@folds(ev.AccessRecorded)
+def fold_access_recorded(b: Batch, e: ev.AccessRecorded, p: Position, _d: int) -> None:
+    """Chained onto the access record in log order (projections/access_log.py)."""
+    h = content_hash({f: getattr(e, f) for f in ACCESS_FIELDS})
+    # parameters in the order of the statement (writer.OPS["access_recorded"])
+    b.op("access_recorded", (h, p.partition, p.offset,
+                             *(getattr(e, f) for f in ACCESS_FIELDS), h, e.event_id))

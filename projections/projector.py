@@ -14,8 +14,11 @@ How a batch is made durable (DESIGN "Read models", STYLE "Projections are folds"
 
 Batching adapts: the consumer asks for `target` messages with a `max_wait_ms` timeout;
 a full batch doubles `target` (backlog: fewer, larger transactions), a short one halves
-it (live: low latency). PostgreSQL down: the batch is kept in memory and retried with
-backoff until it commits. SIGTERM: the current batch is committed, then the loop exits.
+it (live: low latency). PostgreSQL down: the projector reconnects with backoff,
+then re-reads from the offsets stored in PostgreSQL (not from its consumer's position):
+a server crash can lose commits it had already acknowledged (``synchronous_commit=off``),
+so after a lost connection only the database knows what was written (docs/projections.md,
+"Resuming after a database error"). SIGTERM: the current batch is committed, then the loop exits.
 The privacy topic is read up to its end before anything else, so a rebuild knows every
 erasure before it sees the data it erases. Partitions added to a topic at run time are
 picked up by a metadata refresh every ``metadata_refresh_s`` and read from their stored
@@ -43,6 +46,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 from prometheus_client import Counter, Gauge, Histogram
+from psycopg.pq import TransactionStatus
 
 from projections.handlers import Batch, HandlerError, Position, fold
 from projections.migrate import set_search_path
@@ -50,8 +54,9 @@ from projections.offsets import load_offsets, next_offsets, store_offsets
 from projections.settings import ProjectorSettings
 from schemas.codec import CodecError, default_codec
 from schemas.events import Event
+from schemas.producer import EventProducer
 from schemas.topics import CATALOG
-from vigil.kafka import EventProducer, consumer_config
+from vigil.kafka import consumer_config
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +68,8 @@ FLUSH = Histogram("vigil_projector_flush_seconds", "Time to write and commit one
 LAG = Gauge("vigil_projector_lag", "Messages behind the end of the partition",
             ["topic", "partition"])
 DB_RETRIES = Counter("vigil_projector_db_retries_total", "Batch commits retried (DB down)")
+REWINDS = Counter("vigil_projector_rewinds_total",
+                  "Re-reads from the stored offsets after a lost database connection")
 #: Read-model freshness: seconds since this projector last knew it had folded everything
 #: Kafka held (a poll that came back empty). Idle and caught up stays near 0; a projector
 #: that is stuck, or falling behind a busy stream, grows it (VigilReadModelStale).
@@ -73,6 +80,12 @@ READ_MODEL_AGE = Gauge("vigil_projector_read_model_age_seconds",
 SKIPPED_SUFFIXES = ("dlq", "alert-ticks")
 
 
+#: Watermark errors of a partition whose leader is not elected yet (a fresh topic).
+_NO_LEADER_YET = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                  KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._TIMED_OUT,
+                  KafkaError._TRANSPORT, KafkaError._UNKNOWN_PARTITION}
+
+
 def projected_suffixes() -> list[str]:
     """Public topics, privacy first (erasures must be known before the data they erase)."""
     names = [t.suffix for t in CATALOG if t.public and t.suffix not in SKIPPED_SUFFIXES]
@@ -81,6 +94,18 @@ def projected_suffixes() -> list[str]:
 
 class _Stopped(Exception):
     """Stop requested while the batch could not be committed."""
+
+
+class _Rewind(Exception):
+    """The connection the consumer's positions were loaded on is gone.
+
+    What the consumer read since then may not all be in the database: a batch in flight
+    when the connection broke, and, after a server crash, even batches whose COMMIT was
+    acknowledged (with ``synchronous_commit=off`` the server acknowledges before the WAL
+    is on disk). Committing the next batch regardless would store offsets past rows that
+    are not there, so the batch is abandoned and the consumer re-seeks to the offsets
+    PostgreSQL holds now.
+    """
 
 
 def next_batch_target(got: int, target: int, lo: int, hi: int) -> int:
@@ -100,6 +125,8 @@ class RunStats:
     messages: int = 0
     dead_letters: int = 0
     db_retries: int = 0
+    #: re-reads from the stored offsets after a lost connection (`_Rewind`)
+    rewinds: int = 0
     by_topic: dict[str, int] = field(default_factory=dict)
     #: rebuilds only: parallel consumers, bulk-load and index-build seconds (the latter
     #: split into the HNSW graph's and the B-trees')
@@ -152,6 +179,10 @@ class Projector:
         self._stored: dict[tuple[str, int], int] = {}
         self._stopping = False
         self._conn: psycopg.Connection | None = None
+        #: bumped for every new connection; `_positions_gen` is the one on which the
+        #: consumer's positions were loaded: a batch is only committed on that connection
+        self._conn_gen = 0
+        self._positions_gen = -1
         #: names this projector's PostgreSQL sessions (application_name), so a stale one of
         #: its own can be recognised after a network cut
         self._session_name = f"vigil-projector:{uuid.uuid4().hex[:12]}"
@@ -217,6 +248,7 @@ class Projector:
                 time.sleep(1.0)
                 waited += 1.0
             self._conn = conn
+            self._conn_gen += 1
             self.writer.reset()
         return self._conn
 
@@ -271,20 +303,27 @@ class Projector:
             out.extend((t, p) for p in sorted(meta.partitions))
         return out
 
+    def _watermarks(self, t: str, p: int) -> tuple[int, int]:
+        """(log start, log end) of one partition. A topic created moments ago may have no
+        leader yet (NOT_LEADER_FOR_PARTITION): retried for a while, as the broker says."""
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                lo, hi = self.consumer.get_watermark_offsets(TopicPartition(t, p), timeout=10)
+                return lo, hi
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                code = err.code() if isinstance(err, KafkaError) else None
+                if code not in _NO_LEADER_YET or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.5)
+
     def _start_offsets(self, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
         """Log-start offsets: where a partition's retained log begins."""
-        out = {}
-        for t, p in tps:
-            lo, _hi = self.consumer.get_watermark_offsets(TopicPartition(t, p), timeout=10)
-            out[(t, p)] = lo
-        return out
+        return {(t, p): self._watermarks(t, p)[0] for t, p in tps}
 
     def _end_offsets(self, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
-        out = {}
-        for t, p in tps:
-            _lo, hi = self.consumer.get_watermark_offsets(TopicPartition(t, p), timeout=10)
-            out[(t, p)] = hi
-        return out
+        return {(t, p): self._watermarks(t, p)[1] for t, p in tps}
 
     # ------------------------------------------------------------------ main loop
     def run(self, max_seconds: float | None = None) -> RunStats:
@@ -314,16 +353,7 @@ class Projector:
     def _phase(self, tps: list[tuple[str, int]], targets: dict[tuple[str, int], int] | None,
                deadline: float | None) -> None:
         self._assign(tps)
-        stored = self._stored
-        if targets is not None:
-            # Partitions already at their target need nothing; empty ones neither, nor
-            # those whose retained log (from the log-start offset on) ends before it.
-            maybe = [tp for tp in tps if stored.get(tp, 0) < targets.get(tp, 0)]
-            starts = self._start_offsets([tp for tp in maybe if tp not in stored])
-            pending = {tp for tp in maybe
-                       if max(stored.get(tp, 0), starts.get(tp, 0)) < targets.get(tp, 0)}
-        else:
-            pending = set()
+        pending = self._pending(tps, targets)
         target_n = self.settings.min_batch
         timeout = self.settings.max_wait_ms / 1000
         refresh_every = self.settings.metadata_refresh_s
@@ -356,7 +386,12 @@ class Projector:
                         pending.discard(tp)
                 good.append(m)
             if good:
-                self._project(good)
+                try:
+                    self._project(good)
+                except _Rewind:
+                    tps = self._rewind(tps)
+                    pending = self._pending(tps, targets)
+                    continue
             if targets is not None and pending:
                 # Transaction markers occupy offsets but are never delivered.
                 for tp_obj in self.consumer.position([TopicPartition(*tp) for tp in pending]):
@@ -366,12 +401,41 @@ class Projector:
             target_n = next_batch_target(len(msgs), target_n, self.settings.min_batch,
                                          self.settings.max_batch)
 
+    def _pending(self, tps: list[tuple[str, int]],
+                 targets: dict[tuple[str, int], int] | None) -> set[tuple[str, int]]:
+        """Partitions still short of their stop offset (none when running unbounded).
+
+        Partitions already at their target need nothing; empty ones neither, nor those
+        whose retained log (from the log-start offset on) ends before it."""
+        if targets is None:
+            return set()
+        stored = self._stored
+        maybe = [tp for tp in tps if stored.get(tp, 0) < targets.get(tp, 0)]
+        starts = self._start_offsets([tp for tp in maybe if tp not in stored])
+        return {tp for tp in maybe
+                if max(stored.get(tp, 0), starts.get(tp, 0)) < targets.get(tp, 0)}
+
     def _assign(self, tps: list[tuple[str, int]]) -> None:
         """Assign `tps` at the offsets stored in PostgreSQL (the source of truth), offset 0
-        (log start) for partitions never committed."""
+        (log start) for partitions never committed. From here on the consumer's positions
+        are valid for this connection only (`_Rewind`)."""
         self._stored = self._with_db_retry(lambda c: load_offsets(c, self.consumer_name))
+        self._positions_gen = self._conn_gen
         self.consumer.assign([TopicPartition(t, p, self._stored.get((t, p), OFFSET_BEGINNING))
                               for t, p in tps])
+
+    def _rewind(self, tps: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """Re-seek every partition to its stored offset after a lost connection; what the
+        consumer had read past them is read again (the writes are idempotent). Paused
+        partitions (a replay's, at their stop offset) are resumed: their stored offset may
+        now be behind the stop offset again."""
+        self.stats.rewinds += 1
+        REWINDS.inc()
+        self._assign(tps)
+        self.consumer.resume([TopicPartition(t, p) for t, p in tps])
+        log.warning("database connection was lost: re-reading from the stored offsets",
+                    extra={"schema": self.schema, "partitions": len(tps)})
+        return tps
 
     def _refresh_partitions(self, tps: list[tuple[str, int]]) -> list[tuple[str, int]]:
         """Pick up partitions (and topics) created since the last look, without a restart.
@@ -435,15 +499,26 @@ class Projector:
         except psycopg.Error as exc:  # a row the database refuses: find it, one by one
             log.warning("batch refused, isolating the poison message",
                         extra={"error": str(exc)[:300], "size": len(items)})
-            self._drop_db()
+            self._after_refusal()
             for it in items:
                 single = self._fold([it])
                 try:
                     self._commit([it], single)
                 except psycopg.Error as exc1:
-                    self._drop_db()
+                    self._after_refusal()
                     it.error = f"database: {type(exc1).__name__}: {exc1}"[:2000]
                     self._commit([it], Batch())
+
+    def _after_refusal(self) -> None:
+        """After a statement the database refused: keep the connection if it is back to
+        idle (the transaction was rolled back; positions stay valid), else drop it, and
+        the next commit re-reads from the stored offsets (`_Rewind`)."""
+        conn = self._conn
+        if conn is None or conn.closed or \
+                conn.info.transaction_status != TransactionStatus.IDLE:
+            self._drop_db()
+        else:
+            self.writer.reset()
 
     def _commit(self, items: list[_Item], batch: Batch) -> None:
         dead = [it for it in items if it.error is not None]
@@ -455,6 +530,8 @@ class Projector:
         started = time.perf_counter()
 
         def write(conn: psycopg.Connection) -> None:
+            if self._conn_gen != self._positions_gen:
+                raise _Rewind  # reconnected since the positions were loaded
             try:
                 with conn.transaction():
                     self.writer.write(conn, batch)

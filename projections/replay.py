@@ -28,11 +28,11 @@ import psycopg
 from confluent_kafka import Consumer, TopicPartition
 from psycopg import sql
 
-from projections import tables
 from projections.migrate import set_search_path, upgrade
 from projections.offsets import load_offsets
 from projections.projector import Projector, RunStats
 from projections.settings import ProjectorSettings
+from schemas import tables
 from vigil.errors import VigilError
 from vigil.kafka import consumer_config
 

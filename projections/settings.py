@@ -1,23 +1,23 @@
-"""Projector settings (``VIGIL_PROJECTOR_*``), validated at start-up like vigil.settings."""
+"""Projector settings (``VIGIL_PROJECTOR_*``), validated at start-up like vigil.settings.
+
+The read model's location and staleness limit, which the API needs too, are declared in
+`schemas.read_model.ReadModelSettings`; this class extends them."""
 
 from __future__ import annotations
 
 from functools import cache
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
+from schemas.read_model import ReadModelSettings
 from vigil.settings import load_component_settings
 
 
-class ProjectorSettings(BaseSettings):
+class ProjectorSettings(ReadModelSettings):
     model_config = SettingsConfigDict(env_prefix="VIGIL_PROJECTOR_", extra="forbid", frozen=True,
                                       populate_by_name=True)
 
-    #: PostgreSQL schema of the live read models (the API reads the same variable).
-    schema_name: str = Field("vigil", validation_alias="VIGIL_PROJECTOR_SCHEMA")
-    #: Name under which offsets are stored in projector_offsets.
-    consumer: str = "projector"
     #: Dimension of the appearance embeddings column (the embedder's output size).
     embedding_dim: int = Field(192, ge=1, le=16000)  # appearance_embedder output
     #: Embeddings are personal data: rows older than this are deleted by retention.
@@ -49,18 +49,6 @@ class ProjectorSettings(BaseSettings):
     replay_index_workers: int = Field(0, ge=0, le=64)
     #: Prometheus metrics port on 127.0.0.1 (0 = no HTTP server).
     metrics_port: int = Field(0, ge=0, le=65535)
-    #: /health/ready (projector) and /health/deep (API) fail once the read model has not
-    #: been caught up with Kafka for this long (s).
-    read_model_stale_s: float = Field(120.0, gt=0)
-
-    @field_validator("schema_name")
-    @classmethod
-    def _schema(cls, v: str) -> str:
-        if not v or not (v[0].isalpha() or v[0] == "_") or not all(
-            c.isalnum() or c == "_" for c in v
-        ) or len(v) > 63:
-            raise ValueError("must be a plain SQL identifier (letters, digits, '_')")
-        return v.lower()
 
 
 @cache

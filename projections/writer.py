@@ -120,6 +120,13 @@ OPS: dict[str, str] = {
             resolution = %s, auto_resolved = %s, version = %s, updated_at = %s,
             last_event_id = %s
         WHERE alert_id = %s AND version < %s""",
+    "alert_assigned": """
+        UPDATE alerts SET assigned_to = NULLIF(%s, ''), version = %s, updated_at = %s,
+            last_event_id = %s
+        WHERE alert_id = %s AND version < %s""",
+    "alert_commented": """
+        UPDATE alerts SET version = %s, updated_at = %s, last_event_id = %s
+        WHERE alert_id = %s AND version < %s""",
     "camera_configured": """
         INSERT INTO cameras AS t (camera_id, site_id, edge_id, name, timezone, enabled,
             configured_at, config_event_id, stream_state)
@@ -183,6 +190,21 @@ OPS: dict[str, str] = {
             stream_changed_at = EXCLUDED.stream_changed_at,
             stream_event_id = EXCLUDED.stream_event_id
         WHERE """ + _NEWER.format(t="t", at="stream_changed_at", eid="stream_event_id"),
+    # The hash chain (projections/access_log.py): the next seq and the link to the newest
+    # row, computed in the same statement; a redelivered event is not chained twice.
+    "access_recorded": """
+        INSERT INTO access_log (event_id, occurred_at, actor_kind, actor_id, actor_name,
+            role, method, route, operation, resource_ids, client_address, status, outcome,
+            content_hash, seq, prev_hash, hash, log_partition, log_offset)
+        SELECT v.*, COALESCE(l.seq, 0) + 1, COALESCE(l.hash, ''),
+            encode(sha256(convert_to(COALESCE(l.hash, '') || %s::text, 'UTF8')), 'hex'),
+            %s::integer, %s::bigint
+        FROM (SELECT %s::text, %s::timestamptz, %s::text, %s::text, %s::text, %s::text,
+                     %s::text, %s::text, %s::text, %s::text[], %s::text, %s::integer,
+                     %s::text, %s::text) AS v
+        LEFT JOIN LATERAL (SELECT seq, hash FROM access_log ORDER BY seq DESC LIMIT 1) l
+            ON true
+        WHERE NOT EXISTS (SELECT 1 FROM access_log WHERE event_id = %s)""",
     "erase": """
         WITH ids AS (SELECT unnest(%s::text[]) AS detection_id),
         ins AS (INSERT INTO erased_detections (detection_id, erasure_event_id, erased_at)

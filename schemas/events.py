@@ -288,6 +288,9 @@ class RuleTriggered(Event):
     #: (v3) the detection id of each track in the frame that completed the evidence, so
     #: the evidence stage can highlight them without re-running the tracker.
     detection_ids: list[str] = field(default_factory=list)
+    #: (v4) when an unacknowledged alert of this rule escalates, and how far; None = default.
+    escalation_s: float | None = None
+    max_escalation_level: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -400,6 +403,26 @@ class ResolveAlert(Event):
     expected_version: int | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AssignAlert(Event):
+    """Operator intent: hand the alert to `assignee` (a console user name or a team);
+    an empty `assignee` unassigns it."""
+
+    alert_id: str
+    operator: str
+    assignee: str
+    expected_version: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommentOnAlert(Event):
+    """Operator intent: add a note to the alert's history (allowed in every state)."""
+
+    alert_id: str
+    operator: str
+    text: str
+
+
 # --------------------------------------------------------------------------- vigil.alerts
 
 
@@ -453,6 +476,26 @@ class AlertAcknowledged(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AlertAssigned(Event):
+    alert_id: str
+    incident_key: str
+    operator: str
+    assignee: str
+    command_id: str
+    version: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertCommented(Event):
+    alert_id: str
+    incident_key: str
+    operator: str
+    text: str
+    command_id: str
+    version: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AlertResolved(Event):
     alert_id: str
     incident_key: str
@@ -495,6 +538,16 @@ class NotificationFailed(Event):
     channel: str
     attempts: int
     reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryNotification(Event):
+    """Operator command (API or `vigil notify retry`) to the notifier, on vigil.notifications:
+    deliver a failed notification again. `notification_event_id` "*" = every failed one."""
+
+    notification_event_id: str
+    alert_id: str
+    requested_by: str
 
 
 # --------------------------------------------------------------------------- vigil.config
@@ -555,6 +608,25 @@ class RuleConfigured(Event):
     escalation_s: float = 900.0
     max_escalation_level: int = 3
     auto_resolve: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteConfigured(Event):
+    """A notification route (schemas/site_config.py RouteModel, docs/notifications.md)."""
+
+    route_id: str
+    site_id: str | None = None
+    cameras: list[str] = field(default_factory=list)
+    rule_types: list[str] = field(default_factory=list)
+    severities: list[str] = field(default_factory=list)
+    event_types: list[str] = field(default_factory=list)
+    levels: list[int] = field(default_factory=list)
+    channels: list[str]
+    recipients: list[str] = field(default_factory=list)
+    quiet_start: str | None = None
+    quiet_end: str | None = None
+    timezone: str | None = None
+    enabled: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -624,6 +696,27 @@ class AppearanceErased(Event):
     reason: str
 
 
+# --------------------------------------------------------------------------- vigil.access
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccessRecorded(Event):
+    """One API request that read personal data or changed something: who, what, from
+    where, with what outcome. Never the data itself: ids only (docs/security.md)."""
+
+    actor_kind: str  # "key" (an API key) or "user" (a console session)
+    actor_id: str  # key id, or user id; "anonymous" when no valid credential was sent
+    actor_name: str
+    role: str
+    method: str
+    route: str  # the route template, e.g. /api/v1/cameras/{camera_id}
+    operation: str
+    resource_ids: list[str]  # "name=value" of the ids the request named
+    client_address: str
+    status: int
+    outcome: str  # ok | denied | not_found | rejected | error
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (
@@ -642,22 +735,29 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ClipRecorded,
         AcknowledgeAlert,
         ResolveAlert,
+        AssignAlert,
+        CommentOnAlert,
         AlertRaised,
         AlertRepeated,
         AlertEscalated,
         AlertAcknowledged,
         AlertResolved,
+        AlertAssigned,
+        AlertCommented,
         CommandRejected,
         NotificationDelivered,
         NotificationFailed,
+        RetryNotification,
         CameraConfigured,
         ZoneConfigured,
         LineConfigured,
         RuleConfigured,
+        RouteConfigured,
         EntityDeleted,
         EdgeOffline,
         EdgeOnline,
         StreamDown,
+        AccessRecorded,
         StreamUp,
         InferenceDegraded,
         InferenceRecovered,

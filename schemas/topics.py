@@ -74,8 +74,9 @@ CATALOG: tuple[Topic, ...] = (
     Topic("clip-retry", "camera_id", ("EvidenceCaptured",), 8, 7 * DAY_MS, public=False),
     Topic("alerts", "incident_key",
           ("AlertRaised", "AlertRepeated", "AlertEscalated", "AlertAcknowledged",
-           "AlertResolved", "CommandRejected"), 8, None),
-    Topic("commands", "incident_key", ("AcknowledgeAlert", "ResolveAlert"), 8, None),
+           "AlertResolved", "AlertAssigned", "AlertCommented", "CommandRejected"), 8, None),
+    Topic("commands", "incident_key",
+          ("AcknowledgeAlert", "ResolveAlert", "AssignAlert", "CommentOnAlert"), 8, None),
     Topic("alert-ticks", "partition", (), 8, HOUR_MS, public=False),
     # rule hits and health events re-keyed by incident (the scene topic is keyed by camera)
     Topic("alert-input", "incident_key",
@@ -84,15 +85,19 @@ CATALOG: tuple[Topic, ...] = (
           public=False),
     # the leader's clock for site health, co-partitioned with heartbeats (edge last-seen)
     Topic("health-ticks", "partition", (), 4, HOUR_MS, public=False),
-    Topic("notifications", "alert_id", ("NotificationDelivered", "NotificationFailed"), 4,
+    Topic("notifications", "alert_id", ("NotificationDelivered", "NotificationFailed",
+                                            "RetryNotification"), 4,
           365 * DAY_MS),
-    Topic("config", "entity id (camera/ID, zone/ID, line/ID, rule/ID)",
+    Topic("config", "entity id (camera/ID, zone/ID, line/ID, rule/ID, route/ID)",
           ("CameraConfigured", "ZoneConfigured", "LineConfigured", "RuleConfigured",
-           "EntityDeleted"), 1, None, compacted=True),
+           "RouteConfigured", "EntityDeleted"), 1, None, compacted=True),
     Topic("health", "edge_id / camera_id / worker_id",
           ("EdgeOffline", "EdgeOnline", "StreamDown", "StreamUp", "InferenceDegraded",
            "InferenceRecovered"), 4, 90 * DAY_MS),
     Topic("privacy", "subject", ("AppearanceErased",), 1, None),
+    # who read personal data or changed what (api/access.py): one partition, so the read
+    # model's hash chain follows one total order; kept forever, never compacted
+    Topic("access", "access", ("AccessRecorded",), 1, None),
     # twice the frames cap: a 2 MiB poison frame plus its reason headers must fit
     Topic("dlq", "original key", (), 4, 30 * DAY_MS,
           extra={"max.message.bytes": "4194304"}),
@@ -115,8 +120,12 @@ def topic_name(suffix: str, prefix: str | None = None) -> str:
 def admin_client(bootstrap: str) -> AdminClient:
     """The admin client every topic operation uses (a broker that does not answer fails
     a call within 10 s instead of librdkafka's minute)."""
-    # librdkafka's messages through Python logging (JSON like every other line)
-    return AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 10_000,
+    from vigil.settings import get_settings
+
+    # the configured security (TLS, SASL) with the address the caller names; librdkafka's
+    # messages through Python logging (JSON like every other line)
+    cfg = {**get_settings().kafka_client_config(), "bootstrap.servers": bootstrap}
+    return AdminClient({**cfg, "socket.timeout.ms": 10_000,
                         "logger": logging.getLogger("librdkafka")})
 
 

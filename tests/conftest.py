@@ -1,7 +1,7 @@
 """Test-session fixtures: the real local stack, started once, and per-test isolation.
 
 Integration tests (marker ``integration``) get the stack from the `stack` fixture:
-- by default `vigil.devstack` starts Kafka, PostgreSQL+pgvector, Triton and the object
+- by default `tools.devstack` starts Kafka, PostgreSQL+pgvector, Triton and the object
   store under a test state folder and stops them at the end of the session;
 - with ``VIGIL_TEST_STACK=external`` the addresses come from the environment
   (KAFKA_BOOTSTRAP, DATABASE_URL, TRITON_URL, S3_ENDPOINT) and nothing is started.
@@ -44,7 +44,7 @@ def stack() -> Iterator[dict[str, str]]:
             "VIGIL_STATE_DIR": str(s.state_dir),
         }
         return
-    from vigil.devstack.stack import Stack
+    from tools.devstack.stack import Stack
 
     state_dir = Path(os.environ.get("VIGIL_TEST_STATE_DIR", ROOT / ".vigil" / "test-stack"))
     st = Stack.for_tests(state_dir)

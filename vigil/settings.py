@@ -29,6 +29,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from vigil.errors import ConfigError
+from vigil.redact import register_secret
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,6 +43,14 @@ class Settings(BaseSettings):
     log_format: str = Field("json", validation_alias="VIGIL_LOG_FORMAT")
 
     kafka_bootstrap: str = Field("127.0.0.1:19092", validation_alias="KAFKA_BOOTSTRAP")
+    #: How every client talks to Kafka (docs/security.md): PLAINTEXT for the local stack,
+    #: SASL_SSL (TLS + SCRAM-SHA-512) for anything else.
+    kafka_security_protocol: str = Field("PLAINTEXT", validation_alias="KAFKA_SECURITY_PROTOCOL")
+    kafka_sasl_mechanism: str = Field("SCRAM-SHA-512", validation_alias="KAFKA_SASL_MECHANISM")
+    kafka_sasl_username: str | None = Field(None, validation_alias="KAFKA_SASL_USERNAME")
+    kafka_sasl_password: SecretStr | None = Field(None, validation_alias="KAFKA_SASL_PASSWORD")
+    #: PEM file of the CA that signed the brokers' certificates (default: system CAs)
+    kafka_ssl_ca: Path | None = Field(None, validation_alias="KAFKA_SSL_CA")
     schema_registry_url: str | None = Field(None, validation_alias="SCHEMA_REGISTRY_URL")
     database_url: str = Field(
         "postgresql+psycopg://vigil@127.0.0.1:15432/vigil", validation_alias="DATABASE_URL"
@@ -81,6 +90,63 @@ class Settings(BaseSettings):
         if not v or not all(c.isalnum() or c in "._-" for c in v):
             raise ValueError("must be non-empty and use only letters, digits, '.', '_', '-'")
         return v
+
+    @field_validator("kafka_security_protocol")
+    @classmethod
+    def _protocol(cls, v: str) -> str:
+        v = v.upper()
+        if v not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):
+            raise ValueError("must be PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
+        return v
+
+    @field_validator("kafka_sasl_mechanism")
+    @classmethod
+    def _mechanism(cls, v: str) -> str:
+        v = v.upper()
+        if v not in ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"):
+            raise ValueError("must be SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN")
+        return v
+
+    @model_validator(mode="after")
+    def _kafka_security(self) -> Settings:
+        if self.kafka_security_protocol.startswith("SASL_") and not (
+                self.kafka_sasl_username and self.kafka_sasl_password):
+            raise ValueError(f"KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                             "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD")
+        if self.kafka_ssl_ca is not None and not self.kafka_ssl_ca.is_file():
+            raise ValueError(f"KAFKA_SSL_CA {self.kafka_ssl_ca} is not a readable file")
+        if self.kafka_sasl_password is not None:
+            register_secret(self.kafka_sasl_password.get_secret_value())
+        register_secret(self.s3_secret_key.get_secret_value())
+        return self
+
+    def kafka_client_config(self) -> dict[str, Any]:
+        """librdkafka (confluent-kafka) settings: address and security, for every client."""
+        cfg: dict[str, Any] = {"bootstrap.servers": self.kafka_bootstrap,
+                               "security.protocol": self.kafka_security_protocol.lower()}
+        if self.kafka_security_protocol.startswith("SASL_"):
+            assert self.kafka_sasl_password is not None
+            cfg.update({"sasl.mechanisms": self.kafka_sasl_mechanism,
+                        "sasl.username": self.kafka_sasl_username,
+                        "sasl.password": self.kafka_sasl_password.get_secret_value()})
+        if self.kafka_security_protocol.endswith("SSL") and self.kafka_ssl_ca is not None:
+            cfg["ssl.ca.location"] = str(self.kafka_ssl_ca)
+        return cfg
+
+    def aiokafka_security(self) -> dict[str, Any]:
+        """The same for aiokafka (the notifier, Faust's transport): keyword arguments."""
+        out: dict[str, Any] = {"security_protocol": self.kafka_security_protocol}
+        if self.kafka_security_protocol.endswith("SSL"):
+            from aiokafka.helpers import create_ssl_context
+
+            out["ssl_context"] = create_ssl_context(
+                cafile=str(self.kafka_ssl_ca) if self.kafka_ssl_ca else None)
+        if self.kafka_security_protocol.startswith("SASL_"):
+            assert self.kafka_sasl_password is not None
+            out.update(sasl_mechanism=self.kafka_sasl_mechanism,
+                       sasl_plain_username=self.kafka_sasl_username,
+                       sasl_plain_password=self.kafka_sasl_password.get_secret_value())
+        return out
 
     @field_validator("log_format")
     @classmethod

@@ -191,6 +191,84 @@ async def alert_page(request: Request) -> Response:
     return _page(request, "alert.html", alert=detail, page_name="alert")
 
 
+async def alert_thumbnail(request: Request) -> Response:
+    """The queue's picture of an alert: a redirect to its newest evidence's thumbnail
+    (a short-lived presigned URL), after the same site check as the alert itself; a
+    picture another site's alert has is a 404 like a missing one."""
+    if not request.cookies.get(SESSION_COOKIE):
+        return Response(status_code=401)
+    try:
+        await authenticate_session(request, "read")
+        from api.alerts import get_alert
+
+        detail = await _api_json(get_alert, request)
+    except ApiError as exc:
+        return Response(status_code=exc.status if exc.status in (401, 403, 429) else 404)
+    for item in reversed(detail.get("evidence") or []):
+        url = item.get("thumbnail_url") or item.get("annotated_url")
+        if url:
+            return RedirectResponse(url, status_code=303,
+                                    headers={"Cache-Control": "private, max-age=60"})
+    return Response(status_code=404, headers={"Cache-Control": "private, max-age=10"})
+
+
+async def cameras_page(request: Request) -> Response:
+    """The camera wall: every camera the user may see, with its status."""
+    if (redirect := await _user(request)) is not None:
+        return redirect
+    from api.cameras import CameraQuery, list_cameras, list_sites
+
+    page = await _api_json(list_cameras, request, CameraQuery(limit=500))
+    sites = await _api_json(list_sites, request)
+    return _page(request, "cameras.html", initial={"cameras": page, "sites": sites},
+                 page_name="cameras")
+
+
+async def camera_page(request: Request) -> Response:
+    if (redirect := await _user(request)) is not None:
+        return redirect
+    from api.cameras import get_camera
+
+    try:
+        camera = await _api_json(get_camera, request)
+    except ApiError as exc:
+        if exc.status in (400, 404):
+            return _page(request, "error.html", 404, title="Not found",
+                         message="There is no camera with this id, or it is not yours "
+                                 "to see.")
+        raise
+    return _page(request, "camera.html", camera=camera, page_name="camera")
+
+
+async def camera_frame(request: Request) -> Response:
+    """A camera's latest stored frame: a redirect to its presigned URL (site-checked)."""
+    if not request.cookies.get(SESSION_COOKIE):
+        return Response(status_code=401)
+    try:
+        await authenticate_session(request, "read")
+        from api.cameras import get_camera
+
+        camera = await _api_json(get_camera, request)
+    except ApiError as exc:
+        return Response(status_code=exc.status if exc.status in (401, 403, 429) else 404)
+    url = (camera.get("last_frame") or {}).get("url")
+    if not url:
+        return Response(status_code=404, headers={"Cache-Control": "private, max-age=10"})
+    return RedirectResponse(url, status_code=303, headers={"Cache-Control": "no-store"})
+
+
+async def system_page(request: Request) -> Response:
+    """Edges and cameras as the on-call operator checks them."""
+    if (redirect := await _user(request)) is not None:
+        return redirect
+    from api.cameras import CameraQuery, list_cameras, list_sites
+
+    page = await _api_json(list_cameras, request, CameraQuery(limit=500))
+    sites = await _api_json(list_sites, request)
+    return _page(request, "system.html", initial={"cameras": page, "sites": sites},
+                 page_name="system")
+
+
 async def not_found(request: Request) -> Response:
     if (redirect := await _user(request)) is not None:
         return redirect
@@ -219,6 +297,11 @@ def routes() -> list[BaseRoute]:
         Route("/console/logout", logout, methods=["POST"]),
         Route("/console/", queue_page, methods=["GET"]),
         Route("/console/alerts/{alert_id}", alert_page, methods=["GET"]),
+        Route("/console/alerts/{alert_id}/thumbnail", alert_thumbnail, methods=["GET"]),
+        Route("/console/cameras", cameras_page, methods=["GET"]),
+        Route("/console/cameras/{camera_id}", camera_page, methods=["GET"]),
+        Route("/console/cameras/{camera_id}/frame", camera_frame, methods=["GET"]),
+        Route("/console/system", system_page, methods=["GET"]),
         Mount("/console/static", app=StaticFiles(directory=str(HERE / "static")),
               name="console-static"),
         Route("/console/{rest:path}", not_found, methods=["GET"]),

@@ -23,7 +23,7 @@ from confluent_kafka import Consumer, TopicPartition
 from schemas.codec import default_codec
 from schemas.events import Event, RuleTriggered
 from schemas.topics import apply_topics, topic_name
-from vigil.devstack.process import free_port
+from tools.devstack.process import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -22,7 +22,7 @@ def faults_run(stack: dict[str, str], tmp_path: Path, names: list[str],
     env.update({"VIGIL_STATE_DIR": str(tmp_path / "state"), "VIGIL_LOG_FORMAT": "text"})
     out = tmp_path / "faults.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vigil.cli", "faults", "run", "--quick", "--json", str(out),
+        [sys.executable, "-m", "vigil_cli", "faults", "run", "--quick", "--json", str(out),
          "--only", *names],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         stdin=subprocess.DEVNULL)

@@ -24,7 +24,7 @@ import httpx
 import pytest
 import yaml
 
-from vigil.devstack.process import free_port
+from tools.devstack.process import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -82,7 +82,7 @@ def chain(vigil_env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, int]]
                 "VIGIL_NOTIFY_SECRET": "test-secret", "VIGIL_LOG_FORMAT": "json"})
     logs = {n: (tmp_path / f"{n}.log").open("wb") for n in ("notifier", "alertmanager")}
     procs = [
-        subprocess.Popen([sys.executable, "-m", "vigil.cli", "notifier"], env=env,
+        subprocess.Popen([sys.executable, "-m", "vigil_cli", "notifier"], env=env,
                          stdout=logs["notifier"], stderr=subprocess.STDOUT,
                          stdin=subprocess.DEVNULL, start_new_session=True),
         subprocess.Popen([binary, f"--config.file={am_cfg}",

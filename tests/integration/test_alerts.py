@@ -11,8 +11,8 @@ import pytest
 
 from agents.alert_state import incident_key
 from schemas.events import AcknowledgeAlert, AlertRaised, ResolveAlert
+from schemas.producer import EventProducer
 from tests.integration.alerts_support import Reader, Worker, module_env, of_type, rule_hit
-from vigil.kafka import EventProducer
 
 pytestmark = pytest.mark.integration
 ESCALATION_S = 3.0

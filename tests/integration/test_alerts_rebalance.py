@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from agents.alert_state import incident_key
+from schemas.producer import EventProducer
 from tests.integration.alerts_support import (
     Reader,
     Worker,
@@ -19,7 +20,6 @@ from tests.integration.alerts_support import (
     of_type,
     rule_hit,
 )
-from vigil.kafka import EventProducer
 
 pytestmark = pytest.mark.integration
 ESCALATION_S = 12.0

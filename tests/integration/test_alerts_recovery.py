@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from agents.alert_state import incident_key
+from schemas.producer import EventProducer
 from tests.integration.alerts_support import Reader, Worker, module_env, of_type, rule_hit
-from vigil.kafka import EventProducer
 
 pytestmark = pytest.mark.integration
 ESCALATION_S = 6.0

@@ -20,9 +20,9 @@ from starlette.testclient import TestClient
 from api.app import create_app
 from api.console.pages import is_console_route
 from api.settings import load_api_settings
-from api.testing import T0, World, make_world, seed_world, serve, wait_for
 from schemas.codec import default_codec
 from schemas.events import AlertAcknowledged, AlertRaised, CommandRejected
+from tools.testkit.api import T0, World, make_world, seed_world, serve, wait_for
 from vigil.settings import get_settings
 
 pytestmark = pytest.mark.integration
@@ -186,6 +186,8 @@ def _matrix(ids: dict[str, Any]) -> list[tuple[str, str, dict[str, Any], set[str
         ("GET", f"/api/v1/alerts/{alert}", {}, read),
         ("POST", f"/api/v1/alerts/{alert}/ack", {"json": {}}, act),
         ("POST", f"/api/v1/alerts/{alert}/resolve", {"json": {}}, act),
+        ("POST", f"/api/v1/alerts/{alert}/assign", {"json": {"assignee": "olga"}}, act),
+        ("POST", f"/api/v1/alerts/{alert}/comment", {"json": {"text": "seen"}}, act),
         ("GET", "/api/v1/cameras", {}, read),
         ("GET", "/api/v1/cameras/cam-a1", {}, read),
         ("GET", "/api/v1/sites", {}, read),
@@ -206,8 +208,16 @@ def _matrix(ids: dict[str, Any]) -> list[tuple[str, str, dict[str, Any], set[str
         ("DELETE", "/api/v1/zones/zone-del", {}, {"admin"}),
         ("DELETE", "/api/v1/lines/line-del", {}, {"admin"}),
         ("DELETE", "/api/v1/rules/rule-del", {}, {"admin"}),
+        ("PUT", "/api/v1/routes/route-x", {"json": {"channels": ["mail"]}}, {"admin"}),
+        ("DELETE", "/api/v1/routes/route-del", {}, {"admin"}),
+        ("GET", f"/api/v1/notifications?alert_id={alert}", {}, read),
+        ("POST", f"/api/v1/notifications/{ids['notifications_failed']['cam-a1']}/retry", {},
+         act),
         ("GET", "/api/v1/reports/daily?date=2026-01-15", {}, read),
         ("GET", "/api/v1/audit/commands", {}, {"auditor", "admin"}),
+        ("GET", "/api/v1/audit/access", {}, {"auditor", "admin"}),
+        ("GET", "/api/v1/audit/access?outcome=denied&route=/api/v1/cameras/{camera_id}",
+         {}, {"auditor", "admin"}),
         ("GET", "/api/v1/alerts/stream?max_events=1&timeout_s=0.2", {}, read),
     ]
 
@@ -519,6 +529,57 @@ def test_zone_and_rule_validation_and_publishing(client: TestClient,
     assert "zone-lobby" in {z["zone_id"] for z in zones["items"]}
 
 
+def test_routes_validation_and_notification_retry(
+        client: TestClient, world: tuple[World, dict[str, Any]]) -> None:
+    w, ids = world
+    h = w.auth("admin")
+
+    def locs(resp: httpx.Response) -> list[list[Any]]:
+        return [e["loc"] for e in _error_shape(resp, 422)["details"]["errors"]]
+
+    assert ["body", "severities", "0"] in locs(client.put(
+        "/api/v1/routes/r-bad", json={"channels": ["mail"], "severities": ["loud"]}, headers=h))
+    assert ["body", "channels"] in locs(client.put(
+        "/api/v1/routes/r-bad", json={"channels": []}, headers=h))
+    assert ["body", "cameras", "0"] in locs(client.put(
+        "/api/v1/routes/r-bad", json={"channels": ["mail"], "cameras": ["nope"]}, headers=h))
+    assert ["body", "quiet_hours"] in locs(client.put("/api/v1/routes/r-bad", json={
+        "channels": ["mail"], "quiet_hours": {"start": "25:00", "end": "06:00"}}, headers=h))
+    good = {"channels": ["mail", "sms"], "recipients": ["admin@x.example"], "levels": [2],
+            "cameras": ["cam-a1"], "quiet_hours": {"start": "22:00", "end": "06:00"}}
+    resp = client.put("/api/v1/routes/admin-l2", json=good, headers=h)
+    assert resp.status_code == 202, resp.text
+    assert resp.json()["key"] == "route/admin-l2"
+    codec = default_codec()
+    msgs = _consume(f"{w.prefix}.config", 1000, timeout=10,
+                    until=lambda m: m.key() == b"route/admin-l2")
+    ev = codec.decode(msgs[-1].value())
+    assert (ev.event_type, ev.levels, ev.quiet_start) == ("RouteConfigured", [2], "22:00")
+
+    alert = ids["alerts"]["cam-a1"][0]["alert_id"]
+    failed = ids["notifications_failed"]["cam-a1"]
+    listed = client.get(f"/api/v1/notifications?alert_id={alert}&status=failed",
+                        headers=w.auth("viewer_a"))
+    assert listed.status_code == 200, listed.text
+    (item,) = listed.json()["items"]
+    assert (item["event_id"], item["reason"]) == (failed, "ConnectionRefusedError")
+    _error_shape(client.get("/api/v1/notifications", headers=w.auth("viewer_a")), 422)
+    _error_shape(client.post(f"/api/v1/notifications/{failed}/retry",
+                             headers=w.auth("viewer_a")), 403)
+    _error_shape(client.post("/api/v1/notifications/nope/retry", headers=h), 404)
+    b_failed = ids["notifications_failed"]["cam-b1"]
+    _error_shape(client.post(f"/api/v1/notifications/{b_failed}/retry",
+                             headers=w.auth("operator_a")), 404)  # another site's
+    resp = client.post(f"/api/v1/notifications/{failed}/retry", headers=w.auth("operator_a"))
+    assert resp.status_code == 202, resp.text
+    cmd_id = resp.json()["command_id"]
+    msgs = _consume(f"{w.prefix}.notifications", 1000, timeout=10,
+                    until=lambda m: codec.decode(m.value()).event_id == cmd_id)
+    cmd = codec.decode(msgs[-1].value())
+    assert (cmd.event_type, cmd.notification_event_id, cmd.alert_id) == (
+        "RetryNotification", failed, alert)
+
+
 def test_line_validation_publishing_listing_and_deletion(
         client: TestClient, world: tuple[World, dict[str, Any]]) -> None:
     w, _ = world
@@ -628,7 +689,7 @@ def test_stream_delivers_alert_within_a_second_of_projection(
                     received[key] = time.monotonic()
 
     def projected_at(alert_id: str) -> float:
-        from projections.tables import alerts, in_schema
+        from schemas.tables import alerts, in_schema
 
         def present() -> bool:
             with w.engine.connect() as conn:

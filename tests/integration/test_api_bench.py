@@ -7,7 +7,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from api.bench import run
+from tools.bench.api import run
 from vigil.settings import get_settings
 
 pytestmark = pytest.mark.integration

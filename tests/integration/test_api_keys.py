@@ -17,8 +17,8 @@ import sqlalchemy as sa
 from starlette.testclient import TestClient
 
 from api.auth import KeyStore
-from api.testing import World, make_world
 from tests.integration.test_api import build
+from tools.testkit.api import World, make_world
 from vigil.settings import get_settings
 
 pytestmark = pytest.mark.integration
@@ -112,7 +112,7 @@ def test_the_cli_creates_lists_and_rotates(world: World) -> None:
     env = {**os.environ, "VIGIL_API_KEYS_SCHEMA": world.keys_schema}
 
     def vigil(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "vigil.cli", "api", "keys", *args],
+        return subprocess.run([sys.executable, "-m", "vigil_cli", "api", "keys", *args],
                               env=env, capture_output=True, text=True, timeout=60)
 
     made = vigil("create", "--role", "auditor", "--name", "cli-key", "--expires-in", "90d")

@@ -11,9 +11,9 @@ from projections.migrate import upgrade
 from projections.projector import Projector
 from projections.replay import drop_schema
 from projections.settings import ProjectorSettings, get_projector_settings
-from projections.workload import mixed_workload, publish
-from vigil.cli import main
+from tools.bench.workload import mixed_workload, publish
 from vigil.settings import get_settings
+from vigil_cli.main import main
 
 pytestmark = pytest.mark.integration
 

@@ -22,8 +22,8 @@ from confluent_kafka import Consumer, TopicPartition
 
 from schemas.codec import default_codec
 from schemas.events import EdgeHeartbeat, EdgeOffline, Event, StreamStatus
+from schemas.producer import EventProducer
 from schemas.topics import topic_name
-from vigil.kafka import EventProducer
 
 pytestmark = pytest.mark.integration
 

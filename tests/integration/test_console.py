@@ -14,6 +14,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -23,13 +24,15 @@ from playwright.sync_api import expect
 
 from api.app import create_app
 from api.settings import load_api_settings
-from api.testing import World, make_world, seed_world, serve, wait_for
 from api.users import UserStore
 from tests.integration.alerts_support import ROOT, Worker, module_env, rule_hit
+from tests.integration.test_evidence_agent import config_events, send_hit, send_segments
+from tools.testkit.api import World, make_world, seed_world, serve, wait_for
 from vigil.settings import get_settings
 
 pytestmark = pytest.mark.integration
 
+EVIDENCE_CAM = "cam-ev"
 SHOTS = ROOT / "test-artifacts" / "console"
 PASSWORD = "correct horse battery"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -39,7 +42,11 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 def env(stack: dict[str, str], tmp_path_factory: pytest.TempPathFactory
         ) -> Iterator[dict[str, str]]:
     tmp = tmp_path_factory.mktemp("console")
-    yield from module_env(stack, tmp, {"VIGIL_WORKER_AGENTS": "alerts"})
+    yield from module_env(stack, tmp, {
+        "VIGIL_WORKER_AGENTS": "alerts,evidence,clips",
+        # a short clip window and quick re-checks keep the test short
+        "VIGIL_EVIDENCE_PRE_S": "2", "VIGIL_EVIDENCE_POST_S": "3",
+        "VIGIL_EVIDENCE_CLIP_RETRY_S": "1", "VIGIL_EVIDENCE_CLIP_NO_RECORDING_S": "30"})
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +54,8 @@ def world(env: dict[str, str], stack: dict[str, str]) -> Iterator[tuple[World, d
     with make_world(stack["KAFKA_BOOTSTRAP"], stack["DATABASE_URL"],
                     env["VIGIL_TOPIC_PREFIX"]) as w:
         ids = seed_world(w)
+        for key, event in config_events(EVIDENCE_CAM):
+            w.send("config", key, event)
         users = UserStore(w.engine, w.keys_schema)
         users.ensure_schema()
         for name, role, sites in (("olga", "operator", None), ("vera", "viewer", None),
@@ -65,7 +74,7 @@ def pipeline(env: dict[str, str], world: tuple[World, dict[str, Any]],
     worker.start()
     proj_log = (logs / "projector.log").open("ab")
     projector = subprocess.Popen(
-        [sys.executable, "-m", "vigil.cli", "project", "--schema", w.schema,
+        [sys.executable, "-m", "vigil_cli", "project", "--schema", w.schema,
          "--max-seconds", "900"],
         env=env, cwd=ROOT, stdout=proj_log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -83,9 +92,12 @@ def pipeline(env: dict[str, str], world: tuple[World, dict[str, Any]],
 @pytest.fixture(scope="module")
 def base_url(world: tuple[World, dict[str, Any]], pipeline: None) -> Iterator[str]:
     w, _ = world
+    from vigil.objects import client
+
     app = create_app(get_settings(), w.engine, w.producer, read_schema=w.schema,
                      api_settings=load_api_settings(env={}, keys_schema=w.keys_schema,
-                                                    cookie_secure=False))
+                                                    cookie_secure=False),
+                     object_store=client())
     with serve(app) as url:
         yield url
 
@@ -182,16 +194,74 @@ def test_operator_sees_a_new_alert_live_and_acknowledges_it_from_the_keyboard(
     page.context.close()
 
 
+def test_an_alert_shows_its_thumbnail_annotated_snapshot_and_a_clip_that_plays(
+        world: tuple[World, dict[str, Any]], base_url: str, browser: Any) -> None:
+    """The whole evidence path as the operator sees it: the rule hit's frame rendered by
+    the evidence agent, its clip cut from recorded segments by the clips agent."""
+    w, _ = world
+    now = datetime.now(UTC).replace(microsecond=0)
+    hit, _ = send_hit(w, EVIDENCE_CAM, dwell_s=4, now=now)  # window now-6 s .. now+3 s
+    send_segments(w, EVIDENCE_CAM, now - timedelta(seconds=8), 3)
+
+    def alert_of_hit() -> str | None:
+        with w.engine.connect() as conn:
+            return conn.execute(sa.text(
+                f'SELECT alert_id FROM "{w.schema}".alerts WHERE rule_id = :r '
+                "ORDER BY raised_at DESC LIMIT 1"), {"r": hit.rule_id}).scalar()
+
+    alert_id = str(wait_for(alert_of_hit, timeout=60, interval=0.2))
+    page = login(browser, base_url, "olga")
+    thumb = row(page, alert_id).locator("img.thumb-img")
+    expect(thumb).to_have_count(1, timeout=30_000)
+    page.wait_for_function(
+        "id => { const i = document.querySelector("
+        "`tr[data-alert-id='${id}'] img.thumb-img`); return i && i.naturalWidth > 0; }",
+        arg=alert_id, timeout=60_000)
+    page.goto(f"{base_url}/console/alerts/{alert_id}")
+    annotated = page.locator("[data-testid=annotated]")
+    annotated.wait_for(timeout=60_000)
+    assert page.evaluate("() => document.querySelector('[data-testid=annotated]')"
+                         ".naturalWidth") == 640
+    video = page.locator("[data-testid=clip]")
+    video.wait_for(timeout=90_000)  # the page re-reads the alert until the clip is in
+    assert page.locator("[data-testid=trigger-mark]").count() == 1
+    page.evaluate("() => document.querySelector('[data-testid=clip]').play()")
+    page.wait_for_function(
+        "() => { const v = document.querySelector('[data-testid=clip]');"
+        " return v.readyState >= 2 && v.currentTime > 0.5; }", timeout=30_000)
+    page.screenshot(path=str(SHOTS / "alert-evidence.png"), full_page=True)
+    page.context.close()
+
+
 def test_operator_resolves_from_the_detail_page(
         world: tuple[World, dict[str, Any]], base_url: str, browser: Any) -> None:
     w, _ = world
     alert_id = raise_alert(w, "cam-a2")
     page = login(browser, base_url, "olga")
     page.goto(f"{base_url}/console/alerts/{alert_id}")
+    page.fill("#assign-form input[name=assignee]", "anna")
+    page.click("#assign-form button[type=submit]")
+    expect(page.locator("[data-field=assigned]")).to_have_text("anna", timeout=30_000)
+    page.fill("#comment-form input[name=text]", "guard sent to the gate")
+    page.click("#comment-form button[type=submit]")
+    expect(page.locator("#timeline li.event-AlertCommented")).to_contain_text(
+        "guard sent to the gate", timeout=30_000)
     page.select_option("#resolve-form select[name=resolution]", "false_alarm")
     page.click("#resolve-form button[type=submit]")
     expect(page.locator("[data-field=state]")).to_have_text("RESOLVED", timeout=30_000)
     expect(page.locator("[data-field=resolved]")).to_contain_text("false_alarm by olga")
+    page.screenshot(path=str(SHOTS / "alert-detail-resolved.png"), full_page=True)
+    with w.engine.connect() as conn:
+        assigned, state = conn.execute(sa.text(
+            f'SELECT assigned_to, state FROM "{w.schema}".alerts WHERE alert_id = :a'),
+            {"a": alert_id}).one()
+        kinds = conn.execute(sa.text(
+            f'SELECT event_type, payload->>\'operator\' FROM "{w.schema}".alert_events '
+            "WHERE alert_id = :a ORDER BY log_offset"), {"a": alert_id}).all()
+    assert (assigned, state) == ("anna", "RESOLVED")
+    # Every action is attributed to the logged-in user in the events it produced.
+    assert [k for k in kinds if k[0] != "AlertRaised"] == [
+        ("AlertAssigned", "olga"), ("AlertCommented", "olga"), ("AlertResolved", "olga")]
     page.context.close()
 
 
@@ -241,6 +311,46 @@ def test_site_scoped_operator_never_sees_another_site(
     page.context.close()
 
 
+def test_camera_wall_camera_page_and_system_page_are_site_scoped(
+        world: tuple[World, dict[str, Any]], base_url: str, browser: Any) -> None:
+    page = login(browser, base_url, "olga")
+    page.click("nav.main-nav >> text=Cameras")
+    page.wait_for_url(f"{base_url}/console/cameras")
+    cards = page.locator(".camera-card")
+    expect(cards).to_have_count(4)  # cam-a1, cam-a2, cam-b1 and the evidence camera
+    page.check("#show-zones")
+    # cam-a1 has a zone and a line: their overlay is drawn over its picture
+    a1 = page.locator('.camera-card[data-camera-id="cam-a1"]')
+    expect(a1.locator("svg.overlay polygon.zone")).to_have_count(1)
+    expect(a1.locator("svg.overlay line.tripwire")).to_have_count(1)
+    page.screenshot(path=str(SHOTS / "cameras.png"), full_page=True)
+    a1.click()
+    page.wait_for_url(f"{base_url}/console/cameras/cam-a1")
+    expect(page.locator("table.rules tbody")).to_contain_text("rule-a1")
+    page.screenshot(path=str(SHOTS / "camera.png"), full_page=True)
+    page.goto(f"{base_url}/console/system")
+    w, _ = world
+    with w.engine.connect() as conn:
+        status = conn.execute(sa.text(
+            f'SELECT status FROM "{w.schema}".edges WHERE edge_id = :e'), {"e": "edge-a"}
+        ).scalar()
+    expect(page.locator('#edges tr[data-edge-id="edge-a"] td').nth(2)).to_have_text(status)
+    expect(page.locator("#streams tbody tr")).to_have_count(4)
+    page.screenshot(path=str(SHOTS / "system.png"), full_page=True)
+    page.context.close()
+
+    scoped = login(browser, base_url, "anna")
+    scoped.goto(f"{base_url}/console/cameras")
+    expect(scoped.locator(".camera-card")).to_have_count(2)
+    assert scoped.locator('.camera-card[data-camera-id="cam-b1"]').count() == 0
+    scoped.goto(f"{base_url}/console/system")
+    expect(scoped.locator("#streams tbody tr")).to_have_count(2)
+    assert "edge-b" not in scoped.locator("#edges").inner_text()
+    scoped.goto(f"{base_url}/console/cameras/cam-b1")
+    expect(scoped.locator("[data-testid=error-message]")).to_contain_text("no camera")
+    scoped.context.close()
+
+
 def test_login_failures_csrf_and_logout(world: tuple[World, dict[str, Any]],
                                         base_url: str, browser: Any) -> None:
     ctx = browser.new_context()
@@ -281,7 +391,7 @@ def test_users_cli_creates_a_user_who_can_log_in(
     w, _ = world
     cli_env = dict(env, VIGIL_API_KEYS_SCHEMA=w.keys_schema)
     res = subprocess.run(
-        [sys.executable, "-m", "vigil.cli", "users", "create", "--role", "operator",
+        [sys.executable, "-m", "vigil_cli", "users", "create", "--role", "operator",
          "--site", "site-a", "carl"], input=PASSWORD + "\n", env=cli_env,
         capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert res.returncode == 0, res.stderr

@@ -34,7 +34,7 @@ def test_demo_raises_exactly_the_expected_alerts(stack: dict[str, str], tmp_path
         "VIGIL_LOG_FORMAT": "text",
     })
     res = subprocess.run(
-        [sys.executable, "-m", "vigil.cli", "demo", "--check", "--duration", "300",
+        [sys.executable, "-m", "vigil_cli", "demo", "--check", "--duration", "300",
          "--scenario", "loiterer", "--scenario", "crowd6", "--scenario", "passers_by"],
         env=env, capture_output=True, text=True, timeout=480, stdin=subprocess.DEVNULL,
     )

@@ -17,8 +17,8 @@ pytestmark = pytest.mark.integration
 
 
 def test_e2e_bench_quick_measures_alerts_in_the_read_model(stack: dict[str, str]) -> None:
-    from vigil.bench import BenchResult
-    from vigil.e2e_bench import run
+    from tools.bench.e2e import run
+    from tools.bench.runner import BenchResult
 
     t0 = time.monotonic()
     result = run(quick=True)

@@ -18,8 +18,8 @@ from edge_producer.runtime import Edge
 from edge_producer.sim.scenario import load_scenario
 from schemas.codec import default_codec
 from schemas.events import EdgeHeartbeat, Event, FrameCaptured, StreamDown
+from schemas.producer import EventProducer
 from schemas.topics import topic_name
-from vigil.kafka import EventProducer
 
 pytestmark = pytest.mark.integration
 
@@ -129,8 +129,8 @@ def test_recording_segments_are_stored_and_announced(stack, topic_prefix,
                                                       tmp_path: Path) -> None:
     import av
 
-    from edge_producer.objects import client, store_snapshot
     from schemas.events import SegmentRecorded
+    from vigil.objects import client, store_snapshot
 
     cfg = _config(tmp_path, [{"camera_id": "cam-rec", "url": "sim://night", "record": True}],
                   heartbeat_interval_s=60)
@@ -157,7 +157,7 @@ def test_large_frames_go_to_the_object_store_and_metrics_are_served(
         stack, topic_prefix, tmp_path: Path) -> None:
     import urllib.request
 
-    from edge_producer.objects import client
+    from vigil.objects import client
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -186,7 +186,7 @@ def test_sigterm_flushes_and_exits_cleanly(vigil_env, tmp_path: Path) -> None:
         "edge_id: edge-sig\nsite_id: s\nheartbeat_interval_s: 60\n"
         "cameras:\n  - {camera_id: cam-1, url: 'sim://passers_by', loop: true,"
         " realtime: true}\n")
-    proc = subprocess.Popen([sys.executable, "-m", "vigil.cli", "edge", "run", "--config",
+    proc = subprocess.Popen([sys.executable, "-m", "vigil_cli", "edge", "run", "--config",
                              str(site)], env=vigil_env, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(5)

@@ -16,11 +16,11 @@ import pytest
 import yaml
 
 from edge_producer.config import parse_edge_config
-from edge_producer.objects import client
 from edge_producer.runtime import Edge
 from edge_producer.sim.scenario import load_scenario
 from schemas.events import EdgeHeartbeat, SegmentRecorded
 from tests.integration.test_edge_kafka import consume
+from vigil.objects import client
 
 pytestmark = pytest.mark.integration
 
@@ -81,7 +81,7 @@ def test_sigkill_mid_recording_then_restart_loses_and_repeats_nothing(
     uploaded nor announced again."""
     conf = tmp_path / "edge.yaml"
     conf.write_text(yaml.safe_dump(_edge_doc(tmp_path, realtime=True)))
-    proc = subprocess.Popen([sys.executable, "-m", "vigil.cli", "edge", "run", "--config",
+    proc = subprocess.Popen([sys.executable, "-m", "vigil_cli", "edge", "run", "--config",
                              str(conf)], env=vigil_env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     rec_dir = tmp_path / "edge" / "recordings" / "cam-rec"

@@ -18,7 +18,7 @@ from edge_producer.sim.scenario import load_scenario
 from edge_producer.sources import decode_decimated
 from schemas.events import FrameCaptured, StreamDown, StreamUp
 from tests.integration.test_edge_kafka import consume
-from vigil.devstack.process import free_port
+from tools.devstack.process import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -22,7 +22,6 @@ from confluent_kafka import Consumer, TopicPartition
 from starlette.testclient import TestClient
 
 from agents.evidence_render import BOX_COLOUR, HIGHLIGHT_COLOUR, ZONE_COLOUR, pixel_box
-from api.testing import World, make_world
 from schemas.codec import default_codec
 from schemas.events import (
     AlertRaised,
@@ -39,7 +38,8 @@ from schemas.events import (
 )
 from schemas.topics import topic_name
 from tests.integration.alerts_support import Worker
-from vigil.devstack.process import free_port
+from tools.devstack.process import free_port
+from tools.testkit.api import World, make_world
 from vigil.settings import get_settings
 
 pytestmark = pytest.mark.integration
@@ -130,7 +130,7 @@ def send_hit(w: World, cam: str, *, big: bool = False, dwell_s: float = 42.0,
     tag = uuid.uuid4().hex[:8]
     fields: dict[str, Any] = {"jpeg": jpeg}
     if big:  # an oversized frame travels by object ref
-        from edge_producer.objects import store_frame
+        from vigil.objects import store_frame
 
         fields = {"object_ref": store_frame(jpeg, f"{cam}/{tag}.jpg")}
     frame = w.send("frames", cam, FrameCaptured.create(
@@ -189,7 +189,7 @@ def evidence_of(hit: RuleTriggered, worker: Worker, n: int = 1) -> list[Evidence
 
 
 def get_object(ref: str) -> tuple[bytes, Any]:
-    from edge_producer.objects import client, split_ref
+    from vigil.objects import client, split_ref
 
     s = get_settings()
     bucket, key = split_ref(ref, s.bucket_snapshots, s.buckets)
@@ -291,7 +291,7 @@ def test_the_api_serves_the_evidence_and_answers_410_once_erased(
         rule_type="loitering", severity="warning", first_evidence_at=hit.first_evidence_at,
         last_evidence_at=hit.last_evidence_at, version=1))
     w.project()
-    from edge_producer.objects import client
+    from vigil.objects import client
 
     app = create_app(get_settings(), w.engine, w.producer, read_schema=w.schema,
                      api_settings=load_api_settings(env={}, keys_schema=w.keys_schema),
@@ -361,8 +361,8 @@ def encode_segment(seconds: int) -> bytes:
 
 def send_segments(w: World, cam: str, start: datetime, n: int, corrupt: int | None = None
                   ) -> list[str]:
-    from edge_producer.objects import put_bytes
     from schemas.events import SegmentRecorded
+    from vigil.objects import put_bytes
 
     refs = []
     for i in range(n):
@@ -421,7 +421,7 @@ def test_a_clip_covers_the_window_even_when_its_segments_arrive_late(
     # the API hands out the clip's URL with the stills
     from api.app import create_app
     from api.settings import load_api_settings
-    from edge_producer.objects import client
+    from vigil.objects import client
 
     w.project()
     app = create_app(get_settings(), w.engine, w.producer, read_schema=w.schema,
@@ -456,9 +456,10 @@ def test_a_corrupt_segment_makes_a_partial_clip_and_a_camera_without_recording_s
 
 # --------------------------------------------------------------------------- API: video
 def test_recordings_listing_and_an_export_of_a_range(world: tuple[World, Worker]) -> None:
+    from edge_producer.objects import client
+
     from api.app import create_app
     from api.settings import load_api_settings
-    from edge_producer.objects import client
 
     w, _ = world
     w.add_key("operator", "operator")

@@ -2,7 +2,7 @@
 broker_restart postgres_restart`), judged by sets.
 
 Why a separate test: these stop a broker, a database or a network path, so they run on
-the dedicated fault stack of `vigil.faults.infra` (its own ports and state folder), never
+the dedicated fault stack of `tools.faults.infra` (its own ports and state folder), never
 on the shared test stack; Triton and the object store still come from the test stack.
 """
 

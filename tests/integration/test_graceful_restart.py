@@ -33,13 +33,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from agents.scene_bench import demo_site, demo_streams, merge
 from agents.scene_rules import compile_camera, process
 from schemas.codec import default_codec
 from schemas.events import Event, FrameAnalyzed
+from schemas.site_config import config_events, parse_site
 from schemas.topics import topic_name
-from vigil.devstack.process import free_port
-from vigil.site_config import config_events, parse_site
+from tools.bench.scene import demo_site, demo_streams, merge
+from tools.devstack.process import free_port
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,7 +55,7 @@ class Service:
     def start(self) -> None:
         with self.log.open("ab") as fh:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "vigil.cli", *self.argv], env=self.env, cwd=ROOT,
+                [sys.executable, "-m", "vigil_cli", *self.argv], env=self.env, cwd=ROOT,
                 stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
 
     def alive(self) -> bool:
@@ -104,7 +104,7 @@ def scrape(port: int, path: str = "/metrics") -> tuple[str, str]:
 
 
 def publish(frames: list[FrameAnalyzed]) -> None:
-    from vigil.kafka import EventProducer
+    from schemas.producer import EventProducer
 
     producer = EventProducer(**{"linger.ms": 5})
     for f in frames:
@@ -216,7 +216,7 @@ def read_topic(suffix: str, until: set[str], timeout: float, svc: Service,
 def test_worker_sigterm_mid_stream_loses_nothing_and_serves_metrics(
     vigil_env: dict[str, str], topic_prefix: str, services: list[Service], tmp_path: Path
 ) -> None:
-    from vigil.config_cli import apply_site
+    from vigil_cli.config import apply_site
 
     port = free_port()
     env = dict(vigil_env, VIGIL_WORKER_AGENTS="scene", VIGIL_WORKER_WEB_PORT=str(port),
@@ -310,7 +310,7 @@ def alert_events(n: int, offset: int = 0) -> list[Event]:
 def test_notifier_sigterm_delivers_everything_after_restart(
     vigil_env: dict[str, str], topic_prefix: str, services: list[Service], tmp_path: Path
 ) -> None:
-    from vigil.kafka import EventProducer
+    from schemas.producer import EventProducer
 
     receiver = Receiver()
     port = free_port()

@@ -17,9 +17,9 @@ from starlette.testclient import TestClient
 from api.app import create_app
 from api.cli import triton_probe
 from api.settings import load_api_settings
-from api.testing import T0, World, make_world, seed_world
 from schemas.events import EdgeHeartbeat
-from vigil.devstack.process import free_port
+from tools.devstack.process import free_port
+from tools.testkit.api import T0, World, make_world, seed_world
 from vigil.settings import get_settings
 
 pytestmark = pytest.mark.integration
@@ -81,7 +81,7 @@ def test_triton_down_fails_naming_triton(world: World) -> None:
 
 
 def test_kafka_down_fails_naming_kafka(world: World, stack: dict[str, str]) -> None:
-    from vigil.kafka import EventProducer
+    from schemas.producer import EventProducer
 
     dead = f"127.0.0.1:{free_port()}"
     settings = get_settings().model_copy(update={"kafka_bootstrap": dead})

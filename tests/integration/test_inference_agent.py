@@ -23,11 +23,11 @@ from schemas.events import (
     InferenceDegraded,
     InferenceRecovered,
 )
+from schemas.producer import EventProducer
 from schemas.topics import topic_name
 from tests.integration.inference_support import Reader, Worker, iou, sim_frames
 from tests.integration.triton_server import TritonServer
-from vigil.devstack.process import free_port
-from vigil.kafka import EventProducer
+from tools.devstack.process import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -1,6 +1,6 @@
 """Frames by object-store reference: the inference agent against the stack's real S3 store.
 
-Large frames travel as ``object_ref`` (edge_producer.objects uploads them) instead of an
+Large frames travel as ``object_ref`` (vigil.objects uploads them) instead of an
 inline JPEG, so the agent's fetch is part of the pipeline and has the same duty as the
 Triton call: tell the frame's fault from the infrastructure's.
 - an uploaded frame is fetched and analysed; an object deleted before the agent got to it
@@ -19,13 +19,13 @@ from urllib.parse import urlparse
 
 import pytest
 
-from edge_producer.objects import client as s3_client
-from edge_producer.objects import store_frame
 from schemas.events import FrameAnalyzed, FrameCaptured, InferenceDegraded, InferenceRecovered
+from schemas.producer import EventProducer
 from tests.integration.inference_support import Reader, Worker, iou, sim_frames
-from vigil.devstack.process import free_port
-from vigil.faults.proxy import TcpProxy
-from vigil.kafka import EventProducer
+from tools.devstack.process import free_port
+from tools.faults.proxy import TcpProxy
+from vigil.objects import client as s3_client
+from vigil.objects import store_frame
 from vigil.settings import get_settings
 
 pytestmark = pytest.mark.integration

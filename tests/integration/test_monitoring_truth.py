@@ -32,8 +32,8 @@ import yaml
 from ops_names import used_names
 from prometheus_client.parser import text_string_to_metric_families
 
-from vigil.devstack.process import free_port
-from vigil.faults.harness import Pipeline, vigil_argv
+from tools.devstack.process import free_port
+from tools.faults.harness import Pipeline, vigil_argv
 from vigil.logs import REQUIRED_FIELDS
 
 pytestmark = pytest.mark.integration

@@ -26,10 +26,11 @@ from projections.migrate import upgrade
 from projections.projector import Projector
 from projections.replay import compare_schemas, drop_schema, replay_into
 from projections.settings import ProjectorSettings
-from projections.workload import mixed_workload, publish
 from schemas import events as ev
+from schemas.producer import EventProducer
 from schemas.topics import topic_name
-from vigil.kafka import EventProducer, consumer_config
+from tools.bench.workload import mixed_workload, publish
+from vigil.kafka import consumer_config
 from vigil.settings import get_settings
 
 pytestmark = pytest.mark.integration
@@ -180,7 +181,7 @@ def test_sigkill_mid_batch_ends_equal_to_an_uninterrupted_run(
     publish(items)
     env = dict(vigil_env, VIGIL_PROJECTOR_SCHEMA=schema, VIGIL_PROJECTOR_MAX_BATCH="100",
                VIGIL_PROJECTOR_MIN_BATCH="20", VIGIL_PROJECTOR_EMBEDDING_DIM=str(DIM))
-    cmd = [sys.executable, "-m", "vigil.cli", "project"]
+    cmd = [sys.executable, "-m", "vigil_cli", "project"]
     dsn = get_settings().database_dsn
     total = len(items)
 

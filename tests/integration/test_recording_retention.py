@@ -17,10 +17,10 @@ import psycopg
 import pytest
 from prometheus_client import REGISTRY
 
-from edge_producer.objects import client
 from projections.migrate import set_search_path, upgrade
 from projections.recording_retention import expire_recordings
 from projections.replay import drop_schema
+from vigil.objects import client
 from vigil.settings import get_settings
 
 pytestmark = pytest.mark.integration
@@ -105,7 +105,7 @@ def test_the_running_projector_expires_segments_on_its_timer(
            "VIGIL_PROJECTOR_RECORDING_RETENTION_DAYS": str(2 / 86400)}
     log_file = tmp_path / "projector.log"
     with log_file.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "vigil.cli", "project"], env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "vigil_cli", "project"], env=env,
                                 stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 90

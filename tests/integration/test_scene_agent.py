@@ -20,14 +20,14 @@ from pathlib import Path
 
 import pytest
 
-from agents.scene_bench import demo_site, demo_streams, merge
 from agents.scene_rules import compile_camera, process
 from schemas.codec import default_codec
 from schemas.events import Event, RuleTriggered
+from schemas.site_config import config_events, parse_site
 from schemas.topics import topic_name
-from vigil.config_cli import apply_site
-from vigil.devstack.process import free_port
-from vigil.site_config import config_events, parse_site
+from tools.bench.scene import demo_site, demo_streams, merge
+from tools.devstack.process import free_port
+from vigil_cli.config import apply_site
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -150,7 +150,7 @@ def start_worker(env: dict[str, str], log: Path, workers: list[Worker]) -> Worke
 def test_scene_agent_rules_and_crash_resume(
     worker_env: dict[str, str], workers: list[Worker], tmp_path: Path
 ) -> None:
-    from vigil.kafka import EventProducer
+    from schemas.producer import EventProducer
 
     plan = apply_site(parse_site(demo_site()))
     assert plan.upserts and not plan.deletes
@@ -234,7 +234,7 @@ DOOR = [[0.75, 0.5], [0.95, 0.5], [0.95, 0.95], [0.75, 0.95]]
 def _site(version: int) -> dict[str, object]:
     """v1: loitering after 300 s, a line rule on cc2. v2 (applied while the worker runs):
     loitering after 20 s, the line rule deleted (tombstone), a perimeter zone added."""
-    from agents.scene_bench import BENCH_ZONE
+    from tools.bench.scene import BENCH_ZONE
 
     zones: list[dict[str, object]] = [
         {"zone_id": "bench-cc", "camera_id": "cc", "polygon": BENCH_ZONE}]
@@ -255,7 +255,7 @@ def _site(version: int) -> dict[str, object]:
 
 
 def _config_change_frames() -> dict[str, list]:
-    from agents.scene_bench import DAY, FrameSpec, Person, frames
+    from tools.bench.scene import DAY, FrameSpec, Person, frames
 
     loiterer = Person([(0, 0.1, 0.8), (2, 0.5, 0.8), (45, 0.52, 0.8)])
     intruder = Person([(32, 0.97, 0.7), (35, 0.85, 0.7), (45, 0.86, 0.7)])
@@ -270,9 +270,9 @@ def test_config_change_applies_to_following_frames_while_running(
 ) -> None:
     from datetime import timedelta
 
-    from agents.scene_bench import DAY
     from schemas.events import LineCrossed
-    from vigil.kafka import EventProducer
+    from schemas.producer import EventProducer
+    from tools.bench.scene import DAY
 
     change = DAY + timedelta(seconds=CHANGE_AT_S)
     streams = _config_change_frames()

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,10 +21,10 @@ from confluent_kafka import Consumer, TopicPartition
 from psycopg import sql
 from starlette.testclient import TestClient
 
-from api.testing import World, make_world
 from schemas.topics import CATALOG, topic_name
 from tests.integration.test_api import build
-from vigil.devstack.process import free_port
+from tools.devstack.process import free_port
+from tools.testkit.api import World, make_world
 from vigil.settings import get_settings
 
 pytestmark = pytest.mark.integration
@@ -110,16 +111,25 @@ def test_a_failing_camera_password_appears_nowhere(world: World, tmp_path: Path)
     env = {**os.environ, "VIGIL_TOPIC_PREFIX": world.prefix,
            "VIGIL_STATE_DIR": str(tmp_path / "state"), "VIGIL_LOG_FORMAT": "json",
            "VIGIL_LOG_LEVEL": "DEBUG"}
-    proc = subprocess.Popen([sys.executable, "-m", "vigil.cli", "edge", "run", "--config",
+    proc = subprocess.Popen([sys.executable, "-m", "vigil_cli", "edge", "run", "--config",
                              str(site)], env=env, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
+    reader.start()
     try:
-        time.sleep(6)  # several failed attempts per camera, heartbeats
+        deadline = time.monotonic() + 60
+        # several failed attempts of each camera (the edge is up and handling signals)
+        while time.monotonic() < deadline and not all(
+                sum(f"camera {c} failed" in line for line in list(lines)) >= 2
+                for c in ("cam-url", "cam-file")):
+            time.sleep(0.3)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
-    logs = proc.stderr.read()  # type: ignore[union-attr]
+    reader.join(10)
+    logs = "".join(lines)
     assert "Connection refused" in logs and "rtsp://admin:***@127.0.0.1" in logs
     assert "rtsp://viewer:***@127.0.0.1" in logs  # the login from the file, masked
 
@@ -152,7 +162,7 @@ def test_a_failing_camera_password_appears_nowhere(world: World, tmp_path: Path)
 
 
 def test_dead_letter_reasons_are_redacted(world: World) -> None:
-    from vigil.kafka import EventProducer
+    from schemas.producer import EventProducer
 
     p = EventProducer()
     p.dead_letter(b"k", b"v", "decode failed for rtsp://u:DlqSecret9@h/x", stage="test")

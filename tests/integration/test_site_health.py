@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from schemas.events import EdgeHeartbeat
+from schemas.producer import EventProducer
 from tests.integration.alerts_support import Reader, Worker, module_env, of_type
-from vigil.kafka import EventProducer
 
 pytestmark = pytest.mark.integration
 INTERVAL_S = 1.0

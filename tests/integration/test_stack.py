@@ -16,8 +16,8 @@ import psycopg
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from vigil.devstack.process import port_is_free
-from vigil.devstack.stack import (
+from tools.devstack.process import port_is_free
+from tools.devstack.stack import (
     MODEL_REPOSITORY,
     Ports,
     Stack,

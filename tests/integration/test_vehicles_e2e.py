@@ -34,14 +34,14 @@ from projections.replay import drop_schema
 from projections.settings import ProjectorSettings
 from schemas.codec import default_codec
 from schemas.events import FrameAnalyzed, FrameCaptured, LineCrossed, RuleTriggered, TrackSummary
+from schemas.producer import EventProducer
+from schemas.site_config import parse_site
 from tests.integration.inference_support import Reader, Worker, iou
 from tests.integration.triton_server import MODELS, TritonServer, site_packages
-from vigil.config_cli import apply_site
-from vigil.devstack.process import free_port
-from vigil.kafka import EventProducer
+from tools.devstack.process import free_port
 from vigil.settings import get_settings
-from vigil.site_config import parse_site
 from vigil.yamlfile import load_yaml
+from vigil_cli.config import apply_site
 
 pytestmark = pytest.mark.integration
 

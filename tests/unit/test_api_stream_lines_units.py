@@ -17,10 +17,10 @@ from starlette.testclient import TestClient
 from api.app import create_app
 from api.config_routes import LineIn
 from api.errors import ApiError
-from api.ratelimit import RateLimiter
 from api.settings import load_api_settings
 from api.stream import decode_position, encode_position, merge_by_time
 from vigil.errors import ConfigError
+from vigil.ratelimit import RateLimiter
 from vigil.settings import load_settings
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -21,9 +21,9 @@ from api.config_routes import PointIn, RuleIn, ZoneIn
 from api.console.pages import is_console_route
 from api.errors import ApiError
 from api.openapi import build_openapi, openapi_path
-from api.ratelimit import RateLimiter
 from api.settings import load_api_settings
 from vigil.errors import ConfigError
+from vigil.ratelimit import RateLimiter
 from vigil.settings import load_settings
 
 

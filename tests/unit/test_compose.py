@@ -4,8 +4,8 @@
   tests/data/compose-spec.json from the `check-jsonschema` wheel on PyPI, which ships it as
   `check_jsonschema/builtin_schemas/vendor/compose-spec.json`; Apache-2.0, see
   tests/data/LICENSE.compose-spec);
-- every `vigil ...` command a service runs exists in `vigil.cli.build_parser()`; a command
-  whose component is not built yet but is announced in `vigil.cli.COMMAND_MODULES` is an
+- every `vigil ...` command a service runs exists in `vigil_cli.main.build_parser()`; a command
+  whose component is not built yet but is announced in `vigil_cli.main.COMMAND_MODULES` is an
   expected failure (xfail), anything else fails;
 - environment variables are names that the settings classes read;
 - dependencies wait on health checks that exist; workers can be scaled.
@@ -27,8 +27,8 @@ import pytest
 import yaml
 from pydantic_settings import BaseSettings
 
-from vigil import cli
 from vigil.settings import COMPONENT_PREFIXES, _known_env_names
+from vigil_cli import main as cli
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -199,7 +199,7 @@ def test_shipped_site_runs_a_synthetic_site_from_scenarios_in_the_image() -> Non
     edge file parses, and every sim:// camera names a scenario the image ships."""
     from edge_producer.config import load_edge_config
     from edge_producer.sim.scenario import SCENARIO_DIR
-    from vigil.site_config import load_site
+    from schemas.site_config import load_site
 
     site = load_site(ROOT / "config" / "site.yaml")
     edge = load_edge_config(ROOT / "config" / "edge.yaml")
@@ -259,7 +259,7 @@ def _vigil_invocations() -> list[tuple[str, list[str]]]:
 
 
 def _announced_commands() -> dict[str, str]:
-    """{top-level command: module} from the comments of vigil.cli.COMMAND_MODULES."""
+    """{top-level command: module} from the comments of vigil_cli.main.COMMAND_MODULES."""
     source = inspect.getsource(cli)
     announced: dict[str, str] = {}
     for module, comment in re.findall(r'^\s*"([\w.]+)",\s*#\s*(.+)$', source, re.MULTILINE):
@@ -295,7 +295,7 @@ def test_compose_commands_exist_in_the_cli(service: str, argv: list[str]) -> Non
         if command in announced:
             pytest.xfail(f"`vigil {command}` ({announced[command]}) is not built yet")
         pytest.fail(f"service {service} runs `vigil {' '.join(argv)}`, but `{command}` is "
-                    f"neither registered nor announced in vigil.cli.COMMAND_MODULES")
+                    f"neither registered nor announced in vigil_cli.main.COMMAND_MODULES")
     try:
         parser.parse_args(argv)
     except SystemExit as exc:

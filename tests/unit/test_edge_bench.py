@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edge_producer.bench import run
+from tools.bench.edge import run
 
 
 def test_quick_bench() -> None:
@@ -22,7 +22,7 @@ def test_quick_bench() -> None:
 def test_every_result_records_the_machine(tmp_path: Path) -> None:
     """`vigil bench NAME --json FILE` writes what the numbers were measured on, so two
     sessions' absolute figures can be compared (or shown not to be comparable)."""
-    from vigil.cli import main
+    from vigil_cli.main import main
 
     out = tmp_path / "edge.json"
     assert main(["bench", "edge", "--quick", "--json", str(out)]) == 0

@@ -11,7 +11,7 @@ from confluent_kafka import KafkaError
 
 from edge_producer.runtime import Outbox
 from edge_producer.spool import Spool
-from vigil.kafka import EventProducer
+from schemas.producer import EventProducer
 
 
 class FlakyProducer:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agents.geometry import (
+from schemas.geometry import (
     bottom_centre,
     iou,
     line_crossing,

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from agents.lines import step
-from agents.schedule import in_daily_window, is_armed, parse_hhmm
+from schemas.schedule import in_daily_window, is_armed, parse_hhmm
 
 A, B = (0.5, 0.0), (0.5, 1.0)  # pointing down the image: its right side is x < 0.5
 

@@ -88,3 +88,13 @@ def test_classes_parameter(od: ModuleType) -> None:
     assert od.parse_classes("7, 0,2").tolist() == [0, 2, 7]
     with pytest.raises(od.ModelError, match="comma-separated"):
         od.parse_classes("car")
+
+
+def test_dev_stack_serves_the_detector_repository_only_with_an_export(tmp_path: Path) -> None:
+    from tools.devstack.stack import repositories
+
+    main, det = tmp_path / "models", tmp_path / "detectors"
+    (det / "object_detector" / "1").mkdir(parents=True)
+    assert repositories(main, det) == [main]
+    (det / "object_detector" / "1" / "model.onnx").write_bytes(b"x")
+    assert repositories(main, det) == [main, det]

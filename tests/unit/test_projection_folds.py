@@ -7,15 +7,15 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from projections import tables
 from projections.handlers import FOLDS, Batch, HandlerError, Position, fold, payload
 from projections.migrate import add_months, load_migrations, partition_name
 from projections.offsets import next_offsets
 from projections.projector import next_batch_target, projected_suffixes
 from projections.settings import ProjectorSettings
-from projections.workload import mixed_workload
 from projections.writer import APPEND_COLUMNS, OPS
 from schemas import events as ev
+from schemas import tables
+from tools.bench.workload import mixed_workload
 
 P = Position("t.x", 0, 0)
 

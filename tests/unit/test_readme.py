@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from vigil.cli import build_parser
+from vigil_cli.main import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()

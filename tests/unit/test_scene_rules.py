@@ -9,13 +9,13 @@ from collections import Counter
 
 import pytest
 
-from agents.scene_bench import demo_site, demo_streams
 from agents.scene_rules import CameraSpec, compile_camera, new_state, process, to_us
 from agents.scene_settings import load_scene_settings
 from schemas.codec import default_codec
 from schemas.events import Event, FrameAnalyzed, RuleCleared, RuleTriggered
+from schemas.site_config import config_events, parse_site
+from tools.bench.scene import demo_site, demo_streams
 from vigil.errors import ConfigError
-from vigil.site_config import config_events, parse_site
 
 STREAMS = demo_streams()
 CONFIG = [ev for _, ev in config_events(parse_site(demo_site()))]

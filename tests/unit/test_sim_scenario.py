@@ -123,7 +123,7 @@ def test_cli_truth_and_render(tmp_path, capsys) -> None:
 
     import av
 
-    from vigil.cli import main
+    from vigil_cli.main import main
 
     assert main(["sim", "truth", "night", "--no-boxes"]) == 0
     doc = json.loads(capsys.readouterr().out)

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from schemas.events import CameraConfigured, RuleConfigured, ZoneConfigured
-from vigil.config_cli import content, plan
+from schemas.site_config import config_events, load_site, parse_site
 from vigil.errors import ConfigError
-from vigil.site_config import config_events, load_site, parse_site
+from vigil_cli.config import content, plan
 
 ROOT = Path(__file__).resolve().parents[2]
 

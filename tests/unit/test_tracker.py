@@ -10,8 +10,8 @@ import struct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.geometry import iou
 from agents.tracker import STATE_DIGITS, TrackerParams, assign, hold, new_state, rounded, update
+from schemas.geometry import iou
 
 P = TrackerParams(min_hits=2, confirm_window_s=3.0, max_age_s=5.0)
 

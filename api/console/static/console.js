@@ -51,9 +51,9 @@ function duration(seconds) {
   const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
   return h ? `${h}h ${String(m).padStart(2, "0")}m` : `${m}:${String(r).padStart(2, "0")}`;
 }
-/** The best picture an alert has for a list row (thumbnail first). */
+/** The queue's picture of an alert: the console redirects to its evidence thumbnail. */
 function thumbOf(a) {
-  return a.thumbnail_url || a.annotated_snapshot_url || a.annotated_url || a.snapshot_url || null;
+  return `/console/alerts/${encodeURIComponent(a.alert_id)}/thumbnail`;
 }
 
 // ---------------------------------------------------------------------------- live stream
@@ -76,6 +76,7 @@ function queuePage() {
   const alerts = new Map(data.items.map((a) => [a.alert_id, a]));
   const rules = new Map();
   const selected = new Set();
+  const noPicture = new Map();
   const tbody = document.querySelector("#alerts tbody");
   const filters = document.getElementById("filters");
   const banner = document.getElementById("critical-banner");
@@ -146,17 +147,15 @@ function queuePage() {
     const due = nextEscalation(a);
     tr.append(
       el("td", {}, box),
-      el("td", { class: "thumb" }, thumb
-        ? el("img", { src: thumb, alt: `snapshot of ${a.camera_id}`, loading: "lazy",
-          width: 96, height: 54 })
-        : el("span", { class: "no-thumb", text: "no picture" })),
+      el("td", { class: "thumb" }, thumbImage(a, thumb)),
       el("td", {}, el("span", { class: `sev-badge sev-${a.severity}`, text: a.severity })),
       el("td", {}, el("a", { href: `/console/alerts/${encodeURIComponent(a.alert_id)}`,
         text: a.rule_type })),
       el("td", { text: a.camera_id + (a.site_id ? ` (${a.site_id})` : "") }),
       el("td", {}, el("time", { dateTime: a.raised_at, text: localTime(a.raised_at) })),
       el("td", { class: "state", "data-field": "state", text: a.state +
-        (a.acknowledged_by ? ` · ${a.acknowledged_by}` : "") }),
+        (a.acknowledged_by ? ` · ${a.acknowledged_by}` : "")
+        + (a.assigned_to ? ` → ${a.assigned_to}` : "") }),
       el("td", { class: "countdown", "data-due": due ?? "" }, due ? duration((due - Date.now()) / 1000) : "—"),
     );
     tr.addEventListener("click", (ev) => {
@@ -164,6 +163,21 @@ function queuePage() {
       cursor = index; render();
     });
     return tr;
+  }
+
+  function thumbImage(a, src) {
+    // A picture that failed (none yet) is replaced by a label; a new evidence item
+    // arriving later re-renders the row and tries again.
+    if (noPicture.has(a.alert_id) && noPicture.get(a.alert_id) === a.version) {
+      return el("span", { class: "no-thumb", text: "no picture" });
+    }
+    const img = el("img", { src: `${src}?v=${a.version}`, alt: `snapshot of ${a.camera_id}`,
+      loading: "lazy", width: 96, height: 54, class: "thumb-img" });
+    img.addEventListener("error", () => {
+      noPicture.set(a.alert_id, a.version);
+      img.replaceWith(el("span", { class: "no-thumb", text: "no picture" }));
+    });
+    return img;
   }
 
   function render() {
@@ -319,23 +333,62 @@ function alertPage() {
   let alert = initialData();
   const result = document.getElementById("action-result");
 
+  let shownEvidence = "";
+
+  function clipPlayer(item) {
+    const video = el("video", { src: item.clip_url, controls: true, muted: true,
+      preload: "auto", playsInline: true, class: "clip", "data-testid": "clip" });
+    const wrap = el("div", { class: "clip-wrap" }, video);
+    const start = item.clip_start_at ? new Date(item.clip_start_at).getTime() : null;
+    const end = item.clip_end_at ? new Date(item.clip_end_at).getTime() : null;
+    const trigger = new Date(item.frame_at).getTime();
+    if (start !== null && end !== null && end > start) {
+      const at = Math.min(1, Math.max(0, (trigger - start) / (end - start)));
+      const bar = el("div", { class: "clip-bar", title: "the trigger moment" },
+        el("span", { class: "trigger-mark", "data-testid": "trigger-mark" }));
+      bar.firstChild.style.left = `${(at * 100).toFixed(2)}%`;
+      const jump = el("button", { type: "button", text: "Jump to the trigger moment" });
+      jump.addEventListener("click", () => { video.currentTime = (trigger - start) / 1000;
+        video.play().catch(() => {}); });
+      wrap.append(bar, jump);
+    }
+    if (item.clip_status === "partial") {
+      wrap.append(el("p", { class: "clip-note", text: `Partial clip: ${item.clip_reason}` }));
+    }
+    return wrap;
+  }
+
   function renderEvidence() {
+    const items = alert.evidence || [];
+    const key = JSON.stringify(items.map((i) => [i.evidence_id, i.clip_status, i.erased]));
+    if (key === shownEvidence) return; // keep a playing clip playing
+    shownEvidence = key;
     const box = document.getElementById("evidence");
-    const pic = alert.annotated_snapshot_url || alert.annotated_url || alert.snapshot_url;
     const parts = [el("h2", { text: "Evidence" })];
-    if (pic) {
-      parts.push(el("figure", {}, el("img", { src: pic, class: "snapshot",
-        alt: `annotated snapshot of ${alert.rule_type} on ${alert.camera_id}` }),
-      el("figcaption", { text: `${alert.rule_type} · ${alert.camera_id} · ${localTime(alert.last_evidence_at)}` })));
-    } else {
+    if (!items.length) {
       parts.push(el("p", { class: "no-evidence", text: "No snapshot has been recorded for this alert." }));
     }
-    if (alert.clip_url) {
-      const video = el("video", { src: alert.clip_url, controls: true, muted: true,
-        preload: "auto", class: "clip", "data-testid": "clip" });
-      parts.push(video);
-    } else if (alert.clip_status) {
-      parts.push(el("p", { class: "no-clip", text: `Clip: ${alert.clip_status}` }));
+    for (const item of [...items].reverse()) {
+      const fig = el("figure", { class: "evidence-item" });
+      if (item.erased) {
+        fig.append(el("p", { class: "erased", text: "This evidence was erased (data subject request)." }));
+      } else if (item.annotated_url || item.snapshot_url) {
+        fig.append(el("img", { src: item.annotated_url || item.snapshot_url, class: "snapshot",
+          alt: `annotated snapshot of ${item.rule_type} on ${item.camera_id}`,
+          "data-testid": "annotated", width: item.width, height: item.height }));
+      }
+      fig.append(el("figcaption", { text: `${item.rule_type} · ${item.camera_id} · ${localTime(item.frame_at)}`
+        + (item.snapshot_url ? " · " : "") }, item.snapshot_url
+        ? el("a", { href: item.snapshot_url, text: "raw frame", target: "_blank", rel: "noopener" }) : null));
+      if (item.clip_url) fig.append(clipPlayer(item));
+      else if (item.clip_status === "no_recording") {
+        fig.append(el("p", { class: "no-clip", text: "No clip: this camera does not record." }));
+      } else if (item.clip_status === "pending") {
+        fig.append(el("p", { class: "no-clip", text: "Clip: waiting for the recording…" }));
+      } else if (item.clip_reason) {
+        fig.append(el("p", { class: "no-clip", text: `No clip: ${item.clip_reason}` }));
+      }
+      parts.push(fig);
     }
     box.replaceChildren(...parts);
   }
@@ -345,6 +398,7 @@ function alertPage() {
     state.textContent = alert.state; state.className = `state state-${alert.state}`;
     document.querySelector('[data-field="acknowledged"]').textContent = alert.acknowledged_by
       ? `by ${alert.acknowledged_by}${alert.ack_note ? `: “${alert.ack_note}”` : ""}` : "—";
+    document.querySelector('[data-field="assigned"]').textContent = alert.assigned_to || "—";
     document.querySelector('[data-field="resolved"]').textContent = alert.resolved_at
       ? `${alert.resolution || "resolved"}${alert.resolved_by ? ` by ${alert.resolved_by}` : ""}` : "—";
   }
@@ -353,7 +407,8 @@ function alertPage() {
     const items = (alert.history || []).map((h) => {
       const p = h.payload || {};
       const who = p.operator || p.by || p.assignee || "";
-      const text = p.note || p.comment || p.resolution || p.reason || "";
+      const text = p.text || p.note || p.resolution || p.reason
+        || (h.event_type === "AlertAssigned" ? `assigned to ${p.assignee || "nobody"}` : "");
       return el("li", { class: `event event-${h.event_type}` },
         el("time", { dateTime: h.occurred_at, text: localTime(h.occurred_at) }), " ",
         el("strong", { text: h.event_type.replace(/^Alert/, "") }),
@@ -387,9 +442,149 @@ function alertPage() {
     ev.preventDefault();
     send("resolve", { resolution: new FormData(ev.target).get("resolution") || "" });
   });
+  document.getElementById("assign-form")?.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    send("assign", { assignee: new FormData(ev.target).get("assignee") || "" });
+  });
+  document.getElementById("comment-form")?.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const text = new FormData(ev.target).get("text") || "";
+    ev.target.reset();
+    send("comment", { text });
+  });
   liveStream((type, msg) => { if (msg.alert_id === alert.alert_id) reload(); }, null);
+  // A clip is cut once the post-roll has been recorded: look again until it is final.
+  const poll = setInterval(() => {
+    const waiting = (alert.evidence || []).some((i) => i.clip_status === "pending") ||
+      !(alert.evidence || []).length;
+    if (!waiting) { clearInterval(poll); return; }
+    reload().catch(() => {});
+  }, 5000);
+  for (const t of document.querySelectorAll(".facts time[datetime]")) {
+    t.textContent = localTime(t.getAttribute("datetime"));
+  }
   renderFacts(); renderHistory(); renderEvidence();
 }
 
-if (body.dataset.page === "queue") queuePage();
-else if (body.dataset.page === "alert") alertPage();
+// ---------------------------------------------------------------------------- cameras
+function ago(iso) {
+  if (!iso) return "never";
+  const s = (Date.now() - new Date(iso).getTime()) / 1000;
+  return s < 90 ? `${Math.round(s)} s ago` : s < 5400 ? `${Math.round(s / 60)} min ago`
+    : localTime(iso);
+}
+
+function edgeStatus(sites) {
+  const out = new Map();
+  for (const site of sites.items || []) for (const e of site.edges || []) out.set(e.edge_id, e);
+  return out;
+}
+
+/** Zones and lines over a picture, in the normalised coordinates they are stored in. */
+function overlay(zones, lines) {
+  const NS = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(NS, "svg");
+  svg.setAttribute("viewBox", "0 0 1 1");
+  svg.setAttribute("preserveAspectRatio", "none");
+  svg.classList.add("overlay");
+  for (const z of zones) {
+    const poly = document.createElementNS(NS, "polygon");
+    poly.setAttribute("points", z.polygon.map((p) => `${p.x},${p.y}`).join(" "));
+    poly.classList.add("zone");
+    svg.append(poly);
+  }
+  for (const l of lines) {
+    const line = document.createElementNS(NS, "line");
+    line.setAttribute("x1", l.a.x); line.setAttribute("y1", l.a.y);
+    line.setAttribute("x2", l.b.x); line.setAttribute("y2", l.b.y);
+    line.classList.add("tripwire");
+    svg.append(line);
+  }
+  return svg;
+}
+
+function cameraPicture(cameraId, zones, lines, big) {
+  const box = el("div", { class: big ? "picture big" : "picture" });
+  const img = el("img", { src: `/console/cameras/${encodeURIComponent(cameraId)}/frame`,
+    alt: `latest frame of ${cameraId}`, loading: "lazy", class: "frame" });
+  img.addEventListener("error", () => img.replaceWith(el("span", { class: "no-frame",
+    text: "no stored frame" })));
+  box.append(img);
+  if (zones || lines) box.append(overlay(zones || [], lines || []));
+  return box;
+}
+
+function camerasPage() {
+  const data = initialData();
+  const edges = edgeStatus(data.sites);
+  const grid = document.getElementById("camera-grid");
+  const toggle = document.getElementById("show-zones");
+  const details = new Map();
+  async function render() {
+    const cams = data.cameras.items || [];
+    document.getElementById("empty").hidden = cams.length > 0;
+    const cards = [];
+    for (const c of cams) {
+      let zones = null, lines = null;
+      if (toggle.checked) {
+        if (!details.has(c.camera_id)) {
+          details.set(c.camera_id, await api("GET", `/api/v1/cameras/${encodeURIComponent(c.camera_id)}`));
+        }
+        ({ zones, lines } = details.get(c.camera_id));
+      }
+      const edge = edges.get(c.edge_id);
+      const badges = [];
+      if (c.stream_state !== "up") badges.push(el("span", { class: "badge bad",
+        text: `stream ${c.stream_state}` }));
+      if (edge && edge.status === "offline") badges.push(el("span", { class: "badge bad",
+        text: `edge ${edge.status}` }));
+      if (c.enabled === false) badges.push(el("span", { class: "badge", text: "disabled" }));
+      cards.push(el("a", { class: `camera-card stream-${c.stream_state}`,
+        href: `/console/cameras/${encodeURIComponent(c.camera_id)}`, "data-camera-id": c.camera_id },
+        cameraPicture(c.camera_id, zones, lines, false),
+        el("div", { class: "badges" }, ...badges),
+        el("div", { class: "caption" }, el("strong", { text: c.name || c.camera_id }),
+          ` ${c.camera_id}${c.site_id ? ` · ${c.site_id}` : ""} · frame ${ago(c.last_frame_at)}`)));
+    }
+    grid.replaceChildren(...cards);
+  }
+  toggle.addEventListener("change", render);
+  render();
+}
+
+function cameraPage() {
+  const cam = initialData();
+  document.getElementById("camera-view").append(
+    cameraPicture(cam.camera_id, cam.zones, cam.lines, true));
+  for (const t of document.querySelectorAll(".facts time[datetime]")) {
+    if (t.getAttribute("datetime")) t.textContent = localTime(t.getAttribute("datetime"));
+  }
+}
+
+function systemPage() {
+  const data = initialData();
+  const rows = [];
+  for (const site of data.sites.items || []) {
+    for (const e of site.edges || []) {
+      rows.push(el("tr", { class: `edge-${e.status}`, "data-edge-id": e.edge_id },
+        el("td", { text: site.site_id }), el("td", { text: e.edge_id }),
+        el("td", { class: e.status === "online" ? "ok" : e.status === "offline" ? "bad" : "",
+          text: e.status }),
+        el("td", { text: e.version || "—" }), el("td", { text: ago(e.last_heartbeat_at) }),
+        el("td", { text: e.offline_since ? localTime(e.offline_since) : "—" }),
+        el("td", { text: e.spool_backlog ?? "—" })));
+    }
+  }
+  document.querySelector("#edges tbody").replaceChildren(...rows);
+  document.querySelector("#streams tbody").replaceChildren(...(data.cameras.items || []).map(
+    (c) => el("tr", { "data-camera-id": c.camera_id },
+      el("td", {}, el("a", { href: `/console/cameras/${encodeURIComponent(c.camera_id)}`,
+        text: c.camera_id })),
+      el("td", { text: c.site_id || "—" }),
+      el("td", { class: c.stream_state === "up" ? "ok" : "bad", text: c.stream_state }),
+      el("td", { text: c.stream_reason || "" }), el("td", { text: ago(c.last_frame_at) }))));
+}
+
+const PAGES = { queue: queuePage, alert: alertPage, cameras: camerasPage, camera: cameraPage,
+  system: systemPage };
+PAGES[body.dataset.page]?.();

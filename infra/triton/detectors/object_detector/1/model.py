@@ -194,6 +194,17 @@ def select_providers(
     return out
 
 
+def engine_cache_dir(onnx_path: str) -> str:
+    """Where TensorRT keeps its built engines: next to the export when that folder is
+    writable (a rebuilt container reuses them), else the temp folder (read-only mounts)."""
+    folder = os.path.dirname(os.path.abspath(onnx_path))
+    if os.access(folder, os.W_OK):
+        return folder
+    import tempfile
+
+    return tempfile.gettempdir()
+
+
 def parse_classes(raw: str) -> np.ndarray | None:
     """``"0,2,7"`` -> class ids kept; ``""`` or ``"all"`` keeps every class."""
     if raw.strip() in ("", "all"):
@@ -233,7 +244,7 @@ class YoloOnnx:
         opts.inter_op_num_threads = 1
         providers = select_providers(
             p["providers"], ort.get_available_providers(), gpu, device_id,
-            p["trt_fp16"].strip() not in ("0", "false", ""), os.path.dirname(path) or ".",
+            p["trt_fp16"].strip() not in ("0", "false", ""), engine_cache_dir(path),
         )
         try:
             self.session = ort.InferenceSession(path, opts, providers=providers)
@@ -327,6 +338,10 @@ class TritonPythonModel:
         except ModelError as exc:
             raise ModelError(f"{config.get('name', 'object_detector')}: {exc}") from None
         self.name = config.get("name", "object_detector")
+        logger = getattr(pb_utils, "Logger", None)
+        if logger is not None:  # which providers onnxruntime really took (GPU or not)
+            logger.log_info(f"{self.name}: {path}: {self.detector.num_classes} classes, "
+                            f"providers {', '.join(self.detector.providers)}")
 
     def execute(self, requests: list) -> list:
         responses = []

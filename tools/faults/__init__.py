@@ -1,0 +1,1 @@
+"""Fault scenarios against real processes: `vigil faults run` (see tools.faults.cli)."""

@@ -1,0 +1,1 @@
+"""Kits the tests (and benchmarks) build their worlds with; nothing in the product uses them."""

@@ -1,1 +1,0 @@
-"""Fault scenarios against real processes: `vigil faults run` (see vigil.faults.cli)."""
