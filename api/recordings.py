@@ -39,8 +39,8 @@ from api.common import check_id, json_response, presign
 from api.deps import deps_of
 from api.errors import ApiError
 from api.routing import Endpoint
-from projections.tables import recordings
 from schemas.events import derived_event_id
+from schemas.tables import recordings
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +211,7 @@ def _write_state(store: Any, bucket: str, state: dict[str, Any]) -> None:
 def _build(store: Any, settings: Any, state: dict[str, Any], segs: list[Any]) -> None:
     """The export, in a thread: fetch the segments, cut and remux, store, record."""
     from agents.clip_builder import Segment, build_clip
-    from edge_producer.objects import split_ref
+    from vigil.objects import split_ref
 
     bucket = settings.bucket_snapshots
     try:

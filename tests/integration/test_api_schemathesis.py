@@ -13,13 +13,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from edge_producer.objects import client as object_store
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 
 from api.app import create_app
 from api.settings import load_api_settings
 from tools.testkit.api import World, make_world, seed_world, unit_vector
+from vigil.objects import client as object_store
 from vigil.settings import get_settings
 
 schemathesis = pytest.importorskip("schemathesis")

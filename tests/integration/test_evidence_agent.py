@@ -456,10 +456,9 @@ def test_a_corrupt_segment_makes_a_partial_clip_and_a_camera_without_recording_s
 
 # --------------------------------------------------------------------------- API: video
 def test_recordings_listing_and_an_export_of_a_range(world: tuple[World, Worker]) -> None:
-    from edge_producer.objects import client
-
     from api.app import create_app
     from api.settings import load_api_settings
+    from vigil.objects import client
 
     w, _ = world
     w.add_key("operator", "operator")
