@@ -1,6 +1,6 @@
 """The one Faust app of Vigil, its topics, and the agent modules it runs.
 
-Choices that follow DESIGN "Faust: what to rely on":
+Choices that follow docs/architecture.md, "Faust: what the agents rely on":
 - at-least-once processing (exactly-once has open duplicate and fencing bugs); every
   consumer downstream is idempotent by event id;
 - stateful agents run with concurrency=1 and scale by partitions and workers;

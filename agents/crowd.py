@@ -4,7 +4,7 @@ hysteresis.
 Event-time tumbling windows of `window_s` (aligned to the epoch) kept in a plain dict
 inside the camera's scene state; a window is closed by the agent itself when event time
 passes its end + `grace_s` (Faust's windowed tables expire by wall clock and drop close
-callbacks, see DESIGN). A closed window fires when its *minimum* per-frame count was
+callbacks, see docs/architecture.md). A closed window fires when its *minimum* per-frame count was
 >= min_people (sustained for the whole window) and clears an active crowd when its
 *maximum* stayed < clear_below; counts in between keep the current state, so it cannot
 flap. Windows without frames decide nothing. Times are integer microseconds.

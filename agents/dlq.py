@@ -1,7 +1,8 @@
 """Dead-lettering from inside agents: the original bytes plus headers saying why.
 
-DESIGN: an exception inside a Faust agent skips the event, so every handler catches,
-calls `dead_letter`, and goes on. Headers let an operator find and replay the message.
+An exception inside a Faust agent skips the event (docs/architecture.md, Faust), so
+every handler catches, calls `dead_letter`, and goes on. Headers let an operator find
+and replay the message.
 """
 
 from __future__ import annotations

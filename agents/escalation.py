@@ -1,6 +1,6 @@
 """Escalation deadline bookkeeping and the alert knobs (``VIGIL_ALERTS_*``).
 
-DESIGN "Faust: what to rely on": a timer cannot write a table and runs on every worker
+docs/architecture.md (Faust): a timer cannot write a table and runs on every worker
 unless ``on_leader=True``, and leadership is not fenced. So deadlines live in the alerts
 table, and a leader-only timer only *announces the time* by sending one tick per partition
 of the alert-ticks topic (co-partitioned with alerts/commands/alert-input). The alerts

@@ -2,11 +2,12 @@
 
 Shared by agents/alerts.py and agents/site_health.py (each can run without the other).
 
-Ticks: DESIGN says timers run on every worker unless ``on_leader=True``, leadership is not
-fenced and a timer cannot write a table. So the leader only *sends* ``{"now": ISO}`` to
-every partition of a tick topic, with an explicit partition number; the agent that owns
-partition p of the co-partitioned state reads tick p and makes the decision with its own
-table. Two leaders for a moment mean two ticks: harmless, every step is idempotent.
+Ticks: timers run on every worker unless ``on_leader=True`` (docs/architecture.md,
+Faust), leadership is not fenced and a timer cannot write a table. So the leader only
+*sends* ``{"now": ISO}`` to every partition of a tick topic, with an explicit partition
+number; the agent that owns partition p of the co-partitioned state reads tick p and
+makes the decision with its own table. Two leaders for a moment mean two ticks: harmless,
+every step is idempotent.
 
 Changelogs: the app runs with ``topic_allow_declare=False`` and the broker auto-creates
 missing topics with its default partition count, which would not match the source topics

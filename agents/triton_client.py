@@ -2,7 +2,7 @@
 circuit breaker.
 
 Why a wrapper: the agent must tell two kinds of failure apart, because they call for
-opposite reactions (DESIGN "inference"):
+opposite reactions (docs/architecture.md, "Inference: two kinds of failure"):
 - `TritonUnavailable` - the server or the network is down (gRPC UNAVAILABLE, deadline,
   connection refused, model not loaded). Nothing is wrong with the frame: the agent must
   stop, back off and retry the *same* frame, never skip it.

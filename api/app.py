@@ -1,4 +1,4 @@
-"""The app factory: everything the API needs comes in as arguments (STYLE 7).
+"""The app factory: everything the API needs comes in as arguments.
 
 `create_app(settings, db_engine, producer)` is what `vigil api serve`, the tests and the
 benchmark all build, so what is tested is what runs. Nothing here reads the environment

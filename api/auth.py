@@ -4,7 +4,7 @@ A key looks like ``vgl_<key_id>_<secret>``. Only the SHA-256 of the whole key is
 (keys are long random strings, so a slow password hash buys nothing); the id lets us
 find the row without scanning, and the comparison is constant-time.
 
-Roles (DESIGN "API"):
+Roles:
 - ``viewer``: reads cameras, sites, events, alerts, search, reports, the live stream;
 - ``operator``: a viewer who may also acknowledge and resolve alerts;
 - ``auditor``: reads everything, audit trail included, and changes nothing;

@@ -3,7 +3,7 @@
 Folds are pure with respect to the database: they only describe writes, and
 `Batch.write` applies them in one transaction. Every write is idempotent and
 order-tolerant so that redelivery, duplicates (same event id at another offset) and any
-batch chunking give the same final state (STYLE "Projections are folds"):
+batch chunking give the same final state (docs/architecture.md, "Read models"):
 
 - append tables (frames, detections, scene_events, alert_events, ...) are keyed by event
   id (or detection id) and inserted with ``ON CONFLICT DO NOTHING``;

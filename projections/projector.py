@@ -1,6 +1,6 @@
 """`vigil project`: fold every public topic into the read models, exactly once.
 
-How a batch is made durable (DESIGN "Read models", STYLE "Projections are folds"):
+How a batch is made durable (docs/architecture.md, "Read models"):
 
 1. the consumer is *assigned* (no group rebalancing) every partition of every public
    topic and seeks to the offsets stored in ``projector_offsets`` — Kafka's group offsets

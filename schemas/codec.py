@@ -1,6 +1,6 @@
 """Avro codec for every Vigil event: the only place where events become bytes and back.
 
-Two wire formats (DESIGN "Wire format"):
+Two wire formats (docs/architecture.md, "Wire format"):
 
 * Avro single-object encoding (default): ``C3 01`` + 8-byte little-endian CRC-64-AVRO
   fingerprint of the writer schema's parsing canonical form + the Avro binary body. A

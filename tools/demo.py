@@ -240,6 +240,7 @@ def run_demo(args: argparse.Namespace) -> int:
     _run(_vigil("db", "upgrade"), env, "vigil db upgrade")
     _run(_vigil("config", "apply", str(site_file)), env, "vigil config apply")
     api_key = _create_key(env)
+    console_login = _create_user(env)
 
     children: list[Child] = []
     try:
@@ -254,6 +255,7 @@ def run_demo(args: argparse.Namespace) -> int:
         deadline = time.monotonic() + args.duration
         print(f"running {len(scenarios)} camera(s) for up to {args.duration:.0f} s "
               f"(topics {prefix}.*, logs in {run_dir})")
+        _console_note(console_login)
         quiet, last_snapshot = 0, ("", 0)
         while time.monotonic() < deadline:
             time.sleep(3)
@@ -291,6 +293,7 @@ def run_demo(args: argparse.Namespace) -> int:
         problems = check_expected(expected, alerts)
         problems += check_recorded(cameras, _progress(engine, prefix))
         _summary(alerts, problems, expected, api_key)
+        _console_note(console_login)
         if args.check:
             return 1 if problems else 0
         print("the API stays up until Ctrl-C")
@@ -316,6 +319,22 @@ def _create_key(env: dict[str, str]) -> str:
     if res.returncode != 0:
         raise VigilError(f"cannot create an API key: {res.stderr.strip()[-1000:]}")
     return res.stdout.strip().splitlines()[-1].split()[-1]
+
+
+def _create_user(env: dict[str, str]) -> tuple[str, str]:
+    """A console login for the person watching the demo (an operator of every site)."""
+    name, password = f"demo-{secrets.token_hex(2)}", secrets.token_urlsafe(12)
+    res = subprocess.run(_vigil("users", "create", "--role", "operator", name), env=env,
+                         input=password + "\n", capture_output=True, text=True, timeout=60)
+    if res.returncode != 0:
+        raise VigilError(f"cannot create the demo's console user: {res.stderr.strip()[-1000:]}")
+    return name, password
+
+
+def _console_note(login: tuple[str, str]) -> None:
+    s = get_settings()
+    print(f"\nconsole: http://{s.api_host}:{s.api_port}/console/   "
+          f"log in as {login[0]} / {login[1]}")
 
 
 def _summary(alerts: list[dict[str, Any]], problems: list[str],

@@ -254,12 +254,29 @@ def load_component_settings(
     values: dict[str, object] = {key: environ[var] for var, key in keys.items() if var in environ}
     values.update(overrides)
     try:
-        return cls.model_validate(values)
+        return (cls if env is None else _without_environment(cls)).model_validate(values)
     except ValidationError as exc:
         var_of = {key: var for var, key in keys.items()}
         problems = "; ".join(f"{_variable(e['loc'], var_of, prefix)}: {e['msg']}"
                              for e in exc.errors())
         raise ConfigError(f"invalid {prefix}* settings: {problems}") from None
+
+
+@cache
+def _without_environment(cls: type[S]) -> type[S]:
+    """`cls` reading nothing but its arguments: a BaseSettings also fills unset fields from
+    the process environment (and .env/secret files), which must not leak into a call that
+    passed its own `env` mapping. The subclass keeps the name, fields and validators."""
+    if not issubclass(cls, BaseSettings):
+        return cls
+
+    def sources(_cls: type, settings_cls: type, init_settings: Any, *_args: Any,
+                **_others: Any) -> tuple[Any, ...]:
+        return (init_settings,)
+
+    return type(cls.__name__, (cls,), {  # type: ignore[return-value]
+        "__module__": cls.__module__, "__qualname__": cls.__qualname__,
+        "settings_customise_sources": classmethod(sources)})
 
 
 def _variable(loc: tuple[int | str, ...], var_of: Mapping[str, str], prefix: str) -> str:

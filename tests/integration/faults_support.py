@@ -14,7 +14,8 @@ import pytest
 
 
 def faults_run(stack: dict[str, str], tmp_path: Path, names: list[str],
-                timeout: float) -> tuple[list[dict[str, Any]], int, str]:
+                timeout: float, extra: tuple[str, ...] = ()
+                ) -> tuple[list[dict[str, Any]], int, str]:
     """`vigil faults run --quick --only NAMES`; on timeout SIGTERM first, so the command's
     clean-up stops the pipeline processes it started (they run in their own sessions)."""
     env = dict(os.environ)
@@ -23,7 +24,7 @@ def faults_run(stack: dict[str, str], tmp_path: Path, names: list[str],
     out = tmp_path / "faults.json"
     proc = subprocess.Popen(
         [sys.executable, "-m", "vigil_cli", "faults", "run", "--quick", "--json", str(out),
-         "--only", *names],
+         *extra, "--only", *names],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         stdin=subprocess.DEVNULL)
     try:

@@ -44,6 +44,7 @@ def test_demo_raises_exactly_the_expected_alerts(stack: dict[str, str], tmp_path
     assert "CHECK:" not in out
     assert "loitering" in out and "crowd" in out
     assert "curl -s -H 'X-API-Key: vgl_" in out
+    assert "console: http://" in out and "log in as demo-" in out
     # every alert of the scenarios has its still evidence, and the summary links it
     assert "no evidence" not in out
     assert "evidence (presigned" in out and "/annotated.jpg" in out and "/clip.mp4" in out

@@ -19,7 +19,8 @@ from tests.integration.faults_support import faults_run
 
 pytestmark = pytest.mark.integration
 
-QUICK = ["worker_kill", "projector_kill", "poison", "edge_kill", "ack_race"]
+#: edge_kill runs in the sweep test below (two seeds) instead
+QUICK = ["worker_kill", "projector_kill", "poison", "ack_race"]
 
 
 def _assert_clean(r: dict[str, Any]) -> None:
@@ -53,6 +54,21 @@ def test_quick_fault_scenarios_lose_and_double_nothing(stack: dict[str, str],
     # escalation oracle judged real deadlines, not an empty set
     assert sum(r["escalations_due"] for r in results.values()) > 0, \
         {n: (r["escalations_fired"], r["escalations_due"]) for n, r in results.items()}
+    assert code == 0, text[-4000:]
+
+
+def test_sweep_of_the_cheapest_crash_scenario_over_seeds(stack: dict[str, str],
+                                                         tmp_path: Path) -> None:
+    """`--sweep 2`: edge_kill (the cheapest crash scenario) with two seeds, so two kill
+    moments; each run judged clean, the projector's offset invariant included."""
+    results, code, text = faults_run(stack, tmp_path, ["edge_kill"], 900,
+                                     extra=("--sweep", "2", "--seed", "7"))
+    assert [(r["name"], r["details"]["seed"]) for r in results] == \
+        [("edge_kill", 7), ("edge_kill", 8)], text[-4000:]
+    for r in results:
+        _assert_clean(r)
+        assert r["details"]["offset_check"]["checked"] >= r["produced"], r
+    assert "sweep done: 1 scenario(s) x 2 seed(s) = 2 run(s), 0 failed" in text, text[-4000:]
     assert code == 0, text[-4000:]
 
 

@@ -192,3 +192,36 @@ def test_bounded_run_resumes_paused_partitions_after_lost_commits(
     assert frame_ids(schema) == {e.event_id for _, _, e in events}
     assert stored(schema) == 12
     assert calls[0] >= 4 and proj.stats.rewinds == 1
+
+
+def test_projector_check_command_names_the_missing_event(
+        topic_prefix: str, schema: str, vigil_env: dict[str, str]) -> None:
+    """`vigil projector check` on a live schema: clean, then one row removed behind the
+    projector's back (what issue 24's lost commit left) is reported by its position."""
+    import json
+    import subprocess
+    import sys
+
+    events = frames("cam-e", 1, 4)
+    publish(events)
+    proj = projector(schema, topic_prefix, stop_at="end")
+    try:
+        proj.run(max_seconds=60)
+    finally:
+        proj.close()
+    argv = [sys.executable, "-m", "vigil_cli", "projector", "check", "--schema", schema,
+            "--json"]
+    env = {**vigil_env, "VIGIL_PROJECTOR_SCHEMA": schema}
+    clean = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert clean.returncode == 0, clean.stdout + clean.stderr[-2000:]
+    assert json.loads(clean.stdout)["checked"] == 4
+    victim = events[2][2]
+    part, off = sql(f"SELECT log_partition, log_offset FROM {schema}.frames "
+                    "WHERE event_id = %s", victim.event_id)[0]
+    sql(f"DELETE FROM {schema}.frames WHERE event_id = %s", victim.event_id)
+    res = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1, res.stdout + res.stderr[-2000:]
+    report = json.loads(res.stdout)
+    assert report["missing_total"] == 1
+    assert report["missing"] == [[topic_name("frames"), part, off, "FrameCaptured",
+                                  victim.event_id]]

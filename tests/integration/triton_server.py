@@ -1,6 +1,6 @@
 """Start and stop a real `tritonserver` (from the nvidia-pytriton wheel) for tests.
 
-The command line is the one DESIGN describes and that was verified on CPU:
+The command line is the one docs/models.md gives, verified on CPU:
 - the wheel lives in its own venv (``.vigil/triton-venv``; it pins numpy<2);
 - the python backend stub is copied from ``python_backend_stubs/3.11`` into
   ``backends/python/`` once;

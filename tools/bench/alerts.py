@@ -28,15 +28,10 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from schemas.codec import default_codec
 from schemas.events import AcknowledgeAlert, AlertRaised, Event, RuleTriggered
 from schemas.topics import apply_topics
-from tools.bench.runner import BenchResult
+from tools.bench.runner import BenchResult, percentile
 from vigil.settings import get_settings
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _pct(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, round(q * (len(xs) - 1)))]
 
 
 class _Bus:
@@ -148,7 +143,7 @@ def run(quick: bool = False) -> BenchResult:
     p50, p50_raw = statistics.median(lat), statistics.median(raw)
     return BenchResult(
         name="alerts", value=p50, unit="ms p50", baseline=p50_raw, ratio=p50_raw / p50,
-        details={"alert_p99_ms": _pct(lat, 0.99), "raw_p99_ms": _pct(raw, 0.99),
+        details={"alert_p99_ms": percentile(lat, 0.99), "raw_p99_ms": percentile(raw, 0.99),
                  "commands_per_s": cps, "samples": n, "commands": len(cmds),
                  "partitions": 2},
     )

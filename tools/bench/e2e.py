@@ -48,18 +48,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from tools.bench.runner import BenchResult
+from tools.bench.runner import BenchResult, percentile
 
 ROOT = Path(__file__).resolve().parents[2]
 POLL_S = 0.05
 T0 = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)  # placeholder; every frame is re-timed at send
-
-
-def _pct(xs: list[float], q: float) -> float:
-    if not xs:
-        return float("nan")
-    s = sorted(xs)
-    return s[min(len(s) - 1, round(q * (len(s) - 1)))]
 
 
 def _free_port() -> int:
@@ -427,7 +420,8 @@ def _above_inference(bootstrap: str, db_url: str, dsn: str, cameras: int, second
                       for k in ("worker", "projector"))
         return {"cameras": cameras, "zones_per_camera": zones_per_camera, "seconds": seconds,
                 "frames": cameras * seconds, "alerts_expected": expected,
-                "alerts_seen": len(lat), "p50_ms": _pct(lat, 0.5), "p99_ms": _pct(lat, 0.99),
+                "alerts_seen": len(lat), "p50_ms": percentile(lat, 0.5),
+                "p99_ms": percentile(lat, 0.99),
                 "max_ms": max(lat) if lat else float("nan"),
                 "lag_at_first_sample": first, "lag_at_end": end_lag, "lag_bounded": bounded,
                 "drained_after_s": drain, "worker_rss_mb": rss / 2**20 if rss else None,
@@ -504,7 +498,7 @@ def _full_pipeline(bootstrap: str, db_url: str, dsn: str, cameras: int = 8,
         rss = _rss_bytes(w.popen.pid)
         return {"cameras": cameras, "seconds": seconds, "scenario": "loiterer (dwell 8 s)",
                 "alerts_expected": cameras, "alerts_seen": len(lat),
-                "p50_ms": _pct(lat, 0.5), "p99_ms": _pct(lat, 0.99),
+                "p50_ms": percentile(lat, 0.5), "p99_ms": percentile(lat, 0.99),
                 "max_ms": max(lat) if lat else float("nan"),
                 "frames_lag_at_end": end_lag,
                 "lag_bounded": end_lag <= max(3 * cameras, first + cameras),
@@ -603,7 +597,8 @@ def run(quick: bool = False) -> BenchResult:
     raw = _raw_round_trip(s.kafka_bootstrap, 30 if quick else 100)
     details: dict[str, Any] = {
         "quick": quick,
-        "raw_round_trip_p50_ms": statistics.median(raw), "raw_round_trip_p99_ms": _pct(raw, .99),
+        "raw_round_trip_p50_ms": statistics.median(raw),
+        "raw_round_trip_p99_ms": percentile(raw, .99),
         "latency_definition": "alert row first seen in PostgreSQL (50 ms poll) minus the "
                               "wall time the frame that completed the loitering rule was "
                               "produced (its occurred_at = last_evidence_at)",

@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, str] = {
     "projection": "tools.bench.projection",
     "api": "tools.bench.api",
     "e2e": "tools.bench.e2e",
+    "notify": "tools.bench.notify",
 }
 
 
@@ -41,6 +42,16 @@ class BenchResult:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, default=str)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The sample at rank round(q * (n - 1)) of the sorted values (q in [0, 1]), NaN for
+    none: a value that was measured, never an interpolation between two. The one
+    percentile of every benchmark, so p99s of different benchmarks mean the same."""
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
 
 
 #: iterations of the calibration loop (about 0.2-0.5 s of one core)

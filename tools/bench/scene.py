@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from schemas.events import Detection, FrameAnalyzed, derived_event_id
+from tools.bench.runner import percentile
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -343,10 +344,8 @@ class _CpuMeter:
 
 
 def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    return s[min(len(s) - 1, int(q * len(s)))] * 1000
+    """A percentile of latencies in seconds, in milliseconds (tools.bench.runner.percentile)."""
+    return percentile(values, q) * 1000
 
 
 async def _run(n_cam: int, paced_s: int, bulk_s: int, result_cls: type) -> object:

@@ -1,4 +1,10 @@
-"""`vigil faults run [--json FILE] [--only NAME ...] [--quick]`: fault scenarios, judged.
+"""`vigil faults run [--json FILE] [--only NAME ...] [--quick] [--seed S] [--sweep N]`:
+fault scenarios, judged.
+
+Timing bugs hide in the moment a fault lands. Every crash scenario draws its kill moment
+from the seed (`Ctx.rng`, seeded with "<seed>:<scenario>"), so `--seed S` repeats a run's
+moments exactly, and `--sweep N` runs every selected scenario with N seeds (S, S+1, ...)
+and prints, for each failure, the command that repeats it (docs/faults.md).
 
 Each scenario starts its own pipeline of real processes (edge, worker, projector, API)
 on the stack the environment points at, injects one kind of fault, waits (bounded) for
@@ -53,6 +59,11 @@ SKIPPED: dict[str, str] = {}
 #: These stop a broker or cut a network path: they run on a dedicated stack of their own.
 INFRA = {"network_cut", "broker_restart", "postgres_restart"}
 
+#: Scenarios that SIGKILL a process or a service at a seed-chosen moment: the default
+#: selection of a sweep.
+CRASH = ["worker_kill", "projector_kill", "edge_kill", "projector_commit_kill",
+         "postgres_restart", "broker_restart"]
+
 
 def _load(name: str) -> Callable[..., ScenarioResult]:
     import importlib
@@ -68,6 +79,7 @@ def run_scenarios(names: list[str], env: dict[str, str], run_dir: Path, quick: b
     from tools.faults.crashes import Ctx
 
     seed = seed if seed is not None else random.randrange(1 << 30)
+    print(f"vigil faults: seed {seed} (repeat a scenario with --only NAME --seed {seed})")
     results = []
     for name in names:
         ctx = Ctx(env=env, run_dir=run_dir, quick=quick, rng=random.Random(f"{seed}:{name}"))
@@ -82,6 +94,37 @@ def run_scenarios(names: list[str], env: dict[str, str], run_dir: Path, quick: b
         res.judge()
         results.append(res)
         print_table([res], header=not results[:-1])
+    return results
+
+
+def repeat_command(name: str, seed: int, quick: bool) -> str:
+    return f"vigil faults run --only {name} --seed {seed}" + (" --quick" if quick else "")
+
+
+def sweep(names: list[str], env: dict[str, str], run_dir: Path, quick: bool, n: int,
+          seed: int | None = None) -> list[ScenarioResult]:
+    """Each scenario with `n` seeds (seed, seed+1, ...; random start if None). Prints each
+    failure with the command that repeats it, then the tally."""
+    base = seed if seed is not None else random.randrange(1 << 30)
+    print(f"vigil faults: sweep of {len(names)} scenario(s) x {n} seed(s) from {base}")
+    results: list[ScenarioResult] = []
+    for i in range(n):
+        s = base + i
+        for res in run_scenarios(names, env, run_dir / f"seed-{s}", quick, s):
+            results.append(res)
+            if not (res.ok or res.skipped):
+                print(f"    FAILED {res.name} with seed {s}: repeat with "
+                      f"`{repeat_command(res.name, s, quick)}`")
+        # so far, after every seed: a long sweep interrupted still leaves its results
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "sweep.json").write_text(
+            json.dumps([asdict(r) for r in results], indent=2, default=str) + "\n")
+    failed = [r for r in results if not (r.ok or r.skipped)]
+    print(f"vigil faults: sweep done: {len(names)} scenario(s) x {n} seed(s) = "
+          f"{len(results)} run(s), {len(failed)} failed")
+    for r in failed:
+        print(f"    {r.name} seed {r.details.get('seed')}: {'; '.join(r.problems)[:300]}")
+    sys.stdout.flush()
     return results
 
 
@@ -109,7 +152,7 @@ def _cmd(args: argparse.Namespace) -> int:
 
     from vigil.settings import get_settings
 
-    names = args.only or list(SCENARIOS)
+    names = args.only or (list(CRASH) if args.sweep else list(SCENARIOS))
     unknown = [n for n in names if n not in SCENARIOS and n not in SKIPPED]
     if unknown:
         print(f"unknown scenario(s) {unknown}; known: {[*SCENARIOS, *SKIPPED]}",
@@ -125,8 +168,11 @@ def _cmd(args: argparse.Namespace) -> int:
     run_dir = settings.state_dir / "faults" / time.strftime("%Y%m%d-%H%M%S")
     print(f"vigil faults: run folder {run_dir}")
     try:
-        results = run_scenarios([n for n in names if n in SCENARIOS], env, run_dir,
-                                args.quick, args.seed)
+        runnable = [n for n in names if n in SCENARIOS]
+        if args.sweep:
+            results = sweep(runnable, env, run_dir, args.quick, args.sweep, args.seed)
+        else:
+            results = run_scenarios(runnable, env, run_dir, args.quick, args.seed)
     finally:
         if INFRA & set(names):
             from tools.faults.infra import teardown
@@ -151,5 +197,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--only", nargs="+", metavar="NAME",
                    help=f"scenarios to run (default all): {', '.join(SCENARIOS)}")
     r.add_argument("--quick", action="store_true", help="one camera, fewer faults")
-    r.add_argument("--seed", type=int, default=None, help="random seed (kill moments)")
+    r.add_argument("--seed", type=int, default=None,
+                   help="random seed of the kill moments (printed with each result)")
+    r.add_argument("--sweep", type=int, default=0, metavar="N",
+                   help=f"run each scenario with N seeds (default selection: "
+                        f"{', '.join(CRASH)}); prints the failing seeds")
     r.set_defaults(func=_cmd)

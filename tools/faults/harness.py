@@ -30,6 +30,12 @@ import yaml
 from tools.devstack.process import free_port
 from vigil.errors import VigilError
 
+#: projected topic -> the read-model table with one row per event and its log position
+_ROWS_OF_TOPIC = {"frames": "frames", "detections": "frame_analyses",
+                  "scene": "scene_events", "alerts": "alert_events", "commands": "commands",
+                  "notifications": "notifications", "health": "health_events",
+                  "recordings": "recordings", "embeddings": "embeddings"}
+
 
 def vigil_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "vigil_cli", *args]
@@ -225,6 +231,11 @@ class Pipeline:
 
     # ------------------------------------------------------------------ read model
     @property
+    def dsn(self) -> str:
+        """DATABASE_URL in libpq form (psycopg without SQLAlchemy)."""
+        return "postgresql://" + self.env["DATABASE_URL"].split("://", 1)[1]
+
+    @property
     def engine(self) -> Any:
         if self._engine is None:
             from sqlalchemy import create_engine
@@ -270,9 +281,58 @@ class Pipeline:
 
     def drain(self, res: ScenarioResult, quick: bool = True, **kw: Any) -> None:
         """`wait_drained` with the suite's budget (420 s quick, 900 s full); a pipeline
-        that does not drain is a problem of the scenario, judged like any other."""
+        that does not drain is a problem of the scenario, judged like any other, and
+        reported with what is missing where (`not_drained`)."""
         if not self.wait_drained(420 if quick else 900, **kw):
-            res.problems.append("pipeline did not drain in time")
+            self.not_drained(res)
+
+    def not_drained(self, res: ScenarioResult) -> None:
+        """Record a drain timeout with, per projected partition that is behind: the log
+        end, the projector's stored offset and the rows it produced (issue 24: a
+        projector whose offsets had run past lost rows sat idle while the harness
+        waited in silence)."""
+        try:
+            behind = self.positions()
+        except Exception as exc:  # the stack itself may be the fault
+            behind = [f"(positions unavailable: {type(exc).__name__}: {exc})"]
+        res.details["not_drained"] = behind
+        prog = {c: {"frames": f, "analysed": a} for c, (f, a) in self.progress().items()}
+        res.details["progress_at_timeout"] = prog
+        res.problems.append("pipeline did not drain in time; partitions: "
+                            + ("; ".join(map(str, behind[:12])) or "all empty")
+                            + f"; per camera (frames, analysed): {prog}")
+
+    def positions(self) -> list[str]:
+        """Every projected partition that holds data, those behind first: "topic[p] end E
+        stored S rows R" (rows: of the topic's one-row-per-event table; a duplicate or a
+        transaction marker takes an offset and makes no row). BEHIND: the projector's
+        stored offset is short of the log end; a worker that is behind shows as a short
+        log of its output topic (detections) instead."""
+        from projections.check import partition_positions
+
+        parts = partition_positions(self.dsn, self.prefix, self.prefix,
+                                    self.env["KAFKA_BOOTSTRAP"])
+        rows: dict[tuple[str, int], int] = {}
+        for suffix, table in _ROWS_OF_TOPIC.items():
+            try:
+                got = self.query(f"select log_partition, count(*) from {{s}}.{table} "
+                                 "group by 1")
+            except Exception:
+                continue
+            for part, n in got:
+                rows[(f"{self.prefix}.{suffix}", int(part))] = int(n)
+        behind, caught_up = [], []
+        for pr in parts:
+            if pr.log_end <= pr.log_start:
+                continue  # nothing retained in it
+            n = rows.get((pr.topic, pr.partition))
+            line = (f"{pr.topic.split('.', 1)[1]}[{pr.partition}] end {pr.log_end} "
+                    f"stored {pr.stored} rows {'-' if n is None else n}")
+            if max(pr.stored, pr.log_start) < pr.log_end:
+                behind.append("BEHIND " + line)
+            else:
+                caught_up.append(line)
+        return behind + caught_up
 
     def wait_drained(self, timeout: float, live: tuple[str, ...] = ("worker", "projector"),
                      settle_polls: int = 2, every_camera: bool = True) -> bool:
@@ -354,6 +414,26 @@ class Pipeline:
         return out
 
     # ------------------------------------------------------------------ the oracle
+    def judge_offsets(self, res: ScenarioResult) -> None:
+        """The projector's invariant, on every partition of every projected topic:
+        every event below its stored offset has its row (or was dead-lettered). The set
+        oracle compares what reached the read model with the log; this one also catches
+        a stored offset that ran past a hole (issue 24's postgres_restart) even where
+        the scenario's own counts would not (docs/faults.md)."""
+        from projections.check import check_schema
+
+        rep = check_schema(self.dsn, self.prefix, self.prefix,
+                           self.env["KAFKA_BOOTSTRAP"], timeout_s=120)
+        res.details["offset_check"] = {"checked": rep.checked,
+                                       "dead_lettered": rep.dead_lettered,
+                                       "missing": rep.missing_total}
+        if not rep.ok:
+            res.lost += rep.missing_total
+            res.details["missing_below_stored_offset"] = [list(m) for m in rep.missing[:50]]
+            where = [f"{t.split('.', 1)[1]}[{p}]@{o}" for t, p, o, *_ in rep.missing[:10]]
+            res.problems.append(f"{rep.missing_total} event(s) below the projector's stored "
+                                f"offsets have no row: {where}")
+
     def judge_frames(self, res: ScenarioResult, check_alerts: bool = True,
                      gaps_declared: bool = False, exclude_ids: set[str] | None = None) -> None:
         """Log vs read model: frames by event id and per-camera sequence; analyses by
@@ -407,6 +487,7 @@ class Pipeline:
         })
         if gaps and not gaps_declared:
             res.problems.append(f"sequence gaps in the read model: {gaps}")
+        self.judge_offsets(res)
         if check_alerts:
             alerts = self.alerts()
             problems = check_expected(self.expected, alerts)

@@ -1,7 +1,8 @@
 """Scenario 4: poison messages mixed into vigil.frames and vigil.detections.
 
-DESIGN: an exception inside a Faust agent skips the event, so every handler must catch
-and dead-letter with a reason. The faults here are the two a real producer bug makes:
+An exception inside a Faust agent skips the event (docs/architecture.md, Faust), so
+every handler must catch and dead-letter with a reason. The faults here are the two a
+real producer bug makes:
 random bytes (unknown wire format) and a well-framed value whose schema fingerprint no
 reader knows. Each poison value is unique, so the oracle is set membership in vigil.dlq,
 not a count (the projector reads the same topics and may dead-letter a value too).

@@ -6,7 +6,7 @@ test using it. This one is the devstack's Triton service on the fault ports
 its own state folder; Kafka and PostgreSQL stay the caller's. It is stopped at the end of
 the scenario.
 
-What must hold (DESIGN, inference agent): a Triton outage never skips a frame. The worker
+What must hold (docs/architecture.md, inference): a Triton outage never skips a frame. The worker
 publishes `InferenceDegraded` once, stops consuming, probes, publishes
 `InferenceRecovered` when Triton answers and drains the backlog from Kafka: every frame
 analysed exactly once, alerts as the ground truth says.
