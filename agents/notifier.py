@@ -389,24 +389,31 @@ class Notifier:
             await self._report()
 
     async def _report(self) -> None:
-        for row in self.outbox.unreported():
-            common = {"producer": PRODUCER, "alert_id": row.alert_id,
-                      "alert_event_id": row.alert_event_id, "channel": row.channel,
-                      "destination": f"{row.route_id}:{row.recipient}" if row.recipient
-                      else row.route_id, "attempts": row.attempts,
-                      "correlation_id": row.alert_event_id, "causation_id": row.alert_event_id}
-            if row.status == "sent":
-                ev: Event = NotificationDelivered.create(
-                    event_id=outcome_event_id("NotificationDelivered", row),
-                    status_code=row.status_code, **common)
-            else:
-                ev = NotificationFailed.create(
-                    event_id=outcome_event_id("NotificationFailed", row),
-                    reason=row.last_error or "failed", **common)
-            await self.producer.send_and_wait(topic_name("notifications"),
-                                              key=row.alert_id.encode(),
-                                              value=default_codec().encode(ev))
-            self.outbox.mark_reported(row.delivery_id, row.generation)
+        while True:
+            rows = self.outbox.unreported()
+            if not rows:
+                return
+            pending = []
+            for row in rows:  # sent together, awaited together: one broker round trip
+                pending.append(await self.producer.send(
+                    topic_name("notifications"), key=row.alert_id.encode(),
+                    value=default_codec().encode(self._outcome(row))))
+            await asyncio.gather(*pending)
+            self.outbox.mark_reported_all([(r.delivery_id, r.generation) for r in rows])
+
+    def _outcome(self, row: Row) -> Event:
+        common = {"producer": PRODUCER, "alert_id": row.alert_id,
+                  "alert_event_id": row.alert_event_id, "channel": row.channel,
+                  "destination": f"{row.route_id}:{row.recipient}" if row.recipient
+                  else row.route_id, "attempts": row.attempts,
+                  "correlation_id": row.alert_event_id, "causation_id": row.alert_event_id}
+        if row.status == "sent":
+            return NotificationDelivered.create(
+                event_id=outcome_event_id("NotificationDelivered", row),
+                status_code=row.status_code, **common)
+        return NotificationFailed.create(
+            event_id=outcome_event_id("NotificationFailed", row),
+            reason=row.last_error or "failed", **common)
 
     def update_gauges(self) -> None:
         counts = self.outbox.counts()

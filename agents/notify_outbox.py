@@ -9,7 +9,8 @@ recipient) without ever re-sending what was confirmed:
    hash of alert event id, route, channel and recipient) and committed to SQLite;
 2. only then is the Kafka offset committed, so a crash before (1) replays the event and
    produces the same ids, which are ignored if already there;
-3. a row is sent, then marked ``sent`` in one SQLite transaction (``synchronous=FULL``).
+3. a row is sent, then marked ``sent`` in one SQLite transaction (WAL: durable across a
+   crash of the process; a power loss may forget the newest marks, which re-sends them).
    A crash between send and mark re-sends that one message (the receiver sees the same
    delivery id in ``Message-ID`` / ``X-Vigil-Delivery-Id`` / the JSON body); a row marked
    sent is never picked again;
@@ -94,7 +95,9 @@ class Outbox:
         self.path = path
         self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
         self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
+        # WAL + NORMAL: a commit survives a crash of the process (SIGKILL included); only a
+        # power loss may forget the last commits, which then re-sends (never drops) them
+        self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
 
     def close(self) -> None:
@@ -173,8 +176,12 @@ class Outbox:
         return [_row(r) for r in rows]
 
     def mark_reported(self, delivery_id: str, generation: int) -> None:
-        self.db.execute("UPDATE deliveries SET reported=1 WHERE delivery_id=? AND "
-                        "generation=?", (delivery_id, generation))
+        self.mark_reported_all([(delivery_id, generation)])
+
+    def mark_reported_all(self, rows: list[tuple[str, int]]) -> None:
+        with self._tx():
+            self.db.executemany("UPDATE deliveries SET reported=1 WHERE delivery_id=? AND "
+                                "generation=?", rows)
 
     # ------------------------------------------------------------------ operator
     def retry(self, delivery_ids: list[str] | None, now: float | None = None) -> int:

@@ -186,8 +186,12 @@ class FakeProducer:
     def __init__(self) -> None:
         self.sent: list[bytes] = []
 
-    async def send_and_wait(self, topic: str, key: bytes, value: bytes) -> None:
+    async def send(self, topic: str, key: bytes, value: bytes) -> asyncio.Future[None]:
+        """Like aiokafka's: queues the record, returns the future of its broker ack."""
         self.sent.append(value)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
 
 
 class Clock:

@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, str] = {
     "projection": "tools.bench.projection",
     "api": "tools.bench.api",
     "e2e": "tools.bench.e2e",
+    "notify": "tools.bench.notify",
 }
 
 
