@@ -39,7 +39,7 @@ from agents.codec import Undecodable
 from agents.dlq import dead_letter
 from agents.evidence import evidence_prefix, get_evidence_settings
 from agents.evidence_lookup import EventLookup
-from schemas.codec import default_codec
+from schemas.codec import CodecError, default_codec
 from schemas.events import (
     ClipGap,
     ClipRecorded,
@@ -58,6 +58,8 @@ NOT_BEFORE = "vigil.not_before"
 FIRST_SEEN = "vigil.first_seen"
 ATTEMPT = "vigil.attempt"
 PUBLISHED_MS = "vigil.published_ms"
+#: longest a not-yet-due retry is held before it is put back on the topic
+HOLD_S = 1.0
 
 
 class Clipper:
@@ -98,7 +100,12 @@ class Clipper:
         bucket = self.vs.bucket_snapshots
         stored = self._get(bucket, f"{prefix}/clip.avro")
         if stored is not None:
-            done = self._codec.decode(stored)
+            try:
+                done = self._codec.decode(stored)
+            except CodecError as exc:  # unreadable: build again over it
+                log.warning("clips: %s/clip.avro unreadable (%s): building again", prefix,
+                            exc)
+                done = None
             if isinstance(done, ClipRecorded):
                 return done
         start = ev.first_evidence_at - timedelta(seconds=self.s.pre_s)
@@ -241,9 +248,10 @@ async def clip_evidence(stream: faust.StreamT) -> None:
 
 @app.agent(topics.clip_retry, concurrency=1)
 async def retry_clips(stream: faust.StreamT) -> None:
-    """Evidence whose segments had not all arrived, looked at again when due. Messages
-    come in the order they were deferred, with delays that only grow per item, so waiting
-    for the head of the stream delays nothing that is due earlier by much."""
+    """Evidence whose segments had not all arrived, looked at again when due. A message
+    not yet due is held at most HOLD_S and then put back at the end of the topic, so no
+    message is held for long and nothing due waits behind a far-off one for more than
+    that."""
     async for event in stream.events():
         h = _headers(event)
         try:
@@ -253,7 +261,19 @@ async def retry_clips(stream: faust.StreamT) -> None:
         except ValueError as exc:
             await dead_letter(event.value, f"bad retry headers: {exc}", STAGE, event)
             continue
-        wait = min(max(0.0, not_before - time.time()), 300.0)
+        wait = max(0.0, not_before - time.time())
+        if wait > HOLD_S:
+            # not due yet: hold it briefly, then put it back at the end of the topic (a
+            # message held for minutes would hold up commits and rebalances)
+            await asyncio.sleep(HOLD_S)
+            try:
+                fut = await topics.clip_retry.send(key=event.key, value=event.value,
+                                                   force=True, headers=h)
+                await fut
+            except Exception as exc:
+                log.exception("clips: re-queueing a retry failed")
+                await dead_letter(event.value, f"re-queue failed: {exc}", STAGE, event)
+            continue
         if wait:
             await asyncio.sleep(wait)
         await _guarded(event.value, event, first_seen, attempt)

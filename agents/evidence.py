@@ -45,7 +45,7 @@ from agents.codec import Undecodable
 from agents.dlq import dead_letter
 from agents.evidence_lookup import EventLookup
 from agents.evidence_render import Overlay, RenderError, annotate, thumbnail
-from schemas.codec import default_codec
+from schemas.codec import CodecError, default_codec
 from schemas.events import (
     CameraConfigured,
     Event,
@@ -114,11 +114,19 @@ class NotCapturable(VigilError):
 # ------------------------------------------------------------------------- pure parts
 
 
-def evidence_prefix(camera_id: str, at: datetime, rule_event_id: str) -> str:
-    """``evidence/<camera>/<UTC date>/<rule event id>``: one folder per rule hit, a pure
-    function of the hit, so every retry and replay writes the same objects."""
+def evidence_prefix(camera_id: str, at: datetime, rule_event_id: str,
+                    topic_prefix: str | None = None) -> str:
+    """``<topic prefix>/evidence/<camera>/<UTC date>/<rule event id>``: one folder per rule
+    hit, a pure function of the hit, so every retry and replay writes the same objects.
+    The topic prefix keeps deployments that share a bucket (test runs, audit replays,
+    whose derived ids repeat) from finding each other's objects."""
+    if topic_prefix is None:
+        from vigil.settings import get_settings
+
+        topic_prefix = get_settings().topic_prefix
     day = at.astimezone(UTC).strftime("%Y-%m-%d")
-    return f"evidence/{quote(camera_id, safe='-_.')}/{day}/{rule_event_id}"
+    return (f"{quote(topic_prefix, safe='-_.')}/evidence/{quote(camera_id, safe='-_.')}/"
+            f"{day}/{rule_event_id}")
 
 
 def measurement(t: RuleTriggered) -> str:
@@ -228,6 +236,10 @@ class Capturer:
             raise
         try:
             ev = self._codec.decode(resp.read())
+        except CodecError as exc:  # unreadable: capture again over it
+            log.warning("evidence: %s/evidence.avro unreadable (%s): capturing again",
+                        prefix, exc)
+            return None
         finally:
             resp.close()
             resp.release_conn()

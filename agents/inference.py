@@ -62,7 +62,7 @@ from schemas.events import (
     derived_event_id,
     utcnow,
 )
-from vigil.objects import split_ref
+from vigil.objects import make_client, split_ref
 
 log = logging.getLogger(__name__)
 
@@ -462,29 +462,18 @@ def object_fetcher(timeout_s: float) -> Callable[[str], Awaitable[bytes]]:
     retries with back-off and reports the outage. NoSuchKey / NoSuchBucket become
     `ObjectMissing` (the frame's problem); everything else propagates as a store failure.
     """
-    from urllib.parse import urlparse
-
     import urllib3
-    from minio import Minio
     from minio.error import S3Error
 
     from vigil.settings import get_settings
 
     st = get_settings()
-    url = urlparse(st.s3_endpoint)
     http = urllib3.PoolManager(
         timeout=urllib3.Timeout(connect=timeout_s, read=timeout_s),
         retries=urllib3.Retry(total=0),
         maxsize=4,
     )
-    client = Minio(
-        url.netloc,
-        access_key=st.s3_access_key,
-        secret_key=st.s3_secret_key.get_secret_value(),
-        secure=url.scheme == "https",
-        region=st.s3_region,
-        http_client=http,
-    )
+    client = make_client(http, st)
 
     def get(ref: str) -> bytes:
         bucket, key = parse_object_ref(ref, st.buckets, st.bucket_frames)

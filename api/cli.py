@@ -31,22 +31,17 @@ def triton_probe(url: str, model: str) -> Callable[[], Awaitable[str | None]]:
 
 def build_app():  # type: ignore[no-untyped-def]
     """The production wiring: real engine, producer, object store and Triton."""
-    from minio import Minio
-
     from api.app import create_app
     from api.deps import make_engine
     from api.search import triton_embedder
     from api.settings import load_api_settings
     from schemas.producer import EventProducer
+    from vigil.objects import make_client
     from vigil.settings import get_settings
 
     settings = get_settings()
     api = load_api_settings()
-    endpoint = settings.s3_endpoint
-    secure = endpoint.startswith("https://")
-    store = Minio(endpoint.split("://", 1)[-1], access_key=settings.s3_access_key,
-                  secret_key=settings.s3_secret_key.get_secret_value(), secure=secure,
-                  region=settings.s3_region)
+    store = make_client(settings=settings)
 
     return create_app(
         settings, make_engine(settings.database_url, pool_size=api.db_pool_size),

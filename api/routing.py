@@ -163,12 +163,15 @@ def _is_list(annotation: Any) -> bool:
 def _query_dict(request: Request, model: type[BaseModel]) -> dict[str, Any]:
     """Query parameters; list-typed fields keep every repeated value."""
     out: dict[str, Any] = {}
-    for name, info in model.model_fields.items():
+    names = set()
+    for field_name, info in model.model_fields.items():
+        name = info.alias or field_name  # e.g. "from", a Python keyword
+        names.add(name)
         values = request.query_params.getlist(name)
         if not values:
             continue
         out[name] = values if _is_list(info.annotation) else values[-1]
-    unknown = set(request.query_params.keys()) - set(model.model_fields)
+    unknown = set(request.query_params.keys()) - names
     if unknown:
         raise ApiError(
             400, "unknown query parameter(s)", details={"unknown": sorted(unknown)}

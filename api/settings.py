@@ -36,6 +36,9 @@ class ApiSettings(BaseSettings):
     max_k: int = Field(100, ge=1)
     #: Presigned snapshot URLs expire quickly: they are bearer credentials.
     presign_expiry_s: int = Field(300, ge=1, le=3600)
+    #: Longest time range of one recordings listing and of one export (seconds).
+    recordings_max_range_s: float = Field(86_400.0, gt=0)
+    export_max_range_s: float = Field(3_600.0, gt=0)
     #: Per-dependency timeout of /health/ready.
     ready_timeout_s: float = Field(2.0, gt=0)
     #: Longest `?wait=` a client may ask for on a command.

@@ -23,16 +23,14 @@ from projections.writer import OPS
 from schemas.events import AppearanceErased
 from schemas.producer import EventProducer
 from vigil.errors import VigilError
+from vigil.objects import make_client
 from vigil.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 def _minio(s: Settings) -> Minio:
-    u = urlparse(s.s3_endpoint)
-    return Minio(u.netloc, access_key=s.s3_access_key,
-                 secret_key=s.s3_secret_key.get_secret_value(), secure=u.scheme == "https",
-                 region=s.s3_region)
+    return make_client(settings=s)
 
 
 def snapshot_refs_for(conn: psycopg.Connection, detection_ids: list[str]) -> list[str]:

@@ -151,10 +151,12 @@ def _alerts(engine: Any, schema: str) -> list[dict[str, Any]]:
         rows = conn.execute(text(
             f"select a.alert_id, a.camera_id, a.zone_id, a.rule_id, a.rule_type, a.severity, "
             f"a.state, a.first_evidence_at, a.occurrences, v.event_id as evidence_id, "
-            f"v.snapshot_ref, v.annotated_ref, v.thumbnail_ref from {schema}.alerts a "
+            f"v.snapshot_ref, v.annotated_ref, v.thumbnail_ref, c.status as clip_status, "
+            f"c.clip_ref from {schema}.alerts a "
             f"left join {schema}.alert_events ae on ae.alert_id = a.alert_id "
             f"and ae.event_type = 'AlertRaised' "
             f"left join {schema}.evidence v on v.rule_event_id = ae.causation_id "
+            f"left join {schema}.clips c on c.evidence_id = v.event_id "
             f"order by a.raised_at, a.alert_id"))
         return [dict(r._mapping) for r in rows]
 
@@ -183,11 +185,17 @@ SCENE_RULES = ("loitering", "crowd", "perimeter", "line_crossing")
 
 
 def missing_evidence(alerts: list[dict[str, Any]]) -> list[str]:
-    """Scene alerts without their snapshot, annotated snapshot and thumbnail."""
-    return [f"no evidence: {a['rule_type']} alert {a['alert_id'][:8]} on {a['camera_id']}"
-            for a in alerts if a["rule_type"] in SCENE_RULES
-            and not (a.get("snapshot_ref") and a.get("annotated_ref")
-                     and a.get("thumbnail_ref"))]
+    """Scene alerts without their snapshot, annotated snapshot, thumbnail and clip."""
+    out = []
+    for a in alerts:
+        if a["rule_type"] not in SCENE_RULES:
+            continue
+        what = f"{a['rule_type']} alert {a['alert_id'][:8]} on {a['camera_id']}"
+        if not (a.get("snapshot_ref") and a.get("annotated_ref") and a.get("thumbnail_ref")):
+            out.append(f"no evidence: {what}")
+        elif not a.get("clip_ref"):
+            out.append(f"no evidence clip ({a.get('clip_status') or 'pending'}): {what}")
+    return out
 
 
 def check_recorded(cameras: list[str], prog: dict[str, dict[str, int]]) -> list[str]:
@@ -214,7 +222,10 @@ def run_demo(args: argparse.Namespace) -> int:
     env.update(stack_env)
     prefix = args.topic_prefix or f"demo{secrets.token_hex(3)}"
     env.update({"VIGIL_TOPIC_PREFIX": prefix, "VIGIL_LOG_FORMAT": "text",
-                "VIGIL_PROJECTOR_SCHEMA": prefix})
+                "VIGIL_PROJECTOR_SCHEMA": prefix,
+                # the synthetic scenes end: a clip whose post-roll runs past the end of
+                # its recording is built with what there is after a minute, not a day
+                "VIGIL_EVIDENCE_CLIP_WAIT_MAX_S": "45"})
     for k, v in env.items():
         if k in stack_env or k.startswith("VIGIL_"):
             os.environ[k] = v
@@ -274,7 +285,9 @@ def run_demo(args: argparse.Namespace) -> int:
             quiet = quiet + 1 if drained and snapshot == last_snapshot else 0
             last_snapshot = snapshot
             # evidence follows its alert by a moment: give it a few more polls
-            if args.check and quiet >= 2 and (not missing_evidence(alerts) or quiet >= 10):
+            # (a clip waits for its post-roll; a finished scene's last clip for
+            # VIGIL_EVIDENCE_CLIP_WAIT_MAX_S, see below)
+            if args.check and quiet >= 2 and (not missing_evidence(alerts) or quiet >= 30):
                 break
         alerts = _alerts(engine, prefix)
         problems = check_expected(expected, alerts)
@@ -342,8 +355,9 @@ def _summary(alerts: list[dict[str, Any]], problems: list[str],
         print("\nevidence (presigned for an hour; the API signs its own, shorter-lived):")
         for a in with_evidence:
             print(f"  {a['alert_id'][:8]}  {base}/evidence/{a['evidence_id']}")
-            for name in ("annotated", "snapshot", "thumbnail"):
-                print(f"    {name:9} {_presigned(a[f'{name}_ref'])}")
+            for name in ("annotated", "snapshot", "thumbnail", "clip"):
+                if a.get(f"{name}_ref"):
+                    print(f"    {name:9} {_presigned(a[f'{name}_ref'])}")
     for p in problems:
         print(f"  CHECK: {p}")
     print("\nsee them through the API:")

@@ -15,7 +15,7 @@ import urllib3
 from minio import Minio
 from minio.error import S3Error
 
-from vigil.settings import get_settings
+from vigil.settings import Settings, get_settings
 
 _made: set[str] = set()
 _lock = threading.Lock()
@@ -35,8 +35,11 @@ def split_ref(ref: str, default_bucket: str, known: tuple[str, ...] | list[str]
     return default_bucket, ref
 
 
-def _make_client(http_client: urllib3.PoolManager | None = None) -> Minio:
-    s = get_settings()
+def make_client(http_client: urllib3.PoolManager | None = None,
+                settings: Settings | None = None) -> Minio:
+    """A new client of the configured store: the one place that turns S3_* settings into a
+    Minio client (`http_client` for callers that need their own timeouts/retries)."""
+    s = settings or get_settings()
     u = urlparse(s.s3_endpoint)
     return Minio(u.netloc, access_key=s.s3_access_key,
                  secret_key=s.s3_secret_key.get_secret_value(), secure=u.scheme == "https",
@@ -45,7 +48,7 @@ def _make_client(http_client: urllib3.PoolManager | None = None) -> Minio:
 
 @cache
 def client() -> Minio:
-    return _make_client()
+    return make_client()
 
 
 @cache
@@ -53,7 +56,7 @@ def failfast_client() -> Minio:
     """For a caller that retries on its own (the segment uploader): short timeouts and no
     retries inside the client, so an unreachable store is noticed in seconds, not after
     the client's own retry loop."""
-    return _make_client(urllib3.PoolManager(
+    return make_client(urllib3.PoolManager(
         timeout=urllib3.Timeout(connect=5, read=60), retries=urllib3.Retry(total=0)))
 
 

@@ -123,7 +123,7 @@ def test_health_is_static_and_ready_reports_each_dependency(client: TestClient) 
     assert body["checks"]["kafka"]["status"] == "ok"
     assert ready.status_code == (200 if body["status"] == "ok" else 503)
     deep = client.get("/health/deep").json()
-    assert deep["checks"]["read_model"]["status"] == "ok"
+    assert deep["checks"]["read_model"]["status"] == "ok", deep
     assert deep["checks"]["triton"]["status"] in ("fail", "skipped")  # not wired here
 
 
@@ -155,6 +155,21 @@ def test_missing_and_bad_keys_are_401_json(client: TestClient) -> None:
     _error_shape(client.get("/api/v1/alerts", headers={"X-API-Key": "vgl_abc_def"}), 401)
 
 
+#: the matrix's export (cam-a1's seeded segment; its id is a function of the range)
+EXPORT = {"camera_id": "cam-a1", "from": "2026-01-15T12:00:00+00:00",
+          "to": "2026-01-15T12:00:10+00:00"}
+
+
+def _export_id() -> str:
+    from datetime import datetime
+
+    from api.recordings import export_id_for
+
+    return export_id_for(get_settings().topic_prefix, EXPORT["camera_id"],
+                         datetime.fromisoformat(EXPORT["from"]),
+                         datetime.fromisoformat(EXPORT["to"]))
+
+
 def _matrix(ids: dict[str, Any]) -> list[tuple[str, str, dict[str, Any], set[str]]]:
     """(method, path, kwargs, roles allowed) for every protected endpoint."""
     alert = ids["alerts"]["cam-a1"][0]["alert_id"]
@@ -179,6 +194,10 @@ def _matrix(ids: dict[str, Any]) -> list[tuple[str, str, dict[str, Any], set[str
         ("GET", "/api/v1/events", {}, read),
         ("GET", f"/api/v1/events/{event}", {}, read),
         ("GET", f"/api/v1/evidence/{ids['evidence']['cam-a1'][0]}", {}, read),
+        ("GET", "/api/v1/cameras/cam-a1/recordings?from=2026-01-15T12:00:00Z"
+                "&to=2026-01-15T12:01:00Z", {}, read),
+        ("POST", "/api/v1/exports", {"json": EXPORT}, act),
+        ("GET", f"/api/v1/exports/{_export_id()}", {}, read),
         ("GET", f"/api/v1/search/appearance?detection_id={det}", {}, read),
         ("GET", "/api/v1/zones", {}, read),
         ("GET", "/api/v1/lines", {}, read),

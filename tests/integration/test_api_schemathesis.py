@@ -19,6 +19,7 @@ from hypothesis.errors import Unsatisfiable
 from api.app import create_app
 from api.settings import load_api_settings
 from tools.testkit.api import World, make_world, seed_world, unit_vector
+from vigil.objects import client as object_store
 from vigil.settings import get_settings
 
 schemathesis = pytest.importorskip("schemathesis")
@@ -97,6 +98,8 @@ def test_fuzz_every_operation(fuzz_world: World, role: str, mode: str) -> None:
                                        rate_limit_per_s=100_000, rate_limit_burst=100_000,
                                        max_wait_s=0.1),
         embed_image=fake_embedder,
+        # the real object store: presigned URLs and exports (background builds) run too
+        object_store=object_store(),
     )
     headers = w.auth(role)
     checks = [not_a_server_error, status_code_conformance, content_type_conformance,

@@ -36,7 +36,7 @@ def test_demo_raises_exactly_the_expected_alerts(stack: dict[str, str], tmp_path
     res = subprocess.run(
         [sys.executable, "-m", "vigil_cli", "demo", "--check", "--duration", "300",
          "--scenario", "loiterer", "--scenario", "crowd6", "--scenario", "passers_by"],
-        env=env, capture_output=True, text=True, timeout=420, stdin=subprocess.DEVNULL,
+        env=env, capture_output=True, text=True, timeout=480, stdin=subprocess.DEVNULL,
     )
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-4000:]
@@ -47,4 +47,4 @@ def test_demo_raises_exactly_the_expected_alerts(stack: dict[str, str], tmp_path
     assert "console: http://" in out and "log in as demo-" in out
     # every alert of the scenarios has its still evidence, and the summary links it
     assert "no evidence" not in out
-    assert "evidence (presigned" in out and "/annotated.jpg" in out
+    assert "evidence (presigned" in out and "/annotated.jpg" in out and "/clip.mp4" in out

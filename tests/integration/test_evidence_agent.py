@@ -452,3 +452,58 @@ def test_a_corrupt_segment_makes_a_partial_clip_and_a_camera_without_recording_s
     clip = clip_of(ev, worker)
     assert clip.status == "no_recording" and clip.clip_ref is None
     assert "recorded nothing" in clip.reason
+
+
+# --------------------------------------------------------------------------- API: video
+def test_recordings_listing_and_an_export_of_a_range(world: tuple[World, Worker]) -> None:
+    from api.app import create_app
+    from api.settings import load_api_settings
+    from vigil.objects import client
+
+    w, _ = world
+    w.add_key("operator", "operator")
+    start = datetime(2026, 2, 1, 8, 0, tzinfo=UTC)
+    refs = send_segments(w, "cam-ev", start, 2)  # 08:00:00-08:00:08
+    send_segments(w, "cam-ev", start + timedelta(seconds=20), 1)  # 08:00:20-08:00:24
+    w.project()
+    app = create_app(get_settings(), w.engine, w.producer, read_schema=w.schema,
+                     api_settings=load_api_settings(env={}, keys_schema=w.keys_schema,
+                                                    export_max_range_s=60),
+                     object_store=client())
+    h = w.auth("operator")
+    q = "from=2026-02-01T08:00:00Z&to=2026-02-01T08:00:30Z"
+    with TestClient(app, raise_server_exceptions=False) as c:
+        body = c.get(f"/api/v1/cameras/cam-ev/recordings?{q}", headers=h).json()
+        assert [s["duration_s"] for s in body["segments"]] == [4.0, 4.0, 4.0]
+        assert [(g["start_at"][11:19], g["end_at"][11:19]) for g in body["gaps"]] == [
+            ("08:00:08", "08:00:20"), ("08:00:24", "08:00:30")]
+        seg = httpx.get(body["segments"][0]["url"], timeout=10)
+        assert seg.status_code == 200 and decode_clip(seg.content)[0] == 40
+        none = c.get("/api/v1/cameras/cam-ev/recordings?from=2026-02-02T08:00:00Z"
+                     "&to=2026-02-02T09:00:00Z", headers=h)
+        assert none.status_code == 404 and none.json()["details"]["gap"]["start_at"]
+        bad = c.get("/api/v1/cameras/cam-ev/recordings?from=2026-02-01T09:00:00Z"
+                    "&to=2026-02-01T08:00:00Z", headers=h)
+        assert bad.status_code in (400, 422)
+
+        export = {"camera_id": "cam-ev", "from": "2026-02-01T08:00:01Z",
+                  "to": "2026-02-01T08:00:07Z"}
+        too_long = {**export, "to": "2026-02-01T09:00:00Z"}
+        r = c.post("/api/v1/exports", json=too_long, headers=h)
+        assert r.status_code == 422 and r.json()["details"]["max_range_s"] == 60
+        r = c.post("/api/v1/exports", json=export, headers=h)
+        assert r.status_code == 202, r.text
+        export_id = r.json()["export_id"]
+        deadline = time.monotonic() + 60
+        while True:
+            st = c.get(f"/api/v1/exports/{export_id}", headers=h).json()
+            if st["state"] in ("done", "failed") or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert st["state"] == "done" and not st["partial"], st
+        mp4 = httpx.get(st["url"], timeout=10).content
+        frames, duration = decode_clip(mp4)
+        assert frames >= 60 and 6.0 <= duration <= 7.2  # 08:00:01 (keyframe) .. 08:00:07
+        again = c.post("/api/v1/exports", json=export, headers=h)
+        assert again.status_code == 200 and again.json()["export_id"] == export_id
+    assert refs

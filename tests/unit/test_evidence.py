@@ -96,8 +96,8 @@ def _trigger(**kw: object) -> RuleTriggered:
 
 def test_keys_are_a_function_of_the_hit_and_the_caption_says_what_fired() -> None:
     t = _trigger()
-    assert evidence_prefix(t.camera_id, t.occurred_at, t.event_id) == \
-        f"evidence/cam%2F1/2026-03-01/{t.event_id}"
+    assert evidence_prefix(t.camera_id, t.occurred_at, t.event_id, "vigil") == \
+        f"vigil/evidence/cam%2F1/2026-03-01/{t.event_id}"
     cam = CameraConfigured.create(producer="t", camera_id="cam/1", site_id="s", edge_id="e",
                                   name="Door", timezone="Europe/Paris")
     lines = caption(t, AT, cam)

@@ -156,7 +156,7 @@ async def _raw(n: int, smtp_port: int, mqtt_port: int, mail: _Arrivals, mq: _Arr
 def run(quick: bool = False) -> BenchResult:
     from aiosmtpd.controller import Controller
 
-    from vigil.kafka import EventProducer
+    from schemas.producer import EventProducer
 
     n = 200 if quick else 1000
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every command

@@ -37,6 +37,7 @@ from schemas.events import (
     Point,
     RuleConfigured,
     RuleTriggered,
+    SegmentRecorded,
     StreamStatus,
     ZoneConfigured,
     ZoneEntered,
@@ -209,6 +210,10 @@ def seed_world(w: World, events_per_camera: int = 7, alerts_per_camera: int = 1,
                 thumbnail_ref=f"{folder}/thumbnail.jpg", track_ids=["trk-1"],
                 detection_ids=[], highlighted_detection_ids=[]))
             out.setdefault("evidence", {})[cam] = [evid.event_id]
+            w.send("recordings", cam, SegmentRecorded.create(
+                producer=p, occurred_at=T0 + timedelta(seconds=10), edge_id="seed-edge",
+                camera_id=cam, object_ref=f"s3://video-segments/seed/{cam}/0.mp4",
+                start_at=T0, end_at=T0 + timedelta(seconds=10), size_bytes=1000))
             out["alerts"][cam] = []
             for n in range(alerts_per_camera):
                 alert_id = f"alert-{cam}-{n}"
