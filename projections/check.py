@@ -63,7 +63,7 @@ for _t in ("AlertRaised", "AlertRepeated", "AlertEscalated", "AlertAcknowledged"
            "AlertResolved", "AlertAssigned", "AlertCommented", "CommandRejected"):
     _ROW[_t] = ("alert_events", "event_id", "event_id")
 for _t in ("EdgeOffline", "EdgeOnline", "StreamDown", "StreamUp", "InferenceDegraded",
-           "InferenceRecovered"):
+           "InferenceRecovered", "RetentionRun"):
     _ROW[_t] = ("health_events", "event_id", "event_id")
 
 #: How many missing events the report lists (the counts are always complete).
