@@ -98,7 +98,9 @@ async def retry_notification(request: Request) -> Response:
 ROUTES = [
     Endpoint("GET", "/api/v1/notifications", list_notifications,
              "Notification outcomes (delivered, failed, retry requested), newest first",
-             query=NotificationQuery, responses={200: NotificationList}, tag="alerts"),
+             query=NotificationQuery, responses={200: NotificationList},
+             errors=(404,),  # alert_id of an alert the key cannot see (or none)
+             tag="alerts"),
     Endpoint("POST", "/api/v1/notifications/{event_id}/retry", retry_notification,
              "Deliver a failed notification again: publishes RetryNotification",
              permission="act", responses={202: RetryAccepted, 503: None},
