@@ -402,7 +402,8 @@ ROUTES = [
     Endpoint("GET", "/api/v1/alerts", list_alerts, "List alerts (newest first, keyset pages)",
              query=AlertQuery, responses={200: AlertPage}, tag="alerts"),
     Endpoint("GET", "/api/v1/alerts/{alert_id}", get_alert, "An alert with its history",
-             responses={200: AlertDetail}, tag="alerts"),
+             responses={200: AlertDetail}, tag="alerts",
+             personal_data=True),  # its evidence: snapshots and clip URLs
     Endpoint("POST", "/api/v1/alerts/{alert_id}/ack", ack_alert,
              "Acknowledge: publishes AcknowledgeAlert; 202 with the command id "
              "(200 with the outcome when ?wait= sees it in time)",

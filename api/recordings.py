@@ -330,7 +330,8 @@ ROUTES = [
     Endpoint("GET", "/api/v1/cameras/{camera_id}/recordings", list_recordings,
              "A camera's recorded segments in a time range (presigned URLs) and the gaps; "
              "404 naming the gap when there is no video",
-             query=Range, responses={200: RecordingsOut}, tag="recordings"),
+             query=Range, responses={200: RecordingsOut}, tag="recordings",
+             personal_data=True),  # video: on the access record (api/access.py)
     Endpoint("POST", "/api/v1/exports", create_export,
              "Export a camera's video for a time range as one MP4, built in the background; "
              "202 with its state (asking again for the same range returns the same export)",
@@ -339,5 +340,6 @@ ROUTES = [
              tag="recordings"),
     Endpoint("GET", "/api/v1/exports/{export_id}", get_export,
              "An export's state, with a presigned URL once done",
-             responses={200: ExportOut}, errors=(503,), tag="recordings"),
+             responses={200: ExportOut}, errors=(503,), tag="recordings",
+             personal_data=True),  # the export's video URL
 ]

@@ -14,8 +14,10 @@ something the user may not see answers the same 404 page as a missing id.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -28,7 +30,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from api.errors import ApiError
-from api.routing import SESSION_COOKIE, authenticate_session
+from api.routing import SESSION_COOKIE, Endpoint, authenticate_session
 from api.users import csrf_matches
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,35 @@ def _safe_next(target: str | None) -> str:
             and "\\" not in target:
         return target
     return "/console/"
+
+
+def recorded(method: str, path: str, summary: str
+             ) -> Callable[[Callable[[Request], Awaitable[Response]]],
+                           Callable[[Request], Awaitable[Response]]]:
+    """Put every call of a console route on the access record (api/access.py), like the
+    JSON API's personal-data routes: logins (failed ones too), logouts, and the pages and
+    pictures that show evidence or camera frames."""
+
+    def wrap(handler: Callable[[Request], Awaitable[Response]]
+             ) -> Callable[[Request], Awaitable[Response]]:
+        ep = Endpoint(method, path, handler, summary, permission=None)
+
+        @functools.wraps(handler)
+        async def run(request: Request) -> Response:
+            recorder = request.app.state.deps.extra.get("access")
+            try:
+                response = await handler(request)
+            except Exception:
+                if recorder is not None:
+                    recorder.record(request, ep, 500)
+                raise
+            if recorder is not None:
+                recorder.record(request, ep, response.status_code)
+            return response
+
+        return run
+
+    return wrap
 
 
 def _page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -112,6 +143,7 @@ async def login_page(request: Request) -> Response:
     return response
 
 
+@recorded("POST", "/console/login", "Console login")
 async def login_submit(request: Request) -> Response:
     deps = request.app.state.deps
     address = request.client.host if request.client else "unknown"
@@ -139,6 +171,9 @@ async def login_submit(request: Request) -> Response:
         return _page(request, "login.html", 401, login_csrf=cookie_token, next=target,
                      failed=True)
     log.info("console login", extra={"user": username, "client": address})
+    session = await anyio.to_thread.run_sync(deps.users.session, result.token)
+    if session is not None:  # the access record names who logged in
+        request.scope["principal"] = session.principal
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(SESSION_COOKIE, result.token, httponly=True, samesite="lax",
                         secure=_secure(request), path="/",
@@ -147,6 +182,7 @@ async def login_submit(request: Request) -> Response:
     return response
 
 
+@recorded("POST", "/console/logout", "Console logout")
 async def logout(request: Request) -> Response:
     deps = request.app.state.deps
     token = request.cookies.get(SESSION_COOKIE, "")
@@ -158,6 +194,7 @@ async def logout(request: Request) -> Response:
                          message="The logout form was not sent from a current Vigil page "
                                  "(its security token is missing or stale). Reload the "
                                  "page and try again.")
+        request.scope["principal"] = session.principal
         await anyio.to_thread.run_sync(deps.users.logout, token)
     response = RedirectResponse("/console/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
@@ -175,6 +212,7 @@ async def queue_page(request: Request) -> Response:
     return _page(request, "queue.html", initial=page, page_name="queue")
 
 
+@recorded("GET", "/console/alerts/{alert_id}", "Console: an alert with its evidence")
 async def alert_page(request: Request) -> Response:
     if (redirect := await _user(request)) is not None:
         return redirect
@@ -191,6 +229,7 @@ async def alert_page(request: Request) -> Response:
     return _page(request, "alert.html", alert=detail, page_name="alert")
 
 
+@recorded("GET", "/console/alerts/{alert_id}/thumbnail", "Console: an alert's thumbnail")
 async def alert_thumbnail(request: Request) -> Response:
     """The queue's picture of an alert: a redirect to its newest evidence's thumbnail
     (a short-lived presigned URL), after the same site check as the alert itself; a
@@ -224,6 +263,7 @@ async def cameras_page(request: Request) -> Response:
                  page_name="cameras")
 
 
+@recorded("GET", "/console/cameras/{camera_id}", "Console: a camera")
 async def camera_page(request: Request) -> Response:
     if (redirect := await _user(request)) is not None:
         return redirect
@@ -240,6 +280,7 @@ async def camera_page(request: Request) -> Response:
     return _page(request, "camera.html", camera=camera, page_name="camera")
 
 
+@recorded("GET", "/console/cameras/{camera_id}/frame", "Console: a camera's latest frame")
 async def camera_frame(request: Request) -> Response:
     """A camera's latest stored frame: a redirect to its presigned URL (site-checked)."""
     if not request.cookies.get(SESSION_COOKIE):

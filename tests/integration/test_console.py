@@ -232,6 +232,17 @@ def test_an_alert_shows_its_thumbnail_annotated_snapshot_and_a_clip_that_plays(
     page.screenshot(path=str(SHOTS / "alert-evidence.png"), full_page=True)
     page.context.close()
 
+    def seen_by_olga() -> set[str]:
+        with w.engine.connect() as conn:
+            return {r[0] for r in conn.execute(sa.text(
+                f'SELECT route FROM "{w.schema}".access_log WHERE actor_name = :n '
+                "AND :rid = ANY(resource_ids)"), {"n": "olga", "rid": f"alert_id={alert_id}"})}
+
+    # Looking at the evidence is on the access record: the page and the thumbnail.
+    assert wait_for(lambda: {"/console/alerts/{alert_id}",
+                             "/console/alerts/{alert_id}/thumbnail"} <= seen_by_olga(),
+                    timeout=60, interval=0.5)
+
 
 def test_operator_resolves_from_the_detail_page(
         world: tuple[World, dict[str, Any]], base_url: str, browser: Any) -> None:
@@ -383,6 +394,22 @@ def test_login_failures_csrf_and_logout(world: tuple[World, dict[str, Any]],
     page.wait_for_url(f"{base_url}/console/login")
     res = httpx.get(f"{base_url}/api/v1/alerts", cookies={"vigil_session": session["value"]})
     assert res.status_code == 401
+
+    # Logins, failed ones too, and the logout are on the access record.
+    w, _ = world
+
+    def records() -> list[tuple[str, str, str, int]] | None:
+        with w.engine.connect() as conn:
+            rows = conn.execute(sa.text(
+                f'SELECT route, outcome, actor_name, status FROM "{w.schema}".access_log '
+                "WHERE route IN ('/console/login', '/console/logout')")).all()
+        got = [tuple(r) for r in rows]
+        ok = ("/console/logout", "ok", "olga", 303) in got and \
+            sum(1 for r in got if r[:2] == ("/console/login", "denied")) >= 2
+        return got if ok else None
+
+    got = wait_for(records, timeout=60, interval=0.5)
+    assert ("/console/login", "ok", "olga", 303) in got
 
 
 def test_users_cli_creates_a_user_who_can_log_in(
