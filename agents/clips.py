@@ -4,7 +4,7 @@ The window is VIGIL_EVIDENCE_PRE_S before the hit's first evidence to VIGIL_EVID
 after the hit (docs/evidence.md, "Clips"). Segments are found on vigil.recordings
 (SegmentRecorded, the camera's partition, searched from VIGIL_EVIDENCE_CLIP_LOOKBACK_S
 before the evidence was published to the partition's end), fetched from the object store
-and cut/remuxed by `agents.clip_builder` (no re-encode).
+and cut/remuxed by `vigil.clip_builder` (no re-encode).
 
 When is a clip built? Segments reach the cloud in order (the edge uploads its buffer
 oldest first), so the window is final once a segment of the camera ends at or after the
@@ -34,7 +34,6 @@ from typing import Any
 import faust
 
 from agents.app import app, topics
-from agents.clip_builder import Segment, build_clip
 from agents.codec import Undecodable
 from agents.dlq import dead_letter
 from agents.evidence import evidence_prefix, get_evidence_settings
@@ -49,6 +48,7 @@ from schemas.events import (
     SegmentRecorded,
     derived_event_id,
 )
+from vigil.clip_builder import Segment, build_clip
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ as one MP4 (docs/evidence.md, "Recordings and exports").
 - ``GET /api/v1/cameras/{id}/recordings?from&to``: the segments (span, size, presigned URL)
   and the gaps between them; no video at all in the range is a 404 naming the gap.
 - ``POST /api/v1/exports`` (camera, from, to): 202 with the export's state; the MP4 is
-  built in the background by `agents.clip_builder` (the same cut-and-remux as alert
+  built in the background by `vigil.clip_builder` (the same cut-and-remux as alert
   clips). An export's id is a function of (camera, from, to), so asking twice returns the
   same export instead of building it again. Its state lives next to it in the object
   store (``<topic prefix>/exports/<id>/state.json``), so every API process and a
@@ -210,7 +210,7 @@ def _write_state(store: Any, bucket: str, state: dict[str, Any]) -> None:
 
 def _build(store: Any, settings: Any, state: dict[str, Any], segs: list[Any]) -> None:
     """The export, in a thread: fetch the segments, cut and remux, store, record."""
-    from agents.clip_builder import Segment, build_clip
+    from vigil.clip_builder import Segment, build_clip
     from vigil.objects import split_ref
 
     bucket = settings.bucket_snapshots

@@ -12,7 +12,7 @@ import av
 import numpy as np
 import pytest
 
-from agents.clip_builder import Segment, build_clip
+from vigil.clip_builder import Segment, build_clip
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 FPS = 10
