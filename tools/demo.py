@@ -40,12 +40,15 @@ class Child:
     log: Path
 
 
-def build_site(scenarios: list[Path], run_dir: Path,
-               realtime: bool = True) -> tuple[Path, Path, list[dict[str, Any]]]:
+def build_site(scenarios: list[Path], run_dir: Path, realtime: bool = True,
+               rule_defaults: dict[str, Any] | None = None
+               ) -> tuple[Path, Path, list[dict[str, Any]]]:
     """Write the site configuration and the edge configuration for these scenarios.
 
     Each scenario's single camera is renamed after the scenario so that several scenarios
     can run side by side as one site; zone, line and rule ids get the same prefix.
+    `rule_defaults` fills rule fields a scenario does not set (the fault suite's short
+    escalation: a rule's own `escalation_s` wins over the site-wide VIGIL_ALERTS_*).
     """
     from edge_producer.sim.scenario import load_scenario
 
@@ -71,7 +74,8 @@ def build_site(scenarios: list[Path], run_dir: Path,
         for ln in sec.get("lines", []):
             site["lines"].append({**ln, "line_id": rename(ln["line_id"]), "camera_id": cam})
         for r in sec.get("rules", []):
-            rule = {**r, "rule_id": rename(r["rule_id"]), "camera_id": cam}
+            rule = {**(rule_defaults or {}), **r, "rule_id": rename(r["rule_id"]),
+                    "camera_id": cam}
             if r.get("zone_id"):
                 rule["zone_id"] = rename(r["zone_id"])
             if r.get("line_id"):

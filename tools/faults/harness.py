@@ -187,8 +187,11 @@ class Pipeline:
         from schemas.topics import apply_topics
         from tools.demo import build_site
 
-        site_file, edge_file, expected = build_site(self.scenario_paths, self.run_dir,
-                                                    realtime=self.realtime)
+        # Rules carry their own escalation_s, which wins over VIGIL_ALERTS_ESCALATION_S:
+        # give them the suite's short one, so escalations come due within a run.
+        site_file, edge_file, expected = build_site(
+            self.scenario_paths, self.run_dir, realtime=self.realtime,
+            rule_defaults={"escalation_s": ESCALATION_S})
         self.edge_file, self.expected = edge_file, expected
         self.cameras = [c["camera_id"] for c in yaml.safe_load(edge_file.read_text())["cameras"]]
         apply_topics(self.env["KAFKA_BOOTSTRAP"], self.prefix,
