@@ -80,10 +80,15 @@ def test_heartbeats_on_cadence(stack, topic_prefix, tmp_path: Path) -> None:
     edge = Edge(cfg)
     runner = threading.Thread(target=edge.run)
     runner.start()
+    # Rendering the scene takes seconds (more on a busy machine): the cadence is judged
+    # over 3.2 s once the camera delivers, not from the moment the thread started.
+    deadline = time.monotonic() + 60
+    while edge.cameras["cam-sim"].captured < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
     time.sleep(3.2)
     edge.stop_event.set()
     runner.join(30)
-    beats = [e for e in consume(stack["KAFKA_BOOTSTRAP"], "heartbeats", 6)
+    beats = [e for e in consume(stack["KAFKA_BOOTSTRAP"], "heartbeats", 10_000, timeout=10)
              if isinstance(e, EdgeHeartbeat)]
     assert len(beats) >= 6
     gaps = [(b.occurred_at - a.occurred_at).total_seconds() for a, b in itertools.pairwise(beats)]
@@ -189,7 +194,9 @@ def test_sigterm_flushes_and_exits_cleanly(vigil_env, tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "vigil_cli", "edge", "run", "--config",
                              str(site)], env=vigil_env, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(5)
+        # SIGTERM once frames flow (start-up takes seconds, more on a busy machine)
+        consume(vigil_env["KAFKA_BOOTSTRAP"], "frames", 1, timeout=60)
+        time.sleep(1)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
     finally:
