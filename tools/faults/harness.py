@@ -22,6 +22,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,25 @@ class Proc:
     @property
     def alive(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
+
+    def ready_at(self, marker: bytes = b"Worker ready") -> datetime | None:
+        """When the last start logged `marker` (its own log timestamp, local time), or
+        None: a worker restored from changelogs can take many seconds to be ready, and
+        nothing it owes can be judged before it is."""
+        try:
+            text = self.log.read_bytes()
+        except FileNotFoundError:
+            return None
+        last = text.rfind(b"=== fault harness: start #")
+        line = next((ln for ln in reversed(text[max(last, 0):].splitlines())
+                     if marker in ln), None)
+        if line is None:
+            return None
+        try:
+            stamp = datetime.strptime(line[:23].decode(), "%Y-%m-%d %H:%M:%S,%f")
+        except ValueError:
+            return None
+        return stamp.astimezone(UTC)  # naive = local time, as the log wrote it
 
     def kill(self) -> None:
         """SIGKILL the process (its own session, by PGID = its PID) and reap it."""
@@ -546,6 +566,12 @@ class Pipeline:
 
         raised, fired, stopped = read()
         first_due = [at + step + slack for a, at in raised.items() if a not in stopped]
+        # A deadline that passed while the worker was down (killed, restoring) is owed
+        # from the moment it is ready again: give it the same slack from then.
+        worker = self.procs.get("worker")
+        ready = worker.ready_at() if worker is not None else None
+        if first_due and ready is not None:
+            first_due.append(ready + slack)
         if first_due:
             wait = (max(first_due) - datetime.now(UTC)).total_seconds()
             if wait > 0:
