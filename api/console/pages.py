@@ -212,102 +212,101 @@ async def queue_page(request: Request) -> Response:
     return _page(request, "queue.html", initial=page, page_name="queue")
 
 
-@recorded("GET", "/console/alerts/{alert_id}", "Console: an alert with its evidence")
-async def alert_page(request: Request) -> Response:
+async def _detail_page(request: Request, handler: Any, template: str, name: str,
+                       what: str) -> Response:
+    """One resource's page from its JSON handler; another site's id answers the same 404
+    page as one that does not exist."""
     if (redirect := await _user(request)) is not None:
         return redirect
-    from api.alerts import get_alert
-
     try:
-        detail = await _api_json(get_alert, request)
+        data = await _api_json(handler, request)
     except ApiError as exc:
         if exc.status in (400, 404):
             return _page(request, "error.html", 404, title="Not found",
-                         message="There is no alert with this id, or it is not yours "
+                         message=f"There is no {what} with this id, or it is not yours "
                                  "to see.")
         raise
-    return _page(request, "alert.html", alert=detail, page_name="alert")
+    return _page(request, template, page_name=name, **{name: data})
+
+
+async def _picture(request: Request, handler: Any,
+                   pick: Callable[[dict[str, Any]], str | None], max_age: int) -> Response:
+    """A redirect to a presigned picture URL taken from a JSON handler's answer, after
+    that handler's site check (its 404 and a missing picture answer alike)."""
+    if not request.cookies.get(SESSION_COOKIE):
+        return Response(status_code=401)
+    try:
+        await authenticate_session(request, "read")
+        data = await _api_json(handler, request)
+    except ApiError as exc:
+        return Response(status_code=exc.status if exc.status in (401, 403, 429) else 404)
+    url = pick(data)
+    if not url:
+        return Response(status_code=404, headers={"Cache-Control": "private, max-age=10"})
+    return RedirectResponse(url, status_code=303,
+                            headers={"Cache-Control": f"private, max-age={max_age}"
+                                     if max_age else "no-store"})
+
+
+def _newest_thumbnail(alert: dict[str, Any]) -> str | None:
+    for item in reversed(alert.get("evidence") or []):
+        url = item.get("thumbnail_url") or item.get("annotated_url")
+        if url:
+            return str(url)
+    return None
+
+
+@recorded("GET", "/console/alerts/{alert_id}", "Console: an alert with its evidence")
+async def alert_page(request: Request) -> Response:
+    from api.alerts import get_alert
+
+    return await _detail_page(request, get_alert, "alert.html", "alert", "alert")
 
 
 @recorded("GET", "/console/alerts/{alert_id}/thumbnail", "Console: an alert's thumbnail")
 async def alert_thumbnail(request: Request) -> Response:
-    """The queue's picture of an alert: a redirect to its newest evidence's thumbnail
-    (a short-lived presigned URL), after the same site check as the alert itself; a
-    picture another site's alert has is a 404 like a missing one."""
-    if not request.cookies.get(SESSION_COOKIE):
-        return Response(status_code=401)
-    try:
-        await authenticate_session(request, "read")
-        from api.alerts import get_alert
+    """The queue's picture of an alert: its newest evidence's thumbnail."""
+    from api.alerts import get_alert
 
-        detail = await _api_json(get_alert, request)
-    except ApiError as exc:
-        return Response(status_code=exc.status if exc.status in (401, 403, 429) else 404)
-    for item in reversed(detail.get("evidence") or []):
-        url = item.get("thumbnail_url") or item.get("annotated_url")
-        if url:
-            return RedirectResponse(url, status_code=303,
-                                    headers={"Cache-Control": "private, max-age=60"})
-    return Response(status_code=404, headers={"Cache-Control": "private, max-age=10"})
+    return await _picture(request, get_alert, _newest_thumbnail, max_age=60)
+
+
+async def _status_page(request: Request, template: str, name: str) -> Response:
+    """Cameras and their edges as the user may see them (the wall and the System page)."""
+    if (redirect := await _user(request)) is not None:
+        return redirect
+    from api.cameras import CameraQuery, list_cameras, list_sites
+
+    page = await _api_json(list_cameras, request, CameraQuery(limit=500))
+    sites = await _api_json(list_sites, request)
+    return _page(request, template, initial={"cameras": page, "sites": sites},
+                 page_name=name)
 
 
 async def cameras_page(request: Request) -> Response:
     """The camera wall: every camera the user may see, with its status."""
-    if (redirect := await _user(request)) is not None:
-        return redirect
-    from api.cameras import CameraQuery, list_cameras, list_sites
-
-    page = await _api_json(list_cameras, request, CameraQuery(limit=500))
-    sites = await _api_json(list_sites, request)
-    return _page(request, "cameras.html", initial={"cameras": page, "sites": sites},
-                 page_name="cameras")
+    return await _status_page(request, "cameras.html", "cameras")
 
 
 @recorded("GET", "/console/cameras/{camera_id}", "Console: a camera")
 async def camera_page(request: Request) -> Response:
-    if (redirect := await _user(request)) is not None:
-        return redirect
     from api.cameras import get_camera
 
-    try:
-        camera = await _api_json(get_camera, request)
-    except ApiError as exc:
-        if exc.status in (400, 404):
-            return _page(request, "error.html", 404, title="Not found",
-                         message="There is no camera with this id, or it is not yours "
-                                 "to see.")
-        raise
-    return _page(request, "camera.html", camera=camera, page_name="camera")
+    return await _detail_page(request, get_camera, "camera.html", "camera", "camera")
 
 
 @recorded("GET", "/console/cameras/{camera_id}/frame", "Console: a camera's latest frame")
 async def camera_frame(request: Request) -> Response:
-    """A camera's latest stored frame: a redirect to its presigned URL (site-checked)."""
-    if not request.cookies.get(SESSION_COOKIE):
-        return Response(status_code=401)
-    try:
-        await authenticate_session(request, "read")
-        from api.cameras import get_camera
+    """A camera's latest stored frame."""
+    from api.cameras import get_camera
 
-        camera = await _api_json(get_camera, request)
-    except ApiError as exc:
-        return Response(status_code=exc.status if exc.status in (401, 403, 429) else 404)
-    url = (camera.get("last_frame") or {}).get("url")
-    if not url:
-        return Response(status_code=404, headers={"Cache-Control": "private, max-age=10"})
-    return RedirectResponse(url, status_code=303, headers={"Cache-Control": "no-store"})
+    return await _picture(request, get_camera,
+                          lambda c: (c.get("last_frame") or {}).get("url"), max_age=0)
 
 
 async def system_page(request: Request) -> Response:
     """Edges and cameras as the on-call operator checks them."""
-    if (redirect := await _user(request)) is not None:
-        return redirect
-    from api.cameras import CameraQuery, list_cameras, list_sites
-
-    page = await _api_json(list_cameras, request, CameraQuery(limit=500))
-    sites = await _api_json(list_sites, request)
-    return _page(request, "system.html", initial={"cameras": page, "sites": sites},
-                 page_name="system")
+    return await _status_page(request, "system.html", "system")
 
 
 async def not_found(request: Request) -> Response:
