@@ -100,6 +100,14 @@ class Worker:
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
 
+    def tail(self, lines: int = 60) -> str:
+        """The end of this worker's log, for a failing test's message: a CI run keeps no
+        temporary folders, so what the worker said must travel in the assertion."""
+        if not self.log.exists():
+            return f"({self.log.name}: no log)"
+        text = self.log.read_text(errors="replace").splitlines()[-lines:]
+        return f"--- {self.log.name} (last {len(text)} lines)\n" + "\n".join(text)
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)

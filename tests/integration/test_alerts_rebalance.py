@@ -52,7 +52,10 @@ def test_survivor_escalates_each_incident_once(env: dict[str, str], tmp_path: Pa
         alerts.wait_for(lambda e: len(of_type(e, "AlertRaised")) == len(CAMERAS), 60)
         time.sleep(1.0)
         w2.kill9()
-        alerts.wait_for(lambda e: len(of_type(e, "AlertEscalated")) >= len(CAMERAS), 90)
+        try:
+            alerts.wait_for(lambda e: len(of_type(e, "AlertEscalated")) >= len(CAMERAS), 90)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{w1.tail()}\n{w2.tail(30)}") from None
         alerts.poll(3.0)
         for cam in CAMERAS:
             key = incident_key(cam, "z1", "r1")

@@ -10,6 +10,8 @@ const canAct = body.dataset.canAct === "true";
 const ALERT_EVENTS = ["AlertRaised", "AlertRepeated", "AlertEscalated", "AlertAcknowledged",
   "AlertResolved", "CommandRejected", "AlertAssigned", "AlertCommented"];
 const OPEN_STATES = new Set(["NEW", "ESCALATED"]);
+// How long after an alert is raised the queue keeps asking for its missing picture.
+const PICTURE_PATIENCE_MS = 10 * 60 * 1000;
 const RESOLUTIONS = [["true_alarm", "true alarm"], ["false_alarm", "false alarm"],
   ["duplicate", "duplicate"]];
 
@@ -166,16 +168,27 @@ function queuePage() {
   }
 
   function thumbImage(a, src) {
-    // A picture that failed (none yet) is replaced by a label; a new evidence item
-    // arriving later re-renders the row and tries again.
-    if (noPicture.has(a.alert_id) && noPicture.get(a.alert_id) === a.version) {
-      return el("span", { class: "no-thumb", text: "no picture" });
-    }
-    const img = el("img", { src: `${src}?v=${a.version}`, alt: `snapshot of ${a.camera_id}`,
+    // An alert's picture usually lands a few seconds after the alert (the evidence agent
+    // renders it, the projector folds it), and no alert event announces it. A missing
+    // picture shows a label and is asked for again with a growing pause while the alert
+    // is young; an alert event (new version) asks at once.
+    const miss = noPicture.get(a.alert_id);
+    const same = miss && miss.version === a.version;
+    if (same && miss.waiting) return el("span", { class: "no-thumb", text: "no picture" });
+    const tries = same ? miss.tries : 0;
+    const img = el("img", { src: `${src}?v=${a.version}.${tries}`, alt: `snapshot of ${a.camera_id}`,
       loading: "lazy", width: 96, height: 54, class: "thumb-img" });
     img.addEventListener("error", () => {
-      noPicture.set(a.alert_id, a.version);
+      const entry = { version: a.version, tries: tries + 1, waiting: true };
+      noPicture.set(a.alert_id, entry);
       img.replaceWith(el("span", { class: "no-thumb", text: "no picture" }));
+      const age = Date.now() - new Date(a.raised_at).getTime();
+      if (age > PICTURE_PATIENCE_MS) return;
+      setTimeout(() => {
+        if (noPicture.get(a.alert_id) !== entry) return;
+        entry.waiting = false;
+        render();
+      }, Math.min(2000 * 2 ** tries, 30000));
     });
     return img;
   }
