@@ -4,12 +4,13 @@
 bootstrap:  ## install what is missing (Debian packages, .venv, Triton venv, Kafka jars)
 	scripts/bootstrap.sh
 
-test:  ## bootstrap, ruff, then every test (integration tests start their own stack)
+test:  ## bootstrap, ruff, import contracts, mypy, then every test (integration tests start their own stack)
 	scripts/test.sh
 
-lint: bootstrap  ## ruff, then the layer contracts (import-linter, see pyproject.toml)
+lint: bootstrap  ## ruff, the layer contracts (import-linter), the type check (mypy); see pyproject.toml
 	.venv/bin/ruff check .
 	.venv/bin/lint-imports
+	.venv/bin/mypy
 
 demo: bootstrap  ## start the local stack and run a synthetic site end to end
 	.venv/bin/vigil demo

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Final, Literal
 
 from aiokafka.partitioner import murmur2
 
@@ -47,6 +47,8 @@ from schemas.events import (
     ResolveAlert,
     RuleCleared,
     RuleTriggered,
+    RuleType,
+    Severity,
     StreamDown,
     StreamUp,
     derived_event_id,
@@ -58,9 +60,12 @@ PRODUCER = "vigil-alerts/1"
 #: of one incident.
 PROCESSED_MEMORY = 256
 
-OPEN = "open"  # NEW in the issue's words; "open" is what the read model shows
-ACKNOWLEDGED = "acknowledged"
-RESOLVED = "resolved"
+#: An incident's alert: open (NEW in the API's words), acknowledged, resolved; the read
+#: model shows these values.
+AlertStatus = Literal["open", "acknowledged", "resolved"]
+OPEN: Final = "open"
+ACKNOWLEDGED: Final = "acknowledged"
+RESOLVED: Final = "resolved"
 
 
 def incident_key(camera_id: str, zone_id: str | None, rule_id: str) -> str:
@@ -96,15 +101,15 @@ class Policy:
 class Signal:
     """A trigger or clear of one incident, normalised from a rule hit or a health event."""
 
-    kind: str  # "raise" | "clear"
+    kind: Literal["raise", "clear"]
     incident_key: str
     event_id: str
     occurred_at: datetime
     camera_id: str
     zone_id: str | None
     rule_id: str
-    rule_type: str
-    severity: str = "warning"
+    rule_type: RuleType
+    severity: Severity = "warning"
     site_id: str | None = None
     first_evidence_at: datetime | None = None
     last_evidence_at: datetime | None = None
@@ -164,7 +169,7 @@ def signal_from(event: Event) -> Signal | None:
             incident_key=f"edge|{event.edge_id}|offline",
             camera_id=f"edge:{event.edge_id}", zone_id=None, rule_id="edge_offline",
             rule_type="edge_offline", severity="critical", site_id=event.site_id,
-            first_evidence_at=event.last_seen_at if raising else None,  # type: ignore[union-attr]
+            first_evidence_at=event.last_seen_at if isinstance(event, EdgeOffline) else None,
             reason="edge back online", auto_resolve=True, **common,
         )
     if isinstance(event, StreamDown | StreamUp):
@@ -174,7 +179,7 @@ def signal_from(event: Event) -> Signal | None:
             incident_key=f"stream|{event.camera_id}|down",
             camera_id=event.camera_id, zone_id=None, rule_id="stream_down",
             rule_type="stream_down", severity="warning",
-            reason=event.reason if raising else "stream up",  # type: ignore[union-attr]
+            reason=event.reason if isinstance(event, StreamDown) else "stream up",
             auto_resolve=True, **common,
         )
     if isinstance(event, InferenceDegraded | InferenceRecovered):
@@ -184,7 +189,8 @@ def signal_from(event: Event) -> Signal | None:
             incident_key=f"inference|{event.worker_id}|degraded",
             camera_id=f"worker:{event.worker_id}", zone_id=None, rule_id="inference_degraded",
             rule_type="inference_degraded", severity="critical",
-            reason=event.reason if raising else "inference recovered",  # type: ignore[union-attr]
+            reason=(event.reason if isinstance(event, InferenceDegraded)
+                    else "inference recovered"),
             auto_resolve=True, **common,
         )
     return None
@@ -196,11 +202,11 @@ class IncidentState:
 
     incident_key: str
     alert_id: str | None = None
-    status: str | None = None  # None (never alerted) | open | acknowledged | resolved
+    status: AlertStatus | None = None  # None: never alerted
     version: int = 0
     level: int = 0
     occurrences: int = 0
-    severity: str = "warning"
+    severity: Severity = "warning"
     raised_at: datetime | None = None
     resolved_at: datetime | None = None
     last_evidence_at: datetime | None = None

@@ -26,6 +26,7 @@ incident is never interleaved with another input of the same incident.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -38,6 +39,8 @@ from agents.alert_state import (
     COMMAND_TYPES,
     Decision,
     IncidentState,
+    Policy,
+    Signal,
     apply_command,
     apply_signal,
     escalate,
@@ -50,6 +53,7 @@ from agents.dlq import dead_letter
 from agents.escalation import due_incidents, get_alerts_settings, index_key, set_deadline
 from agents.ticks import (
     parse_tick,
+    partitions_of,
     send_ticks,
     state_table,
 )
@@ -67,7 +71,7 @@ cfg = get_alerts_settings()
 
 #: incident_key -> IncidentState JSON, and "deadlines-<p>" -> {incident_key: due ISO}.
 alerts_table = state_table("alerts", "alerts")
-PARTITIONS = alerts_table.partitions
+PARTITIONS = partitions_of(alerts_table)
 
 #: Serialises the handlers: one incident's read-send-write is never interleaved.
 _lock = asyncio.Lock()
@@ -90,6 +94,18 @@ HEALTH_TYPES = ("EdgeOffline", "EdgeOnline", "StreamDown", "StreamUp", "Inferenc
 def _key(event: faust.types.EventT) -> str:
     k = event.key
     return k.decode() if isinstance(k, bytes | bytearray) else str(k or "")
+
+
+def _signal_decision(state: IncidentState | None, sig: Signal, policy: Policy) -> Decision:
+    """`apply_signal` at the wall-clock time of the decision."""
+    return apply_signal(state, sig, policy, datetime.now(UTC))
+
+
+def _escalation(state: IncidentState | None, now: datetime) -> Decision:
+    """`escalate`; `_apply` calls it only for an incident whose state exists."""
+    if state is None:
+        raise RuntimeError("escalation of an incident without state")
+    return escalate(state, now)
 
 
 async def _apply(key: str, partition: int,
@@ -181,7 +197,7 @@ async def _alert_input(value: Any, event: Any) -> None:
         policy = cfg.policy_for(sig.severity, sig.rule_type)
         async with _lock:
             await _apply(sig.incident_key, event.message.partition,
-                         lambda st, s=sig, p=policy: apply_signal(st, s, p, datetime.now(UTC)))
+                         functools.partial(_signal_decision, sig=sig, policy=policy))
     except Exception as exc:
         log.exception("alert input failed")
         await dead_letter(value, f"{type(exc).__name__}: {exc}", "alerts.input", event)
@@ -211,7 +227,7 @@ async def alert_commands(stream: Any) -> None:
                 continue
             async with _lock:
                 await _apply(key, event.message.partition,
-                             lambda st, c=value, k=key: apply_command(st, c, k))
+                             functools.partial(apply_command, cmd=value, key=key))
         except Exception as exc:
             log.exception("command failed")
             await dead_letter(value, f"{type(exc).__name__}: {exc}", "alerts.commands", event)
@@ -232,7 +248,7 @@ async def alert_ticks(stream: Any) -> None:
                         ik = index_key(p).encode()
                         alerts_table[ik] = set_deadline(alerts_table.get(ik) or {}, key, None)
                         continue
-                    await _apply(key, p, lambda st, n=now: escalate(st, n))  # type: ignore[arg-type]
+                    await _apply(key, p, functools.partial(_escalation, now=now))
         except Exception as exc:
             log.exception("alert tick failed")
             await dead_letter(value, f"{type(exc).__name__}: {exc}", "alerts.ticks", event)

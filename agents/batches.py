@@ -23,16 +23,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
-from faust.types import EventT, StreamT
+from faust.streams import Stream
+from faust.types import ChannelT, EventT, StreamT
 from mode.utils.futures import notify
 
 
-async def take_unacked(stream: StreamT, max_: int, within: float
+async def take_unacked(agent_stream: StreamT[Any], max_: int, within: float
                        ) -> AsyncIterator[list[EventT]]:
     """Up to `max_` events at a time, waiting at most `within` seconds for the batch to
     fill (an empty list when nothing came); none of them acked."""
+    if not isinstance(agent_stream, Stream):  # the private parts used below are Stream's
+        raise TypeError(f"take_unacked needs a faust Stream, not {type(agent_stream)!r}")
+    stream = agent_stream
     events: list[EventT] = []
     full = asyncio.Event()
     consumed = asyncio.Event()
@@ -53,7 +57,7 @@ async def take_unacked(stream: StreamT, max_: int, within: float
             if len(events) >= max_:
                 full.set()
                 consumed.clear()
-                await stream.wait(consumed)  # type: ignore[arg-type]
+                await stream.wait(consumed.wait())
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -64,10 +68,11 @@ async def take_unacked(stream: StreamT, max_: int, within: float
     enable_acks = stream.enable_acks
     stream.enable_acks = False  # acks are the caller's
     stream.add_processor(add_to_buffer)
-    stream._enable_passive(aiter(stream.channel))  # type: ignore[attr-defined]
+    # the drainer only iterates what it is given; Stream.take_events casts the same way
+    stream._enable_passive(cast(ChannelT, aiter(stream.channel)))
     try:
         while not stream.should_stop:
-            await stream.wait_for_stopped(full, timeout=within)  # type: ignore[arg-type]
+            await stream.wait_for_stopped(full.wait(), timeout=within)
             consuming = asyncio.get_running_loop().create_future()
             try:
                 yield list(events)
@@ -78,4 +83,4 @@ async def take_unacked(stream: StreamT, max_: int, within: float
                 consumed.set()
     finally:
         stream.enable_acks = enable_acks
-        stream._processors.remove(add_to_buffer)  # type: ignore[attr-defined]
+        stream._processors.remove(add_to_buffer)

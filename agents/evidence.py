@@ -287,7 +287,7 @@ class Capturer:
         if found is None or not isinstance(found[0], FrameAnalyzed):
             raise NotCapturable(f"frame analysis {t.causation_id} not found on "
                                 f"{detections_topic} before the hit")
-        analysis, analysis_ts = found
+        analysis, analysis_ts = found[0], found[1]
         if not analysis.causation_id:
             raise NotCapturable(f"frame analysis {analysis.event_id} names no frame")
         frames_topic = str(topics.frames.get_topic_name())

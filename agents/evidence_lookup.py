@@ -26,7 +26,7 @@ from agents.alert_state import home_partition
 from schemas.codec import CONFLUENT_MAGIC, SINGLE_OBJECT_MAGIC, default_codec
 from schemas.events import Event
 from vigil.errors import VigilError
-from vigil.kafka import consumer_config
+from vigil.kafka import consumer_config, offset_of
 
 #: how far back from the naming event's timestamp each round searches, milliseconds
 DEFAULT_WINDOWS_MS = (15_000, 120_000, 900_000, 3 * 3_600_000)
@@ -146,7 +146,7 @@ class EventLookup:
                             ev = None
                         if ev is not None and keep(ev):
                             out.append(ev)
-                        if m.offset() >= high - 1:
+                        if offset_of(m) >= high - 1:
                             return out
             finally:
                 c.unassign()
@@ -178,12 +178,13 @@ class EventLookup:
                         if err.code() == -191:  # _PARTITION_EOF
                             return None
                         raise VigilError(f"reading {topic}[{p}]: {err}")
-                    if m.offset() >= end:
+                    at = offset_of(m)
+                    if at >= end:
                         return None
                     value = m.value()
-                    if peek_event_id(value) == event_id:
+                    if value is not None and peek_event_id(value) == event_id:
                         return bytes(value), int(m.timestamp()[1])
-                    if m.offset() >= end - 1:
+                    if at >= end - 1:
                         return None
         finally:
             c.unassign()

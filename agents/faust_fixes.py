@@ -159,7 +159,7 @@ class VigilTableManager(TableManager):
         return self._recovery
 
 
-class VigilWorker(faust.Worker):  # type: ignore[misc]
+class VigilWorker(faust.Worker):
     """Faust's Worker without the terminal spinner, whose handler set the root logger
     to DEBUG whatever ``-l`` said (module docstring). App setting ``Worker``."""
 
@@ -198,4 +198,5 @@ def install_fetch_max_wait(ms: int) -> None:
         consumer._fetch_max_wait_ms = ms
         return consumer
 
+    # the patch is the point (module docstring): mypy forbids assigning to a method
     AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]

@@ -25,8 +25,11 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from schemas.events import EdgeHeartbeat, EdgeOffline, EdgeOnline, Event, derived_event_id
+from schemas.events import EdgeHeartbeat, EdgeOffline, EdgeOnline, derived_event_id
 from vigil.settings import load_component_settings
+
+#: what the health agent publishes about an edge (keyed by edge id)
+EdgeEvent = EdgeOnline | EdgeOffline
 
 PRODUCER = "vigil-health/1"
 
@@ -74,14 +77,14 @@ class EdgeState:
 
 def on_heartbeat(
     state: EdgeState | None, hb: EdgeHeartbeat, cfg: HealthSettings
-) -> tuple[EdgeState, list[Event]]:
+) -> tuple[EdgeState, list[EdgeEvent]]:
     """Record a heartbeat; an edge that was offline comes back online."""
     interval = cfg.interval_s or (hb.interval_s if hb.interval_s > 0 else cfg.default_interval_s)
     if state is not None and hb.event_id == state.last_heartbeat_id:
         return state, []
     if state is not None and hb.occurred_at < state.last_seen_at:
         return state, []  # late or redelivered: never moves last-seen backwards
-    events: list[Event] = []
+    events: list[EdgeEvent] = []
     if state is not None and state.offline:
         events.append(EdgeOnline.create(
             producer=PRODUCER, event_id=derived_event_id("EdgeOnline", hb.event_id),
@@ -93,7 +96,8 @@ def on_heartbeat(
     return new, events
 
 
-def check(state: EdgeState, now: datetime, cfg: HealthSettings) -> tuple[EdgeState, list[Event]]:
+def check(state: EdgeState, now: datetime, cfg: HealthSettings
+          ) -> tuple[EdgeState, list[EdgeEvent]]:
     """At wall-clock `now`: has the edge missed `cfg.missed` heartbeats?"""
     if state.offline:
         return state, []

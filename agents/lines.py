@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from schemas.events import Direction
 from schemas.geometry import Pt, cross, line_crossing
 
 
@@ -26,14 +27,14 @@ def step(
     a: Pt,
     b: Pt,
     forget: frozenset[str] = frozenset(),
-) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+) -> tuple[dict[str, Any], list[tuple[str, Direction]]]:
     """Advance one line with this frame's track positions (bottom-centre, confirmed).
 
     Returns the new state and [(track_id, "forward"|"backward")] for confirmed tracks;
     tracks in `forget` (ended) are dropped from the state.
     """
     new = {k: v for k, v in state.items() if k not in forget} if forget else dict(state)
-    crossings: list[tuple[str, str]] = []
+    crossings: list[tuple[str, Direction]] = []
     ax, ay = a
     bx, by = b
     dx, dy = bx - ax, by - ay
@@ -46,7 +47,8 @@ def step(
         s = 1 if c > 0 else -1
         prev = new.get(tid)
         if prev is not None and prev["side"] != s:
-            direction = line_crossing(tuple(prev["p"]), p, a, b)  # type: ignore[arg-type]
+            pp = prev["p"]  # a list in the (JSON) state
+            direction = line_crossing((pp[0], pp[1]), p, a, b)
             if direction is not None and confirmed:
                 crossings.append((tid, direction))
         new[tid] = {"side": s, "p": [p[0], p[1]]}

@@ -10,6 +10,7 @@ microseconds since the epoch so that state round-trips through JSON exactly.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +33,7 @@ class LoiterStep:
 def step(
     state: dict[str, Any],
     t_us: int,
-    inside: dict[str, tuple[str | int, bool]],
+    inside: Mapping[str, tuple[str | int, bool]],
     armed: bool,
     params: LoiterParams,
     ended: frozenset[str] = frozenset(),

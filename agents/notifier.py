@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import signal
 import time
@@ -58,6 +59,7 @@ from agents.notify_routes import (
 from agents.notify_templates import Templates
 from schemas.codec import CodecError, default_codec
 from schemas.events import (
+    ALERT_EVENT_TYPES,
     AlertEscalated,
     AlertRaised,
     AlertRepeated,
@@ -66,6 +68,7 @@ from schemas.events import (
     Event,
     NotificationDelivered,
     NotificationFailed,
+    NotifiedAlert,
     RetryNotification,
     RouteConfigured,
     derived_event_id,
@@ -79,8 +82,7 @@ from vigil.settings import get_settings, load_component_settings
 
 log = logging.getLogger(__name__)
 PRODUCER = "vigil-notifier/2"
-ALERT_EVENTS = ("AlertRaised", "AlertRepeated", "AlertEscalated", "AlertAcknowledged",
-                "AlertResolved")
+ALERT_EVENTS = ALERT_EVENT_TYPES
 
 _CHANNELS: TypeAdapter[list[ChannelConfig]] = TypeAdapter(
     list[Annotated[ChannelConfig, Field(discriminator="kind")]])
@@ -234,8 +236,8 @@ class Notifier:
         return list(self.routes.values()) or default_routes(sorted(self.channels))
 
     # ------------------------------------------------------------------ intake
-    def _context(self, alert: Event) -> AlertContext:
-        alert_id: str = alert.alert_id  # type: ignore[attr-defined]
+    def _context(self, alert: NotifiedAlert) -> AlertContext:
+        alert_id = alert.alert_id
         if isinstance(alert, AlertRaised):
             site = alert.site_id or self.cameras.get(alert.camera_id, (None, ""))[0]
             return AlertContext(
@@ -252,9 +254,9 @@ class Notifier:
 
     def intake(self, alert: Event) -> int:
         """Turn one alert event into outbox rows; returns how many are new."""
-        etype = type(alert).__name__
-        if etype not in ALERT_EVENTS:
+        if not isinstance(alert, NotifiedAlert):
             return 0
+        etype = type(alert).__name__
         ctx = self._context(alert)
         level = alert.level if isinstance(alert, AlertEscalated) else None
         if level is not None:
@@ -320,8 +322,11 @@ class Notifier:
         for row in rows:
             self.inflight.add(row.delivery_id)
             task = asyncio.create_task(self._send(row))
-            task.add_done_callback(lambda _t, d=row.delivery_id: self._done(d))
+            task.add_done_callback(functools.partial(self._forget_task, row.delivery_id))
         return len(rows)
+
+    def _forget_task(self, delivery: str, _task: asyncio.Task[Any]) -> None:
+        self._done(delivery)
 
     def _done(self, delivery: str) -> None:
         self.inflight.discard(delivery)
@@ -402,7 +407,7 @@ class Notifier:
             self.outbox.mark_reported_all([(r.delivery_id, r.generation) for r in rows])
 
     def _outcome(self, row: Row) -> Event:
-        common = {"producer": PRODUCER, "alert_id": row.alert_id,
+        common: dict[str, Any] = {"producer": PRODUCER, "alert_id": row.alert_id,
                   "alert_event_id": row.alert_event_id, "channel": row.channel,
                   "destination": f"{row.route_id}:{row.recipient}" if row.recipient
                   else row.route_id, "attempts": row.attempts,

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from prometheus_client import Counter, Gauge
@@ -51,7 +52,8 @@ _OPS_NS = uuid.UUID("6f1d3c2e-8b1a-4e55-9a7e-3d2f6b0c9e41")
 #: Alertmanager times out a webhook after 10 s by default; answer before that
 DELIVERY_TIMEOUT_S = 9.0
 
-Deliver = Callable[[str, dict[str, Any]], Awaitable[bool]]
+#: a coroutine function: it is run on the notifier's loop from the ops server's thread
+Deliver = Callable[[str, dict[str, Any]], Coroutine[Any, Any, bool]]
 
 
 def ops_alerts(body: Any, priority: str) -> list[tuple[str, dict[str, Any]]]:
@@ -64,7 +66,8 @@ def ops_alerts(body: Any, priority: str) -> list[tuple[str, dict[str, Any]]]:
         if not isinstance(alert, dict) or not isinstance(alert.get("labels"), dict):
             raise ValueError(f"alerts[{n}] has no 'labels' object")
         labels = {str(k): str(v) for k, v in alert["labels"].items()}
-        notes = alert.get("annotations") if isinstance(alert.get("annotations"), dict) else {}
+        ann = alert.get("annotations")
+        notes: dict[str, Any] = ann if isinstance(ann, dict) else {}
         status = str(alert.get("status") or body.get("status") or "firing")
         starts, ends = str(alert.get("startsAt", "")), str(alert.get("endsAt", ""))
         fingerprint = str(alert.get("fingerprint") or sorted(labels.items()))
@@ -111,7 +114,7 @@ class NotifierOps:
         self._deliver: Deliver | None = None
         for priority in PRIORITIES:
             self.server.post(f"/alertmanager/{priority}",
-                             lambda body, p=priority: self._alertmanager(body, p))
+                             functools.partial(self._alertmanager, priority=priority))
 
     def attach(self, loop: asyncio.AbstractEventLoop, deliver: Deliver) -> None:
         """Where ops alerts go: `deliver` runs on the notifier's own event loop."""

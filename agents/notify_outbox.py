@@ -80,7 +80,7 @@ class Row:
     status_code: int | None
 
 
-_COLS = ", ".join(Row.__slots__)  # type: ignore[attr-defined]
+_COLS = ", ".join(Row.__slots__)
 
 
 def _row(r: tuple[Any, ...]) -> Row:

@@ -53,7 +53,8 @@ from typing import Any
 import faust
 from faust.streams import _current_event
 from faust.tables.globaltable import GlobalTable
-from faust.types import EventT
+from faust.types import EventT, TableT
+from mode.types.signals import BaseSignalT
 
 from agents.app import app, topics
 from agents.batches import take_unacked
@@ -78,7 +79,7 @@ STATE_TABLE = "scene-state"
 CONFIG_TABLE = "scene-config"
 
 
-class ConfigTable(GlobalTable):  # type: ignore[misc]
+class ConfigTable(GlobalTable):
     """GlobalTable that counts applied changelog batches, so the compiled per-camera
     config cache knows when to recompile (Faust has no change callback for updates that
     arrive through the changelog)."""
@@ -111,7 +112,7 @@ class ConfigTable(GlobalTable):  # type: ignore[misc]
         type(self).version += 1
 
 
-def _raw_state_table(name: str, source: str) -> faust.TableT:
+def _raw_state_table(name: str, source: str) -> TableT:
     """Like `agents.ticks.state_table` but with raw bytes values (see the module
     docstring). Values written by the JSON-typed table before are the same JSON bytes."""
     from agents.app import table_options
@@ -128,7 +129,7 @@ def _raw_state_table(name: str, source: str) -> faust.TableT:
 
 # The app runs with topic_allow_declare=False: create the state changelog (with the
 # detections topic's partition count) and the leader topic before Faust subscribes.
-scene_state: faust.TableT = _raw_state_table(STATE_TABLE, "detections")
+scene_state: TableT = _raw_state_table(STATE_TABLE, "detections")
 #: camera id -> its decoded state. While this worker owns a camera's partition only this
 #: agent writes its state, so the entry is the table's value and the table is not read
 #: again (a RocksDB read of the value was a twentieth of the worker's CPU); every
@@ -140,7 +141,8 @@ _decoded: dict[bytes, dict[str, Any]] = {}
 _unwritten: dict[bytes, _Pending] = {}
 
 
-async def _forget_decoded(sender: Any, *args: Any, **kwargs: Any) -> None:
+async def _forget_decoded(sender: Any, /, *args: Any, signal: BaseSignalT[Any],
+                          **kwargs: Any) -> None:
     _decoded.clear()
     # Normally empty by now (a rebalance waits until the agent has written them all);
     # whatever is left is not acked, so Faust delivers those frames again after its seek
@@ -196,20 +198,20 @@ def _store(key: bytes, value: dict[str, Any]) -> None:
 #: values for tens of seconds; see refresh_config. VIGIL_SCENE_CONFIG_GLOBALTABLE=1 on.
 USE_GLOBAL_TABLE = settings.config_globaltable
 if USE_GLOBAL_TABLE:
-    config_table: faust.TableT | None = app.tables.add(
-        ConfigTable(
-            app,
-            name=CONFIG_TABLE,
-            beacon=app.tables.beacon,
-            partitions=1,
-            standby_buffer_size=1,
-            recovery_buffer_size=1,
-            is_global=True,
-            changelog_topic=topics.config,
-            key_type=bytes,
-            help="site configuration (compacted vigil.config)",
-        )
+    _global_config = ConfigTable(
+        app,
+        name=CONFIG_TABLE,
+        beacon=app.tables.beacon,
+        partitions=1,
+        standby_buffer_size=1,
+        recovery_buffer_size=1,
+        is_global=True,
+        changelog_topic=topics.config,
+        key_type=bytes,
+        help="site configuration (compacted vigil.config)",
     )
+    app.tables.add(_global_config)
+    config_table: TableT | None = _global_config
 else:
     config_table = None
 
@@ -459,7 +461,9 @@ def _must_write_all() -> bool:
     """True while Faust waits for this agent's events to be acked: a rebalance or a
     shutdown has stopped the flow (``Consumer.stop_flow``) and will not commit or give
     the partitions up until every event handed to a stream is acked."""
-    return bool(app.rebalancing) or not app.consumer.flow_active
+    # flow_active is faust's Consumer's, which every transport's consumer is; the
+    # ConsumerT interface that app.consumer is typed with does not declare it
+    return bool(app.rebalancing) or not app.consumer.flow_active  # type: ignore[attr-defined]
 
 
 @app.agent(topics.detections, concurrency=1)

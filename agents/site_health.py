@@ -25,20 +25,21 @@ from prometheus_client import Gauge
 from agents.app import app, topics
 from agents.codec import Undecodable
 from agents.dlq import dead_letter
-from agents.health_state import EdgeState, check, get_health_settings, on_heartbeat
+from agents.health_state import EdgeEvent, EdgeState, check, get_health_settings, on_heartbeat
 from agents.ticks import (
     parse_tick,
+    partitions_of,
     send_ticks,
     state_table,
 )
-from schemas.events import EdgeHeartbeat, Event
+from schemas.events import EdgeHeartbeat
 
 log = logging.getLogger(__name__)
 
 cfg = get_health_settings()
 
 edges_table = state_table("edges", "heartbeats")
-PARTITIONS = edges_table.partitions
+PARTITIONS = partitions_of(edges_table)
 
 health_ticks = topics.health_ticks
 
@@ -69,9 +70,9 @@ def _store(p: int, edges: dict[str, EdgeState]) -> None:
     edges_table[f"edges-{p}".encode()] = {k: v.to_json() for k, v in edges.items()}
 
 
-async def _publish(events: list[Event]) -> None:
+async def _publish(events: list[EdgeEvent]) -> None:
     for ev in events:
-        fut = await topics.health.send(key=ev.edge_id.encode(), value=ev,  # type: ignore[attr-defined]
+        fut = await topics.health.send(key=ev.edge_id.encode(), value=ev,
                                        force=True)
         await fut
 

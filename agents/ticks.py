@@ -27,6 +27,7 @@ from typing import Any
 import faust
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
+from faust.types import TableT
 
 from schemas.topics import BY_SUFFIX, admin_client
 from vigil.errors import VigilError
@@ -113,7 +114,15 @@ async def send_ticks(topic: faust.TopicT, partitions: int) -> None:
         await topic.send(key=str(p).encode(), value=value, partition=p, force=True)
 
 
-def state_table(name: str, source: str) -> faust.TableT:
+def partitions_of(table: TableT) -> int:
+    """The partition count of a `state_table` (faust types it optional: None would mean
+    "the app's default", which a state table never uses)."""
+    if table.partitions is None:
+        raise RuntimeError(f"table {table.name} has no partition count")
+    return table.partitions
+
+
+def state_table(name: str, source: str) -> TableT:
     """A RocksDB table co-partitioned with catalog topic `source`, raw keys, JSON values.
 
     Its changelog (and the leader topic) are created first with exactly the source

@@ -330,9 +330,9 @@ def update(
     confirm_window_s = params.confirm_window_s
     survivors: list[dict[str, Any]] = []
     for ti, tr in enumerate(tracks):
-        di = matched_t.get(ti)
-        if di is not None:
-            det_id, label, box = dets[di]
+        matched = matched_t.get(ti)
+        if matched is not None:
+            det_id, label, box = dets[matched]
             first_seen, hits, confirmed = tr["first_seen"], tr["hits"], tr["confirmed"]
             if not confirmed and t - first_seen > confirm_window_s:
                 # birth window missed: the count of hits starts again from here
@@ -358,7 +358,7 @@ def update(
                    "first_seen": first_seen, "last_seen": t, "hits": hits,
                    "confirmed": confirmed}
             survivors.append(ntr)
-            observed.append(Observation(ntr["id"], det_id, label, tuple(box), confirmed, newly))  # type: ignore[arg-type]
+            observed.append(Observation(ntr["id"], det_id, label, box, confirmed, newly))
             continue
         lost_for = t - tr["last_seen"]
         too_old = lost_for > params.max_age_s
@@ -389,7 +389,7 @@ def update(
                 "confirmed": born_confirmed,
             })
             observed.append(
-                Observation(tid, det_id, label, tuple(box), born_confirmed, born_confirmed)  # type: ignore[arg-type]
+                Observation(tid, det_id, label, box, born_confirmed, born_confirmed)
             )
 
     return {"counter": counter, "tracks": survivors, "last_t": t}, step
@@ -409,8 +409,9 @@ def hold(
     for tr in state.get("tracks", []):
         if tr["last_seen"] == last_t:
             tr = dict(tr, last_seen=t)  # a new dict: the input state is not modified
+            b = tr["box"]  # a list in the (JSON) state
             step.observed.append(
-                Observation(tr["id"], "", tr["label"], tuple(tr["box"]),  # type: ignore[arg-type]
+                Observation(tr["id"], "", tr["label"], (b[0], b[1], b[2], b[3]),
                             tr["confirmed"], False)
             )
         tracks.append(tr)

@@ -46,6 +46,7 @@ from schemas.events import (
     AssignAlert,
     CommentOnAlert,
     ResolveAlert,
+    Severity,
     new_event_id,
 )
 from schemas.tables import TS, alert_events, alerts, cameras, commands
@@ -53,7 +54,6 @@ from schemas.tables import TS, alert_events, alerts, cameras, commands
 PRODUCER = "vigil-api"
 
 State = Literal["NEW", "ACKNOWLEDGED", "ESCALATED", "RESOLVED"]
-Severity = Literal["info", "warning", "critical"]
 OUTCOME_TYPES = ("AlertAcknowledged", "AlertResolved", "AlertAssigned", "AlertCommented",
                  "CommandRejected")
 
@@ -180,7 +180,7 @@ async def _visible_alert(request: Request, alert_id: str) -> sa.Row[Any]:
 
 @functools.lru_cache(maxsize=256)
 def _list_stmt(scoped: bool, state: bool, severity: bool, camera: bool, since: bool,
-               until: bool, cursor: bool) -> sa.Select[Any]:
+               until: bool, cursor: bool) -> sa.Select[str, int, Any, Any]:
     """The listing for one combination of filters, built once (see `bound_page`)."""
     stmt = sa.select(*_ALERT_COLS, _SITE.label("site_id")).select_from(_FROM)
     if scoped:
@@ -267,7 +267,7 @@ def _published(request: Request) -> _Published:
     extra = deps_of(request).extra
     if "published" not in extra:
         extra["published"] = _Published()
-    return extra["published"]  # type: ignore[no-any-return]
+    return extra["published"]
 
 
 def _outcome_stmt(command_id: str) -> sa.Select[Any]:

@@ -140,7 +140,7 @@ def create_app(
         ))
     app = Starlette(
         routes=routes, middleware=middleware,
-        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
     app.state.deps = deps

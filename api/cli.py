@@ -7,8 +7,15 @@ import re
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from api.auth import ROLES
+
+if TYPE_CHECKING:  # imported where used: `vigil api` subcommands load only what they run
+    from starlette.applications import Starlette
+
+    from api.auth import KeyStore
+    from api.users import UserStore
 
 
 def triton_probe(url: str, model: str) -> Callable[[], Awaitable[str | None]]:
@@ -29,7 +36,7 @@ def triton_probe(url: str, model: str) -> Callable[[], Awaitable[str | None]]:
     return probe
 
 
-def build_app():  # type: ignore[no-untyped-def]
+def build_app() -> Starlette:
     """The production wiring: real engine, producer, object store and Triton."""
     from api.app import create_app
     from api.deps import make_engine
@@ -71,7 +78,7 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _keystore():  # type: ignore[no-untyped-def]
+def _keystore() -> KeyStore:
     from api.auth import KeyStore
     from api.deps import make_engine
     from api.settings import load_api_settings
@@ -137,7 +144,7 @@ def _revoke(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def _userstore():  # type: ignore[no-untyped-def]
+def _userstore() -> UserStore:
     from api.deps import make_engine
     from api.settings import load_api_settings
     from api.users import UserStore

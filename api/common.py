@@ -107,7 +107,7 @@ def json_response(model: BaseModel, status: int = 200) -> JSONResponse:
 
 
 def bound_page(stmt: sa.Select[Any], model: type[BaseModel], order: list[Any],
-               keys: tuple[str, str]) -> sa.Select[Any]:
+               keys: tuple[str, str]) -> sa.Select[str, int, Any, Any]:
     """Wrap a page query (`stmt`: the model's columns by name, filtered with bound
     parameters only) so that PostgreSQL returns the page already as JSON text, plus the
     row count (``:lim`` + 1 means there is a next page) and the sort `keys` of the

@@ -89,4 +89,4 @@ class Deps:
 
 
 def deps_of(conn: HTTPConnection) -> Deps:
-    return conn.app.state.deps  # type: ignore[no-any-return]
+    return conn.app.state.deps

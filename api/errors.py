@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -66,7 +67,7 @@ def error_response(
     message: str,
     error: str | None = None,
     details: Any = None,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     # Messages and details may quote what a dependency said (a URL with credentials);
     # nothing configured as a secret leaves the API (vigil.redact).

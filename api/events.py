@@ -81,7 +81,7 @@ _COLS = [scene_events.c[n] for n in EventOut.model_fields if n != "site_id"]
 
 @functools.lru_cache(maxsize=256)
 def _list_stmt(scoped: bool, camera: bool, type_: bool, since: bool, until: bool,
-               cursor: bool) -> sa.Select[Any]:
+               cursor: bool) -> sa.Select[str, int, Any, Any]:
     """The listing for one combination of filters, built once (see `bound_page`)."""
     stmt = sa.select(*_COLS, cameras.c.site_id).select_from(_FROM)
     if scoped:

@@ -167,7 +167,7 @@ async def health_deep(request: Request) -> Response:
         probe = deps.extra.get("triton_probe")
         if probe is None:
             raise RuntimeError("not configured")
-        return await probe()  # type: ignore[no-any-return]
+        return await probe()
 
     probes["read_model"] = read_model
     probes["triton"] = triton

@@ -7,7 +7,7 @@ response models go in as they are (their ``$defs`` hoisted into ``components``).
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -33,7 +33,8 @@ def _hoist(schema: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]
     return schema
 
 
-def _model_schema(model: type[BaseModel], components: dict[str, Any], mode: str) -> dict:
+def _model_schema(model: type[BaseModel], components: dict[str, Any],
+                  mode: Literal["validation", "serialization"]) -> dict:
     schema = model.model_json_schema(ref_template="#/components/schemas/{model}", mode=mode)
     schema = _hoist(schema, components)
     name = model.__name__

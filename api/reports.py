@@ -7,6 +7,7 @@ thousand rows at most), in UTC days so that it is the same whoever asks.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
@@ -81,7 +82,8 @@ async def daily_report(request: Request, query: DailyQuery) -> Response:
     end = start + timedelta(days=1)
     site = sa.func.coalesce(alerts.c.site_id, cameras.c.site_id)
 
-    def load(conn: sa.Connection) -> tuple[Any, Any, Any]:
+    def load(conn: sa.Connection) -> tuple[Sequence[Any], Sequence[Any], Sequence[Any],
+                                           Sequence[Any]]:
         where = [alerts.c.raised_at >= start, alerts.c.raised_at < end,
                  site_filter(principal, site)]
         if query.site:
@@ -154,7 +156,7 @@ async def daily_report(request: Request, query: DailyQuery) -> Response:
 
 
 def zone_hour_counts(conn: sa.Connection, start: datetime, end: datetime,
-                     cam_where: list[Any]) -> list[Any]:
+                     cam_where: list[Any]) -> Sequence[Any]:
     """ZoneEntered per (camera, zone, UTC hour, object class) in [start, end): how many
     people, cars, ... entered each zone each hour. Every track enters a zone once per
     visit, so this counts visits, not frames. ZoneEntered written before the event

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -77,7 +78,7 @@ def decode_position(text: str) -> Position:
     return out
 
 
-def merge_by_time(rows: list[Any]) -> list[Any]:
+def merge_by_time(rows: Sequence[Any]) -> list[Any]:
     """Rows sorted by (partition, offset) interleaved by event time, keeping each
     partition in log order: a position vector is then exact after every row, and a
     client disconnected mid-batch resumes without a gap or a repeat."""
@@ -110,6 +111,10 @@ def event_rows(where: sa.ColumnElement[bool]) -> sa.Select[Any]:
         .where(where)
         .order_by(alert_events.c.log_partition, alert_events.c.log_offset)
     )
+
+
+def _all_rows(stmt: sa.Select[Any], conn: sa.Connection) -> Sequence[sa.Row[Any]]:
+    return conn.execute(stmt).all()
 
 
 def message(row: Any) -> dict[str, Any]:
@@ -199,7 +204,7 @@ class AlertHub:
                     sub.start = dict(self._marks)
             while self.subscribers:
                 stmt = self._new_stmt(dict(self._marks))
-                new = await self.deps.read(lambda c, s=stmt: c.execute(s).all())
+                new = await self.deps.read(functools.partial(_all_rows, stmt))
                 # No await from here to the end of the fan-out: a subscriber added
                 # meanwhile gets exactly the rows past the marks it was given.
                 for row in merge_by_time(new):

@@ -195,7 +195,7 @@ class UserStore:
             # A count older than the lockout window starts again.
             stale = failed is None or (now - failed.last_failed_at).total_seconds() \
                 > self.policy.lockout_s
-            count = 1 if stale else failed.failures + 1
+            count = 1 if failed is None or stale else failed.failures + 1
             locked_until = (now + timedelta(seconds=self.policy.lockout_s)
                             if count >= self.policy.max_failures else None)
             if locked and failed is not None:

@@ -46,6 +46,7 @@ from schemas.events import (
     FrameCaptured,
     SegmentRecorded,
     StreamDown,
+    StreamState,
     StreamStatus,
     StreamUp,
     derived_event_id,
@@ -146,7 +147,7 @@ class MotionMeter:
 
 @dataclass
 class CameraState:
-    state: str = "reconnecting"
+    state: StreamState = "reconnecting"
     captured: int = 0
     dropped: int = 0
     fps: float = 0.0

@@ -30,6 +30,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 _HDR = struct.Struct(">II")
 _KEY = struct.Struct(">H")
@@ -282,14 +283,14 @@ class Spool:
         with self._lock:
             entries = self._index[self._first + skip: self._first + skip + n]
         out = []
-        handles: dict[int, object] = {}
+        handles: dict[int, BinaryIO] = {}
         try:
             for seg, off, size, _ in entries:
                 f = handles.get(seg)
                 if f is None:
                     f = handles[seg] = open(self._path(seg), "rb")  # noqa: SIM115
-                f.seek(off)  # type: ignore[attr-defined]
-                raw = f.read(size)  # type: ignore[attr-defined]
+                f.seek(off)
+                raw = f.read(size)
                 body = raw[_HDR.size:]
                 klen = _KEY.unpack_from(body)[0]
                 key = body[_KEY.size: _KEY.size + klen]
@@ -298,7 +299,7 @@ class Spool:
             return []
         finally:
             for f in handles.values():
-                f.close()  # type: ignore[attr-defined]
+                f.close()
         return out
 
     def ack(self, pos: Position) -> None:

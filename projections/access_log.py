@@ -103,7 +103,7 @@ def _log_events(bootstrap_topic: str, timeout_s: float
     from confluent_kafka import Consumer, KafkaError, TopicPartition
 
     from schemas.codec import default_codec
-    from vigil.kafka import consumer_config
+    from vigil.kafka import consumer_config, offset_of
 
     c = Consumer(consumer_config(f"verify-access-{uuid.uuid4().hex[:8]}",
                                  **{"enable.partition.eof": True}))
@@ -126,12 +126,13 @@ def _log_events(bootstrap_topic: str, timeout_s: float
                 msg = c.poll(0.5)
                 if msg is None:
                     continue
-                if msg.error():
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                err = msg.error()
+                if err:
+                    if err.code() == KafkaError._PARTITION_EOF:
                         break
-                    raise RuntimeError(f"reading {bootstrap_topic}: {msg.error()}")
-                events.append((msg.offset(), codec.decode(msg.value())))
-                if msg.offset() + 1 >= high:
+                    raise RuntimeError(f"reading {bootstrap_topic}: {err}")
+                events.append((offset_of(msg), codec.decode(msg.value())))
+                if offset_of(msg) + 1 >= high:
                     break
         return start_offset, events
     finally:

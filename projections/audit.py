@@ -28,7 +28,7 @@ from projections.handlers import _json_default
 from projections.migrate import set_search_path
 from schemas import events as ev
 from schemas.codec import CodecError, default_codec
-from vigil.kafka import consumer_config
+from vigil.kafka import consumer_config, offset_of
 
 
 @dataclass
@@ -95,9 +95,10 @@ class LogReader:
             m = self.consumer.poll(0.5)
             if m is None or m.error() is not None:
                 continue
-            if m.offset() < offset:
+            at = offset_of(m)
+            if at < offset:
                 continue
-            if m.offset() > offset:  # offset deleted by retention/compaction
+            if at > offset:  # offset deleted by retention/compaction
                 return None
             try:
                 return self.codec.decode(m.value())

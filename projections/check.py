@@ -29,6 +29,7 @@ from projections.migrate import set_search_path
 from projections.offsets import load_offsets
 from schemas import events as ev
 from schemas.codec import CodecError, default_codec
+from vigil.kafka import offset_of
 
 #: event type -> (table, key column, event attribute) of the row that proves it landed
 _ROW: dict[str, tuple[str, str, str]] = {
@@ -225,10 +226,10 @@ def _read(bootstrap: str, topic: str, partition: int, start: int, upto: int,
                     if err.code() == KafkaError._PARTITION_EOF:
                         return
                     continue
-                if m.offset() >= upto:
+                if offset_of(m) >= upto:
                     return
                 yield m
-                if m.offset() + 1 >= upto:
+                if offset_of(m) + 1 >= upto:
                     return
         raise TimeoutError(f"could not read {topic}[{partition}] up to {upto}")
     finally:

@@ -34,7 +34,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 from confluent_kafka import (
@@ -56,7 +56,7 @@ from schemas.codec import CodecError, default_codec
 from schemas.events import Event
 from schemas.producer import EventProducer
 from schemas.topics import CATALOG
-from vigil.kafka import consumer_config
+from vigil.kafka import consumer_config, position
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,18 @@ def projected_suffixes() -> list[str]:
     """Public topics, privacy first (erasures must be known before the data they erase)."""
     names = [t.suffix for t in CATALOG if t.public and t.suffix not in SKIPPED_SUFFIXES]
     return sorted(names, key=lambda s: s != "privacy")
+
+
+#: where a run stops: the end offsets seen at start, or given offsets per (topic, partition)
+StopAt = Literal["end"] | dict[Any, int]
+
+
+def _scalar(conn: psycopg.Connection[Any], query: str, params: tuple[Any, ...]) -> Any:
+    """The one value of a query that returns one row (an aggregate, a function call)."""
+    row = conn.execute(query, params).fetchone()
+    if row is None:
+        raise RuntimeError(f"no row from {query!r}")
+    return row[0]
 
 
 class _Stopped(Exception):
@@ -154,7 +166,7 @@ class Projector:
     """
 
     def __init__(self, *, dsn: str, schema: str, prefix: str, settings: ProjectorSettings,
-                 consumer_name: str | None = None, stop_at: str | dict[Any, int] | None = None,
+                 consumer_name: str | None = None, stop_at: StopAt | None = None,
                  producer: EventProducer | None = None, group_id: str | None = None,
                  kafka_overrides: dict[str, Any] | None = None,
                  partitions: list[tuple[str, int]] | None = None, shard: str = "",
@@ -233,8 +245,7 @@ class Projector:
             # Replay workers own disjoint partitions and lock their shard only.
             lock = f"vigil-projector:{self.schema}:{self.consumer_name}{self._shard}"
             waited = 0.0
-            while not conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))",
-                                   (lock,)).fetchone()[0]:  # type: ignore[index]
+            while not _scalar(conn, "SELECT pg_try_advisory_lock(hashtext(%s))", (lock,)):
                 # A session of our own earlier connection, cut off by a network failure
                 # but still alive on the server (a half-open path), keeps the lock. It
                 # is ours beyond doubt (same session name), so end it; other projectors'
@@ -293,7 +304,7 @@ class Projector:
         if self.fixed_partitions is not None:
             return list(self.fixed_partitions)
         md = self.consumer.list_topics(timeout=15)
-        out = []
+        out: list[tuple[str, int]] = []
         for t in self.topics:
             meta = md.topics.get(t)
             if meta is None or meta.error is not None:
@@ -376,13 +387,14 @@ class Projector:
                     if err.code() != KafkaError._PARTITION_EOF:
                         log.warning("consumer error", extra={"error": str(err)})
                     continue
-                tp = (m.topic(), m.partition())
+                topic, partition, at = position(m)
+                tp = (topic, partition)
                 if targets is not None:
-                    if m.offset() >= targets.get(tp, 0):
+                    if at >= targets.get(tp, 0):
                         pending.discard(tp)
                         self.consumer.pause([TopicPartition(*tp)])
                         continue
-                    if m.offset() + 1 >= targets[tp]:
+                    if at + 1 >= targets[tp]:
                         pending.discard(tp)
                 good.append(m)
             if good:
@@ -462,7 +474,7 @@ class Projector:
     def _decode(self, msgs: list[Message]) -> list[_Item]:
         items = []
         for m in msgs:
-            pos = Position(m.topic(), m.partition(), m.offset())
+            pos = Position(*position(m))
             value = m.value()
             if value is None:  # a compacted-topic tombstone; EntityDeleted carries the meaning
                 items.append(_Item(m, pos, None, None))

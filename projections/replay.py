@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 from confluent_kafka import Consumer, TopicPartition
@@ -53,7 +53,7 @@ def drop_schema(dsn: str, schema: str) -> None:
 
 
 def replay_into(dsn: str, prefix: str, settings: ProjectorSettings, schema: str, *,
-                force: bool = False, stop_at: str | dict[Any, int] = "end",
+                force: bool = False, stop_at: Literal["end"] | dict[Any, int] = "end",
                 consumer_name: str = "replay", workers: int | None = None,
                 parallel_min: int | None = None) -> RunStats:
     """Build the read models from offset 0 into the (new) schema `schema`."""
@@ -70,7 +70,7 @@ def replay_into(dsn: str, prefix: str, settings: ProjectorSettings, schema: str,
 
 
 def rebuild(dsn: str, prefix: str, settings: ProjectorSettings, schema: str, *,
-            stop_at: str | dict[Any, int], consumer_name: str = "replay",
+            stop_at: Literal["end"] | dict[Any, int], consumer_name: str = "replay",
             workers: int | None = None, indexes: bool = True,
             parallel_min: int | None = None) -> RunStats:
     """Project the log into the freshly migrated `schema` as a bulk load.
@@ -136,7 +136,7 @@ class _Plan:
     sizes: dict[tuple[str, int], int]
 
 
-def _plan(prefix: str, stop_at: str | dict[Any, int]) -> _Plan:
+def _plan(prefix: str, stop_at: Literal["end"] | dict[Any, int]) -> _Plan:
     from projections.projector import projected_suffixes
 
     consumer = Consumer(consumer_config(f"{prefix}.replay-plan.{uuid.uuid4().hex[:8]}"))
@@ -151,7 +151,7 @@ def _plan(prefix: str, stop_at: str | dict[Any, int]) -> _Plan:
                 continue
             for p in sorted(meta.partitions):
                 lo, hi = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-                end = hi if stop_at == "end" else stop_at.get((topic, p), 0)  # type: ignore[union-attr]
+                end = hi if isinstance(stop_at, str) else stop_at.get((topic, p), 0)
                 targets[(topic, p)] = end
                 sizes[(topic, p)] = max(0, end - max(lo, 0))
         return _Plan(targets, sizes)
@@ -365,7 +365,7 @@ def expired_rows(prefix: str, starts: Starts) -> Expired:
     for table, suffix in SOURCE_TOPICS.items():
         pred = _below_start("t", f"{prefix}.{suffix}", starts)
         if pred is not None:
-            out[table] = lambda _schema, pred=pred: pred
+            out[table] = _constant(pred)
     alerts = _below_start("e", f"{prefix}.alerts", starts)
     if alerts is not None:
         out["alerts"] = lambda schema: sql.SQL(
@@ -374,13 +374,18 @@ def expired_rows(prefix: str, starts: Starts) -> Expired:
     return out
 
 
+def _constant(pred: sql.Composable) -> Callable[[str], sql.Composable]:
+    """A predicate that is the same in every schema (it names no table of its own)."""
+    return lambda _schema: pred
+
+
 def _row_hashes_sql(schema: str, table: tables.Table,
                     skip: Callable[[str], sql.Composable] | None = None) -> sql.Composed:
     """SELECT pk-json, md5(row-json minus bookkeeping) for every row of `table` (except
     those `skip` selects)."""
     pk = [c.name for c in table.primary_key.columns]
     excluded = BOOKKEEPING_COLUMNS.get(table.name, ())
-    row = sql.SQL("to_jsonb(t)")
+    row: sql.Composable = sql.SQL("to_jsonb(t)")
     for col in excluded:
         row = sql.SQL("({} - {})").format(row, sql.Literal(col))
     pk_json = sql.SQL("jsonb_build_array({})").format(
@@ -408,12 +413,15 @@ def compare_schemas(conn: psycopg.Connection, live: str, replay: str,
     diffs = []
     expired = expired or {}
     for table in tables.READ_MODEL_TABLES:
-        summary = {}
+        summary: dict[str, tuple[Any, ...]] = {}
         skip = expired.get(table.name)
         for schema in (live, replay):
             q = sql.SQL("SELECT count(*), md5(string_agg(h, '' ORDER BY h)) FROM ({}) x").format(
                 _row_hashes_sql(schema, table, skip))
-            summary[schema] = conn.execute(q).fetchone()
+            row = conn.execute(q).fetchone()
+            if row is None:  # an aggregate without GROUP BY always returns one row
+                raise RuntimeError(f"no summary row for {schema}.{table.name}")
+            summary[schema] = tuple(row)
         (ln, lc), (rn, rc) = summary[live], summary[replay]
         if ln == rn and lc == rc:
             continue

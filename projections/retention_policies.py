@@ -76,7 +76,8 @@ def register(policy: RetentionPolicy) -> RetentionPolicy:
 def _delete_old(conn: psycopg.Connection, table: str, column: str, cutoff: datetime,
                 extra: str = "", returning: str = "") -> tuple[int, list[Any]]:
     """Delete rows older than `cutoff` in batches; (rows deleted, returned values)."""
-    total, out = 0, []
+    total = 0
+    out: list[Any] = []
     ret = f" RETURNING {returning}" if returning else ""
     while True:
         rows = conn.execute(

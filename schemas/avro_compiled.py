@@ -520,7 +520,7 @@ class CompiledRecord:
 def _exec(source: str, filename: str, names: dict[str, Any], fn: str) -> Callable[..., Any]:
     namespace = dict(names)
     exec(compile(source, filename, "exec"), namespace)  # our own generated source
-    return namespace[fn]  # type: ignore[no-any-return]
+    return namespace[fn]
 
 
 def compile_record(schema: dict[str, Any], cls: type) -> CompiledRecord:

@@ -70,21 +70,38 @@ def schema_fingerprint(parsed: dict[str, Any]) -> bytes:
 # ----------------------------------------------------------------- records <-> Avro dicts
 
 
-@cache
-def _builder(cls: type) -> Callable[[dict[str, Any]], Any]:
-    """A function turning a decoded Avro dict into `cls`, converting nested records."""
+_Build = Callable[[dict[str, Any]], Any]
+_BUILDERS: dict[type, _Build] = {}
+
+
+def _optional_record(sub: _Build) -> Callable[[Any], Any]:
+    return lambda v: None if v is None else sub(v)
+
+
+def _record_list(sub: _Build) -> Callable[[Any], Any]:
+    return lambda v: [sub(x) for x in v]
+
+
+def _builder(cls: type) -> _Build:
+    """A function turning a decoded Avro dict into `cls`, converting nested records
+    (built once per class)."""
+    build = _BUILDERS.get(cls)
+    if build is None:
+        build = _BUILDERS[cls] = _make_builder(cls)
+    return build
+
+
+def _make_builder(cls: type) -> _Build:
     hints = typing.get_type_hints(cls)
     converters: dict[str, Callable[[Any], Any]] = {}
     for f in dataclasses.fields(cls):
         inner = optional_inner(hints[f.name])
-        if dataclasses.is_dataclass(inner):
-            sub = _builder(inner)  # type: ignore[arg-type]
-            converters[f.name] = lambda v, sub=sub: None if v is None else sub(v)
+        if isinstance(inner, type) and dataclasses.is_dataclass(inner):
+            converters[f.name] = _optional_record(_builder(inner))
         elif typing.get_origin(inner) is list:
             (item,) = typing.get_args(inner)
-            if dataclasses.is_dataclass(item):
-                sub = _builder(item)  # type: ignore[arg-type]
-                converters[f.name] = lambda v, sub=sub: [sub(x) for x in v]
+            if isinstance(item, type) and dataclasses.is_dataclass(item):
+                converters[f.name] = _record_list(_builder(item))
     names = [f.name for f in dataclasses.fields(cls)]
     plain = [n for n in names if n not in converters]
     nested = list(converters.items())
@@ -123,8 +140,16 @@ def _parse(raw: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
     the schema handed to fastavro carries the marker, because without it
     ``schemaless_writer``/``schemaless_reader`` parse the whole schema again on every call
     (a third of the time of encoding or decoding a FrameAnalyzed)."""
-    fp = schema_fingerprint(fastavro.parse_schema(raw, _write_hint=False))
-    return fastavro.parse_schema(raw), fp
+    fp = schema_fingerprint(_parse_record(raw, write_hint=False))
+    return _parse_record(raw), fp
+
+
+def _parse_record(raw: Any, write_hint: bool = True) -> dict[str, Any]:
+    """fastavro's parse of a record schema (every event schema is one)."""
+    parsed = fastavro.parse_schema(raw, _write_hint=write_hint)
+    if not isinstance(parsed, dict) or parsed.get("type") != "record":
+        raise CodecError(f"not a record schema: {str(raw)[:200]}")
+    return parsed
 
 
 class SchemaStore:
@@ -196,7 +221,7 @@ class SchemaRegistry:
             except httpx.HTTPError as exc:
                 raise CodecError(f"schema registry: unknown schema id {schema_id}: {exc}") from exc
             raw = json.loads(resp.json()["schema"])
-            self._by_id[schema_id] = fastavro.parse_schema(raw, _write_hint=False)
+            self._by_id[schema_id] = _parse_record(raw, write_hint=False)
         return self._by_id[schema_id]
 
 
@@ -273,8 +298,10 @@ class Codec:
         if stream.tell() != len(body):
             extra = len(body) - stream.tell()
             raise CodecError(f"corrupt {name} body: {extra} trailing byte(s) after the record")
+        if not isinstance(record, dict):  # a record schema reads a dict
+            raise CodecError(f"corrupt {name} body: read {type(record).__name__}, not a record")
         try:
-            return from_avro_dict(name, record)  # type: ignore[arg-type]
+            return from_avro_dict(name, record)
         except TypeError as exc:
             raise CodecError(f"{name} does not fit its record: {exc}") from exc
 

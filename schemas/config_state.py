@@ -47,11 +47,12 @@ def read_config_state(timeout: float = 15.0) -> dict[str, Event | None]:
             msg = consumer.poll(timeout)
             if msg is None:
                 raise VigilError(f"timed out reading {name}")
-            if msg.error() is not None:
-                if msg.error().code() == -191:  # _PARTITION_EOF
+            err = msg.error()
+            if err is not None:
+                if err.code() == -191:  # _PARTITION_EOF
                     pending.discard(msg.partition())
                     continue
-                raise VigilError(f"reading {name}: {msg.error()}")
+                raise VigilError(f"reading {name}: {err}")
             key = (msg.key() or b"").decode()
             value = msg.value()
             if value is None:

@@ -14,7 +14,7 @@ import hashlib
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Self
+from typing import Any, Literal, Self, get_args
 
 #: Namespace of every record; a record's full Avro name is NAMESPACE + "." + class name.
 NAMESPACE = "vigil.events"
@@ -33,6 +33,34 @@ def new_event_id() -> str:
 
 
 _DERIVED_NS_BYTES = DERIVED_ID_NAMESPACE.bytes
+
+# ------------------------------------------------------------------ closed vocabularies
+# The values a string field may hold. The Avro schemas keep these fields `string` (a new
+# value is then no schema change, and old readers decode it); the site file and the API
+# validate input against these types (schemas/site_config.py), and mypy checks that the
+# code writes only these values.
+
+#: The rules a camera's scene is checked against (RuleConfigured.rule_type).
+SceneRuleType = Literal["loitering", "crowd", "perimeter", "line_crossing"]
+#: Every rule an alert can come from: the scene rules and the health rules
+#: (agents/alert_state.py turns health events into alert signals).
+RuleType = Literal["loitering", "crowd", "perimeter", "line_crossing", "edge_offline",
+                   "stream_down", "inference_degraded"]
+Severity = Literal["info", "warning", "critical"]
+#: Which way a track crossed a line: "forward" is left-to-right of a->b.
+Direction = Literal["forward", "backward"]
+StreamState = Literal["up", "down", "reconnecting"]
+#: How much of an evidence clip's window the recordings covered.
+ClipStatus = Literal["complete", "partial", "no_recording"]
+#: The alert events a notification route can select.
+AlertEventType = Literal["AlertRaised", "AlertRepeated", "AlertEscalated", "AlertAcknowledged",
+                         "AlertResolved"]
+
+SCENE_RULE_TYPES: tuple[SceneRuleType, ...] = get_args(SceneRuleType)
+RULE_TYPES: tuple[RuleType, ...] = get_args(RuleType)
+SEVERITIES: tuple[Severity, ...] = get_args(Severity)
+DIRECTIONS: tuple[Direction, ...] = get_args(Direction)
+ALERT_EVENT_TYPES: tuple[AlertEventType, ...] = get_args(AlertEventType)
 
 
 def derived_event_id(*parts: object) -> str:
@@ -76,7 +104,7 @@ class Event:
         occurred_at: datetime | None = None,
         cause: Event | None = None,
         event_id: str | None = None,
-        **fields: object,
+        **fields: Any,
     ) -> Self:
         """Build an event, filling the envelope; `cause` links causation and correlation."""
         causation_id = fields.pop("causation_id", None)
@@ -89,13 +117,13 @@ class Event:
             event_type=cls.__name__,
             occurred_at=occurred_at or utcnow(),
             producer=producer,
-            causation_id=causation_id,  # type: ignore[arg-type]
-            correlation_id=correlation_id,  # type: ignore[arg-type]
-            **fields,  # type: ignore[arg-type]
+            causation_id=causation_id,
+            correlation_id=correlation_id,
+            **fields,
         )
 
-    def evolve(self, **changes: object) -> Self:
-        return replace(self, **changes)  # type: ignore[arg-type]
+    def evolve(self, **changes: Any) -> Self:
+        return replace(self, **changes)
 
 
 # --------------------------------------------------------------------------- shared parts
@@ -126,7 +154,7 @@ class Detection:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StreamStatus:
     camera_id: str
-    state: str  # "up" | "down" | "reconnecting"
+    state: StreamState
     fps: float
     frames_captured: int
     frames_dropped: int
@@ -261,7 +289,7 @@ class LineCrossed(Event):
     camera_id: str
     line_id: str
     track_id: str
-    direction: str  # "forward" (left-to-right of a->b) | "backward"
+    direction: Direction
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -272,8 +300,8 @@ class RuleTriggered(Event):
     camera_id: str
     zone_id: str | None = None
     rule_id: str
-    rule_type: str  # loitering | crowd | perimeter | line_crossing
-    severity: str  # info | warning | critical
+    rule_type: RuleType
+    severity: Severity
     value: float
     threshold: float
     track_ids: list[str]
@@ -298,7 +326,7 @@ class RuleCleared(Event):
     camera_id: str
     zone_id: str | None = None
     rule_id: str
-    rule_type: str
+    rule_type: RuleType
     reason: str
 
 
@@ -326,7 +354,7 @@ class EvidenceCaptured(Event):
     camera_id: str
     rule_event_id: str
     rule_id: str
-    rule_type: str
+    rule_type: RuleType
     zone_id: str | None = None
     line_id: str | None = None
     frame_event_id: str
@@ -370,7 +398,7 @@ class ClipRecorded(Event):
     rule_event_id: str
     window_start: datetime
     window_end: datetime
-    status: str  # complete | partial | no_recording
+    status: ClipStatus
     reason: str = ""
     clip_ref: str | None = None
     clip_start_at: datetime | None = None
@@ -434,8 +462,8 @@ class AlertRaised(Event):
     camera_id: str
     zone_id: str | None = None
     rule_id: str
-    rule_type: str
-    severity: str
+    rule_type: RuleType
+    severity: Severity
     first_evidence_at: datetime
     last_evidence_at: datetime
     snapshot_ref: str | None = None
@@ -504,6 +532,10 @@ class AlertResolved(Event):
     automatic: bool
     command_id: str | None = None
     version: int
+
+
+#: The alert events a notification route can select (their names: `AlertEventType`).
+NotifiedAlert = AlertRaised | AlertRepeated | AlertEscalated | AlertAcknowledged | AlertResolved
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -591,10 +623,10 @@ class RuleConfigured(Event):
 
     rule_id: str
     camera_id: str
-    rule_type: str  # loitering | crowd | perimeter | line_crossing
+    rule_type: SceneRuleType
     zone_id: str | None = None
     line_id: str | None = None
-    severity: str = "warning"
+    severity: Severity = "warning"
     enabled: bool = True
     schedule: Schedule = field(default_factory=Schedule)
     classes: list[str] = field(default_factory=lambda: ["person"])
@@ -603,7 +635,7 @@ class RuleConfigured(Event):
     min_people: int = 5
     clear_below: int = 3
     window_s: float = 10.0
-    direction: str | None = None  # line_crossing: "forward" | "backward" | None (both)
+    direction: Direction | None = None  # line_crossing: None = both ways
     cooldown_s: float = 300.0
     escalation_s: float = 900.0
     max_escalation_level: int = 3
@@ -617,9 +649,9 @@ class RouteConfigured(Event):
     route_id: str
     site_id: str | None = None
     cameras: list[str] = field(default_factory=list)
-    rule_types: list[str] = field(default_factory=list)
-    severities: list[str] = field(default_factory=list)
-    event_types: list[str] = field(default_factory=list)
+    rule_types: list[RuleType] = field(default_factory=list)
+    severities: list[Severity] = field(default_factory=list)
+    event_types: list[AlertEventType] = field(default_factory=list)
     levels: list[int] = field(default_factory=list)
     channels: list[str]
     recipients: list[str] = field(default_factory=list)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from schemas.events import Direction
+
 Pt = tuple[float, float]
 Box = tuple[float, float, float, float]  # x1, y1, x2, y2
 
@@ -141,7 +143,7 @@ def polygon_area(polygon: Sequence[Pt]) -> float:
     return abs(s) / 2.0
 
 
-def line_crossing(prev: Pt, cur: Pt, a: Pt, b: Pt) -> str | None:
+def line_crossing(prev: Pt, cur: Pt, a: Pt, b: Pt) -> Direction | None:
     """Direction in which the movement prev->cur crosses the directed segment a->b.
 
     "forward" is from the left side of a->b to its right side (as seen on screen, y

@@ -18,13 +18,18 @@ from vigil.kafka import DeliveryCallback, producer_config
 from vigil.metrics import DLQ_MESSAGES
 from vigil.redact import redact
 
+#: Kafka message headers as librdkafka takes them (a value may be None: a header without one).
+Headers = dict[str, str | bytes | None]
+
 log = logging.getLogger(__name__)
 
 
 class EventProducer:
     """Encodes and sends events to catalog topics; call `flush` before exiting."""
 
-    def __init__(self, producer: Producer | None = None, **overrides: Any):
+    def __init__(self, producer: Producer | None = None, /, **overrides: Any):
+        """`overrides` are librdkafka settings (dotted names); `producer` is positional so
+        that no setting can be taken for it."""
         self.producer = producer or Producer(producer_config(**overrides))
         self.codec = default_codec()
 
@@ -34,7 +39,7 @@ class EventProducer:
         key: str | bytes | None,
         event: Event,
         on_delivery: DeliveryCallback | None = None,
-        headers: dict[str, bytes] | None = None,
+        headers: Headers | None = None,
     ) -> None:
         value = self.codec.encode(event)
         while True:
@@ -49,7 +54,7 @@ class EventProducer:
         self.producer.poll(0)
 
     def send_raw(self, topic: str, key: bytes | str | None, value: bytes | None,
-                 headers: dict[str, bytes] | None = None) -> None:
+                 headers: Headers | None = None) -> None:
         self.producer.produce(topic, key=key, value=value, headers=headers)
         self.producer.poll(0)
 
@@ -57,7 +62,7 @@ class EventProducer:
                     stage: str, source: Message | None = None) -> None:
         """Send the original bytes to the DLQ with headers naming the reason and source."""
         reason = redact(reason)  # reasons quote exceptions, which may quote a URL
-        headers = {"vigil.error": reason[:2000].encode(), "vigil.stage": stage.encode()}
+        headers: Headers = {"vigil.error": reason[:2000].encode(), "vigil.stage": stage.encode()}
         if source is not None:
             headers["vigil.source_topic"] = str(source.topic()).encode()
             headers["vigil.source_partition"] = str(source.partition()).encode()

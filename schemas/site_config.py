@@ -19,15 +19,21 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 from schemas.events import (
+    AlertEventType,
     CameraConfigured,
+    Direction,
     Event,
     LineConfigured,
     Point,
     RouteConfigured,
     RuleConfigured,
+    RuleType,
+    SceneRuleType,
     Schedule,
+    Severity,
     ZoneConfigured,
 )
 from schemas.geometry import polygon_area, polygon_self_intersects
@@ -117,10 +123,10 @@ class ScheduleModel(_Model):
 class RuleModel(_Model):
     rule_id: str = Field(min_length=1, pattern=_ID)
     camera_id: str | None = None
-    rule_type: Literal["loitering", "crowd", "perimeter", "line_crossing"]
+    rule_type: SceneRuleType
     zone_id: str | None = None
     line_id: str | None = None
-    severity: Literal["info", "warning", "critical"] = "warning"
+    severity: Severity = "warning"
     enabled: bool = True
     schedule: ScheduleModel = ScheduleModel()
     classes: list[str] = Field(default_factory=lambda: ["person"], min_length=1)
@@ -129,7 +135,7 @@ class RuleModel(_Model):
     min_people: int = Field(5, ge=1)
     clear_below: int = Field(3, ge=0)
     window_s: float = Field(10.0, gt=0)
-    direction: Literal["forward", "backward"] | None = None
+    direction: Direction | None = None
     cooldown_s: float = Field(300.0, ge=0)
     escalation_s: float = Field(900.0, gt=0)
     max_escalation_level: int = Field(3, ge=0)
@@ -148,12 +154,6 @@ class RuleModel(_Model):
                 f"clear_below ({self.clear_below}) must not exceed min_people "
                 f"({self.min_people}): the crowd would clear and fire at once")
         return self
-
-
-RULE_TYPES = ("loitering", "crowd", "perimeter", "line_crossing", "edge_offline",
-              "stream_down", "inference_degraded")
-ALERT_EVENT_TYPES = ("AlertRaised", "AlertRepeated", "AlertEscalated", "AlertAcknowledged",
-                     "AlertResolved")
 
 
 class QuietHoursModel(_Model):
@@ -183,10 +183,9 @@ class RouteModel(_Model):
     route_id: str = Field(min_length=1, pattern=_ID)
     site_id: str | None = None
     cameras: list[str] = Field(default_factory=list)
-    rule_types: list[Literal[RULE_TYPES]] = Field(default_factory=list)  # type: ignore[valid-type]
-    severities: list[Literal["info", "warning", "critical"]] = Field(default_factory=list)
-    event_types: list[Literal[ALERT_EVENT_TYPES]] = Field(  # type: ignore[valid-type]
-        default_factory=list)
+    rule_types: list[RuleType] = Field(default_factory=list)
+    severities: list[Severity] = Field(default_factory=list)
+    event_types: list[AlertEventType] = Field(default_factory=list)
     levels: list[int] = Field(default_factory=list)
     channels: list[str] = Field(min_length=1)
     recipients: list[str] = Field(default_factory=list)
@@ -305,7 +304,7 @@ def _unique(section: str, field: str, ids: list[str]) -> None:
         raise ValueError(f"{section}: duplicate {field} {dupes}")
 
 
-def _describe(err: dict[str, Any], data: Any) -> str:
+def _describe(err: ErrorDetails, data: Any) -> str:
     """``rules[2] (gate-in).dwell_s: ...`` — the position and the id a person searches for."""
     loc = list(err["loc"])
     parts: list[str] = []
@@ -346,7 +345,7 @@ def parse_site(data: Any, source: str = "site config") -> SiteConfig:
     try:
         return SiteConfig.model_validate(data)
     except ValidationError as exc:
-        problems = "\n  ".join(_describe(e, data) for e in exc.errors())  # type: ignore[arg-type]
+        problems = "\n  ".join(_describe(e, data) for e in exc.errors())
         raise ConfigError(f"{source} is invalid:\n  {problems}") from None
 
 

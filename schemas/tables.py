@@ -24,7 +24,7 @@ Usage from the API::
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pgvector.sqlalchemy import Vector
 from sqlalchemy import (
@@ -46,12 +46,18 @@ metadata = MetaData()
 
 TS = TIMESTAMP(timezone=True)
 
-_C = TypeVar("_C")
+class _Bindable(Protocol):
+    """What Connection, Engine and their async forms have in common here."""
+
+    def execution_options(self, **opt: Any) -> Any: ...
+
+
+_C = TypeVar("_C", bound=_Bindable)
 
 
 def in_schema(conn: _C, schema: str = DEFAULT_SCHEMA) -> _C:
     """Bind a Connection/Engine (sync or async) to the read-model schema `schema`."""
-    return conn.execution_options(schema_translate_map={None: schema})  # type: ignore[attr-defined]
+    return conn.execution_options(schema_translate_map={None: schema})
 
 
 def _log_position(nullable: bool = False) -> list[Column]:

@@ -125,8 +125,8 @@ def admin_client(bootstrap: str) -> AdminClient:
     # the configured security (TLS, SASL) with the address the caller names; librdkafka's
     # messages through Python logging (JSON like every other line)
     cfg = {**get_settings().kafka_client_config(), "bootstrap.servers": bootstrap}
-    return AdminClient({**cfg, "socket.timeout.ms": 10_000,
-                        "logger": logging.getLogger("librdkafka")})
+    return AdminClient({**cfg, "socket.timeout.ms": 10_000},
+                       logger=logging.getLogger("librdkafka"))
 
 
 def apply_topics(

@@ -40,6 +40,8 @@ def _hint_strategy(tp: Any) -> st.SearchStrategy[Any]:
         return st.one_of(*(_hint_strategy(a) for a in args))
     if tp is type(None):
         return st.none()
+    if origin is typing.Literal:  # a closed vocabulary (schemas.events): one of its values
+        return st.sampled_from(typing.get_args(tp))
     if origin is list:
         (item,) = typing.get_args(tp)
         return st.lists(_hint_strategy(item), max_size=4)

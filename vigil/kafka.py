@@ -32,6 +32,22 @@ AUTH_ERRORS = frozenset({
 })
 
 
+def position(msg: Message) -> tuple[str, int, int]:
+    """(topic, partition, offset) of a consumed message that is not an error.
+
+    confluent-kafka types all three as optional because an error event has none; a data
+    message always has them, so a missing one is a bug to fail on, not a case to handle."""
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    if topic is None or partition is None or offset is None:
+        raise ValueError(f"not a consumed message: {msg.error()!r}")
+    return topic, partition, offset
+
+
+def offset_of(msg: Message) -> int:
+    """The offset of a consumed message that is not an error (see `position`)."""
+    return position(msg)[2]
+
+
 def auth_problem(err: KafkaError | None, topic: str | None = None) -> str | None:
     """A clear sentence when `err` is an authorization/authentication failure, else None:
     what was refused, as which principal, and where the fix lives (docs/security.md)."""

@@ -206,7 +206,9 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     if unknown:
         raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; known: {sorted(known)}")
     try:
-        return Settings(**{k: v for k, v in env.items() if k in known})  # type: ignore[arg-type]
+        # strings from the environment: pydantic converts them (and says which one is bad)
+        values: dict[str, Any] = {k: v for k, v in env.items() if k in known}
+        return Settings(**values)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
@@ -274,7 +276,7 @@ def _without_environment(cls: type[S]) -> type[S]:
                 **_others: Any) -> tuple[Any, ...]:
         return (init_settings,)
 
-    return type(cls.__name__, (cls,), {  # type: ignore[return-value]
+    return type(cls.__name__, (cls,), {
         "__module__": cls.__module__, "__qualname__": cls.__qualname__,
         "settings_customise_sources": classmethod(sources)})
 

@@ -196,8 +196,8 @@ def render_background(scenario: Scenario) -> np.ndarray:
     bg = scenario.background
     h, w = scenario.height, scenario.width
     rng = np.random.default_rng(scenario.seed + 1_000_003)
-    low = rng.normal(0, 1, (h // 16 + 2, w // 16 + 2)).astype(np.float32)
-    low = cv2.resize(low, (w, h), interpolation=cv2.INTER_CUBIC)
+    coarse = rng.normal(0, 1, (h // 16 + 2, w // 16 + 2)).astype(np.float32)
+    low = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC)
     grain = cv2.GaussianBlur(rng.normal(0, 1, (h, w)).astype(np.float32), (0, 0), 1.2)
     img = bg.brightness + bg.texture * (0.7 * low + 0.5 * grain)
     if bg.tiles:
@@ -207,8 +207,7 @@ def render_background(scenario: Scenario) -> np.ndarray:
             img[:, x:x + 1] -= joint
         for y in range(0, h, step // 2 if step > 40 else step):
             img[y:y + 1, :] -= joint
-    img = np.clip(img, 0, 255).astype(np.uint8)
-    return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    return cv2.cvtColor(np.clip(img, 0, 255).astype(np.uint8), cv2.COLOR_GRAY2BGR)
 
 
 def _draw_person(img: np.ndarray, fx: float, fy: float, h: float, phase: float, shade: int,

@@ -183,11 +183,11 @@ class RtspServer(socketserver.ThreadingTCPServer):
         self.units = [u for u in encode_access_units(scenario) if u]
         self.stopping = threading.Event()
         super().__init__((host, port), _Handler)
+        self.host, self.port = host, int(self.server_address[1])  # port 0: the one bound
 
     @property
     def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"rtsp://{host}:{port}/sim"
+        return f"rtsp://{self.host}:{self.port}/sim"
 
     def sdp(self) -> str:
         sps = next(n for u in self.units for n in u if n[0] & 0x1F == 7)

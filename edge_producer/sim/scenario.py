@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edge_producer.sim.vehicles import slots_of
+from schemas.events import Direction, SceneRuleType, Severity
 from vigil.errors import ConfigError
 from vigil.yamlfile import load_yaml
 
@@ -173,17 +174,17 @@ class RuleSpec(_Model):
 
     rule_id: str = Field(min_length=1)
     camera_id: str | None = None
-    rule_type: Literal["loitering", "crowd", "perimeter", "line_crossing"]
+    rule_type: SceneRuleType
     zone_id: str | None = None
     line_id: str | None = None
-    severity: Literal["info", "warning", "critical"] = "warning"
+    severity: Severity = "warning"
     schedule: ScheduleSpec = ScheduleSpec()
     dwell_s: float = Field(300.0, gt=0)
     gap_tolerance_s: float = Field(10.0, ge=0)
     min_people: int = Field(5, ge=1)
     clear_below: int = Field(3, ge=0)
     window_s: float = Field(10.0, ge=0)
-    direction: Literal["forward", "backward"] | None = None
+    direction: Direction | None = None
     cooldown_s: float = Field(300.0, ge=0)
     classes: list[str] = Field(default_factory=lambda: ["person"], min_length=1)
 
@@ -212,7 +213,7 @@ class ExpectedAlert(_Model):
     """An alert the scene must raise: `at_s` seconds after start, give or take `tolerance_s`."""
 
     rule_id: str
-    rule_type: Literal["loitering", "crowd", "perimeter", "line_crossing"]
+    rule_type: SceneRuleType
     zone_id: str | None = None
     at_s: float = Field(ge=0)
     tolerance_s: float = Field(5.0, ge=0)

@@ -82,18 +82,19 @@ def zone_presence(scenario: Scenario) -> list[Interval]:
     out: list[Interval] = []
     positions = sample_positions(scenario)
     for zone in scenario.site.zones:
-        poly = [tuple(p) for p in zone.polygon]
+        poly = list(zone.polygon)
         for pid, samples in sorted(positions.items()):
-            start = last = None
+            start: float | None = None
+            last = 0.0  # read only once `start` is set
             for t, x, y in samples:
-                if point_in_polygon(x, y, poly):  # type: ignore[arg-type]
-                    if start is None or t - last > step * 1.5:  # type: ignore[operator]
+                if point_in_polygon(x, y, poly):
+                    if start is None or t - last > step * 1.5:
                         if start is not None:
-                            out.append(Interval(pid, zone.zone_id, start, last))  # type: ignore[arg-type]
+                            out.append(Interval(pid, zone.zone_id, start, last))
                         start = t
                     last = t
             if start is not None:
-                out.append(Interval(pid, zone.zone_id, start, last))  # type: ignore[arg-type]
+                out.append(Interval(pid, zone.zone_id, start, last))
     return out
 
 
@@ -157,13 +158,13 @@ def _side(a: tuple[float, float], b: tuple[float, float], p: tuple[float, float]
 def _line_crossing(rule: RuleSpec, scenario: Scenario,
                    labels: dict[str, str]) -> list[DerivedAlert]:
     line = next(ln for ln in scenario.site.lines if ln.line_id == rule.line_id)
-    a, b = tuple(line.a), tuple(line.b)
+    a, b = line.a, line.b
     out = []
     for pid, samples in sorted(sample_positions(scenario).items()):
         if labels[pid] not in rule.classes:
             continue
         for (_, x0, y0), (t1, x1, y1) in itertools.pairwise(samples):
-            s0, s1 = _side(a, b, (x0, y0)), _side(a, b, (x1, y1))  # type: ignore[arg-type]
+            s0, s1 = _side(a, b, (x0, y0)), _side(a, b, (x1, y1))
             if s0 * s1 >= 0:
                 continue
             # image y points down, so positive cross product = right of a->b

@@ -50,7 +50,7 @@ def _wait(cond: Any, timeout: float = 10.0) -> None:
 def test_outage_mid_run(tmp_path: Path) -> None:
     fake = FlakyProducer()
     spool = Spool(tmp_path, 10_000_000, 4096)
-    outbox = Outbox(spool, EventProducer(producer=fake), (0.05, 0.2))  # type: ignore[arg-type]
+    outbox = Outbox(spool, EventProducer(fake), (0.05, 0.2))  # type: ignore[arg-type]
     outbox.start()
     n = 0
 

@@ -44,7 +44,7 @@ class NoKafka:
 def make_edge(state: Path) -> tuple[Edge, CameraConfig]:
     cam = CameraConfig(camera_id="cam-1", url="sim://loiterer")
     cfg = EdgeConfig(edge_id="edge-t", site_id="site-t", state_dir=state, cameras=[cam])
-    return Edge(cfg, producer=EventProducer(producer=NoKafka())), cam  # type: ignore[arg-type]
+    return Edge(cfg, producer=EventProducer(NoKafka())), cam  # type: ignore[arg-type]
 
 
 def emit(edge: Edge, cam: CameraConfig, n: int) -> None:

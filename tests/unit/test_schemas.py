@@ -119,6 +119,10 @@ def _py_type(tp: Any, default: Any) -> Any:
     if typing.get_origin(tp) is list:
         (item,) = typing.get_args(tp)
         return {"type": "array", "items": _py_type(item, _NO_DEFAULT)}
+    if typing.get_origin(tp) is typing.Literal:
+        # a closed vocabulary stays an Avro string: a new value is then no schema change
+        assert all(isinstance(v, str) for v in typing.get_args(tp)), f"non-string {tp}"
+        return "string"
     if dataclasses.is_dataclass(tp):
         return _py_record(tp)  # type: ignore[arg-type]
     simple = {str: "string", int: "long", float: "double", bool: "boolean", bytes: "bytes"}
