@@ -84,6 +84,12 @@ class TrackerParams:
     max_predict_s: float = 3.0
     labels: tuple[str, ...] = ("person",)
 
+    def __post_init__(self) -> None:
+        # 0 would admit every pair of boxes that do not overlap (IoU 0) to the IoU pass, at
+        # cost 1, ahead of the speed-gated second pass; the IoU pass skips those pairs
+        if not 0.0 < self.iou_min <= 1.0:
+            raise ValueError(f"iou_min must be in (0, 1], not {self.iou_min}")
+
 
 @dataclass(slots=True)
 class Observation:
@@ -287,10 +293,13 @@ def update(
                 break  # this and every later detection: ix <= 0 below
             if x2 <= px1 or label != tlabel:
                 continue  # (no horizontal overlap: the ix <= 0 below, decided sooner)
-            ix = (px2 if px2 < x2 else x2) - (px1 if px1 > x1 else x1)
+            # min(a, b) is `b if b < a else a` and max(a, b) `b if b > a else a`, written
+            # in that order: with a NaN coordinate the builtins keep the NaN of the
+            # prediction, and so must this (tests/unit/test_reference_equivalence.py)
+            ix = (x2 if x2 < px2 else px2) - (x1 if x1 > px1 else px1)
             if ix <= 0:
                 continue
-            iy = (py2 if py2 < y2 else y2) - (py1 if py1 > y1 else y1)
+            iy = (y2 if y2 < py2 else py2) - (y1 if y1 > py1 else py1)
             if iy <= 0:
                 continue
             inter = ix * iy
