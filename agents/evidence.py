@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -59,6 +60,7 @@ from schemas.events import (
     derived_event_id,
 )
 from vigil.errors import VigilError
+from vigil.retry import delay_after
 from vigil.settings import load_component_settings
 
 log = logging.getLogger(__name__)
@@ -346,7 +348,6 @@ async def handle(t: RuleTriggered, event: Any) -> EvidenceCaptured:
     s = get_evidence_settings()
     ts = event.message.timestamp
     ts_ms = int(ts * 1000) if ts else int(time.time() * 1000)
-    delay = s.retry_s
     for attempt in range(1, s.attempts + 1):
         try:
             cap = await asyncio.to_thread(_get_capturer)
@@ -366,8 +367,7 @@ async def handle(t: RuleTriggered, event: Any) -> EvidenceCaptured:
                 raise
             log.warning("evidence: capture of %s failed (try %d of %d): %s", t.event_id,
                         attempt, s.attempts, exc)
-            await asyncio.sleep(delay)
-            delay *= 2
+            await asyncio.sleep(delay_after(attempt, s.retry_s, math.inf))
     raise AssertionError("unreachable")
 
 

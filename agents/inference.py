@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -63,6 +64,7 @@ from schemas.events import (
     utcnow,
 )
 from vigil.objects import make_client, split_ref
+from vigil.retry import Backoff, delay_after
 
 log = logging.getLogger(__name__)
 
@@ -322,7 +324,7 @@ class InferencePipeline:
             raise PoisonFrame("object_ref given but no object store configured")
         missing = 0
         failures = 0
-        delay = self.s.backoff_initial_s
+        backoff = Backoff(self.s.backoff_initial_s, self.s.backoff_max_s)
         while True:
             try:
                 data = await self.fetch(frame.object_ref)
@@ -330,7 +332,7 @@ class InferencePipeline:
                 missing += 1
                 if missing >= self.s.object_missing_attempts:
                     raise ObjectMissing(f"{exc} (after {missing} attempts)") from exc
-                await self.sleep(0.2 * 2 ** (missing - 1))
+                await self.sleep(delay_after(missing, 0.2, math.inf))
                 continue
             except PoisonFrame:
                 raise
@@ -340,10 +342,10 @@ class InferencePipeline:
                 reason = f"object store unavailable: {type(exc).__name__}: {exc}"
                 if failures >= self.s.breaker_failures and self.degraded_since is None:
                     await self._degraded(reason)
+                delay = backoff.failed()
                 log.warning("fetching %s failed (%d), retrying in %.1fs: %s",
                             frame.object_ref, failures, delay, reason)
                 await self.sleep(delay)
-                delay = min(delay * 2, self.s.backoff_max_s)
                 continue
             if self.degraded_since is not None and not self.client.breaker.is_open:
                 await self._recovered()
@@ -352,7 +354,7 @@ class InferencePipeline:
     async def _infer_until_done(self, items: list[Item]) -> None:
         """Infer every item; transport failures block here (never skip), rejections are
         retried per frame and then marked poison."""
-        delay = self.s.backoff_initial_s
+        backoff = Backoff(self.s.backoff_initial_s, self.s.backoff_max_s)
         pending = items
         while pending:
             try:
@@ -361,9 +363,9 @@ class InferencePipeline:
             except TritonUnavailable as exc:
                 if self.client.breaker.is_open and self.degraded_since is None:
                     await self._degraded(str(exc))
+                delay = backoff.failed()
                 log.warning("triton unavailable, retrying in %.1fs: %s", delay, exc)
                 await self.sleep(delay)
-                delay = min(delay * 2, self.s.backoff_max_s)
                 if self.client.breaker.is_open:
                     await self.client.ready()  # half-open probe; closes breaker on success
                 continue

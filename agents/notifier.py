@@ -51,7 +51,6 @@ from agents.notify_outbox import Outbox, Row
 from agents.notify_routes import (
     AlertContext,
     Route,
-    backoff_s,
     dedup_key,
     default_routes,
     targets,
@@ -78,6 +77,7 @@ from vigil.errors import ConfigError
 from vigil.logs import event_context, log_context
 from vigil.metrics import DLQ_MESSAGES
 from vigil.ratelimit import RateLimiter
+from vigil.retry import delay_after
 from vigil.settings import get_settings, load_component_settings
 
 log = logging.getLogger(__name__)
@@ -379,7 +379,7 @@ class Notifier:
                         row.delivery_id, row.channel, row.route_id, attempts, outcome.reason)
             await self.report()
             return
-        delay = backoff_s(attempts, self.cfg.backoff_base_s, self.cfg.backoff_max_s)
+        delay = delay_after(attempts, self.cfg.backoff_base_s, self.cfg.backoff_max_s)
         # the last attempt falls on the deadline itself, not a backoff step before it
         next_at = min(now + delay, row.created_at + self.cfg.retry_for_s)
         self.outbox.mark_retry(row.delivery_id, attempts, next_at, outcome.reason)

@@ -121,11 +121,6 @@ def default_routes(channels: list[str]) -> list[Route]:
     return [Route("default", tuple(channels))] if channels else []
 
 
-def backoff_s(attempts: int, base_s: float, max_s: float) -> float:
-    """Delay before the next attempt after `attempts` failures: base * 2^(n-1), capped."""
-    return min(max_s, base_s * 2 ** max(0, attempts - 1))
-
-
 def dedup_key(ctx: AlertContext, event_type: str, channel: str, recipient: str) -> str | None:
     """The raise and the repeats of one alert to one (channel, recipient) share a key: a
     repeat within the cooldown of the last message under that key produces none. Other

@@ -19,7 +19,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import random
 import shutil
 import signal
 import threading
@@ -56,6 +55,7 @@ from schemas.producer import EventProducer
 from schemas.topics import topic_name
 from vigil.kafka import auth_problem
 from vigil.redact import redact
+from vigil.retry import Backoff
 from vigil.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -238,7 +238,7 @@ class Outbox(threading.Thread):
             self._order = [p for p in self._order if p in self._inflight]
 
     def run(self) -> None:
-        delay = self.backoff_initial
+        backoff = Backoff(self.backoff_initial, self.backoff_max, jitter=(0.8, 1.2))
         while True:
             self.producer.producer.poll(0.05)
             self._ack_prefix()
@@ -248,12 +248,11 @@ class Outbox(threading.Thread):
                     self._inflight = {p: v for p, v in self._inflight.items() if v}
                     self._order = [p for p in self._order if p in self._inflight]
                     self._failed = False
-                    if self.stop_event.wait(delay * random.uniform(0.8, 1.2)):
+                    if self.stop_event.wait(backoff.failed()):
                         return
-                    delay = min(delay * 2, self.backoff_max)
                 continue
             if self.kafka_up:
-                delay = self.backoff_initial
+                backoff.reset()
             room = self.WINDOW if self.kafka_up else 1  # probe with one record while down
             room -= sum(1 for v in self._inflight.values() if v is None)
             if room > 0:
@@ -427,7 +426,7 @@ class Edge:
 
     def _camera_loop(self, cam: CameraConfig) -> None:
         st = self.cameras[cam.camera_id]
-        delay = self.cfg.backoff_initial_s
+        backoff = Backoff(self.cfg.backoff_initial_s, self.cfg.backoff_max_s, jitter=(0.5, 1.0))
         attempt = 0
         down_since: datetime | None = None
         motion = MotionMeter()
@@ -454,7 +453,7 @@ class Edge:
                                 camera_id=cam.camera_id, down_since=down_since))
                         st.state, down_since, attempt = "up", None, 0
                         metrics.STREAM_UP.labels(self.cfg.edge_id, cam.camera_id).set(1)
-                        delay = self.cfg.backoff_initial_s
+                        backoff.reset()
                     self._emit(cam, st, frame.image, frame.occurred_at, motion)
                     last_t = frame.pts_s
                     n_win += 1
@@ -489,9 +488,8 @@ class Edge:
                 self._health(cam.camera_id, StreamDown.create(
                     producer=PRODUCER, edge_id=self.cfg.edge_id, camera_id=cam.camera_id,
                     reason=reason[:1000], attempt=attempt))
-                if self.stop_event.wait(delay * random.uniform(0.5, 1.0)):
+                if self.stop_event.wait(backoff.failed()):
                     break
-                delay = min(delay * 2, self.cfg.backoff_max_s)
 
     def _recorder(self, cam: CameraConfig) -> SegmentRecorder:
         return SegmentRecorder(cam.camera_id, self.cfg.segment_s, self.segments)

@@ -16,7 +16,6 @@ event id; nothing else is ever sent twice.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from collections.abc import Callable
 from edge_producer import metrics
 from edge_producer.segments import Segment, SegmentBuffer
 from schemas.events import SegmentRecorded, derived_event_id
+from vigil.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class SegmentUploader(threading.Thread):
         metrics.SEGMENTS_UPLOADED.labels(seg.camera_id).inc()
 
     def run(self) -> None:
-        delay = self.backoff_initial
+        backoff = Backoff(self.backoff_initial, self.backoff_max, jitter=(0.8, 1.2))
         while not self.stop_event.is_set():
             metrics.RECORDING_BACKLOG.set(len(self.buffer.pending()))
             seg = self.buffer.wait_pending(0.5)
@@ -97,16 +97,15 @@ class SegmentUploader(threading.Thread):
                                 extra={"camera_id": seg.camera_id, "key": seg.key})
                 self.store_up = False
                 metrics.OBJECT_STORE_UP.set(0)
-                if self.stop_event.wait(delay * random.uniform(0.8, 1.2)):
+                if self.stop_event.wait(backoff.failed()):
                     return
-                delay = min(delay * 2, self.backoff_max)
                 continue
             if not self.store_up:
                 log.info("segment uploads resumed",
                          extra={"pending": len(self.buffer.pending())})
             self.store_up = True
             metrics.OBJECT_STORE_UP.set(1)
-            delay = self.backoff_initial
+            backoff.reset()
 
     def drain(self, timeout: float) -> bool:
         """Wait (bounded) until nothing is pending; True if the buffer is drained."""

@@ -57,6 +57,7 @@ from schemas.events import Event
 from schemas.producer import EventProducer
 from schemas.topics import CATALOG
 from vigil.kafka import consumer_config, position
+from vigil.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +274,7 @@ class Projector:
     def _with_db_retry(self, fn: Callable[[psycopg.Connection], Any]) -> Any:
         """Run fn(conn); on connection loss wait (backoff, capped) and retry, forever
         unless stopped — the batch stays in memory meanwhile, so nothing is lost."""
-        delay = 0.5
+        backoff = Backoff(0.5, 10.0)
         while True:
             try:
                 return fn(self._db())
@@ -283,10 +284,10 @@ class Projector:
                     raise _Stopped from exc  # not committed, so it is simply read again
                 self.stats.db_retries += 1
                 DB_RETRIES.inc()
+                delay = backoff.failed()
                 log.warning("PostgreSQL unavailable, retrying", extra={
                     "error": str(exc)[:300], "delay_s": delay})
                 time.sleep(delay)
-                delay = min(delay * 2, 10.0)
 
     # ------------------------------------------------------------------ kafka
     def _on_stats(self, raw: str) -> None:

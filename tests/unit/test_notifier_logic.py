@@ -16,7 +16,7 @@ from agents.alert_state import home_partition
 from agents.notifier import Notifier, NotifySettings, delivery_id, outcome_event_id
 from agents.notify_channels import Channel, Message, Outcome, sign
 from agents.notify_outbox import Outbox
-from agents.notify_routes import AlertContext, Route, backoff_s, in_quiet_hours, targets
+from agents.notify_routes import AlertContext, Route, in_quiet_hours, targets
 from agents.notify_templates import Templates
 from schemas.events import (
     AlertAcknowledged,
@@ -28,6 +28,7 @@ from schemas.events import (
 )
 from schemas.site_config import parse_site
 from vigil.errors import ConfigError
+from vigil.retry import delay_after
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 
@@ -132,7 +133,7 @@ def test_quiet_hours_are_read_in_the_cameras_time_zone() -> None:
 
 
 def test_backoff_doubles_up_to_the_cap() -> None:
-    assert [backoff_s(n, 2.0, 60.0) for n in range(1, 8)] == [2, 4, 8, 16, 32, 60, 60]
+    assert [delay_after(n, 2.0, 60.0) for n in range(1, 8)] == [2, 4, 8, 16, 32, 60, 60]
 
 
 # ------------------------------------------------------------------------ site config
