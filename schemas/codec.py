@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import fastavro
-import httpx
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from schemas.avro_compiled import (
@@ -44,6 +43,7 @@ from schemas.avro_compiled import (
 )
 from schemas.events import EVENT_TYPES, NAMESPACE, Event
 from vigil.errors import VigilError
+from vigil.redact import redact
 
 SCHEMA_DIR = Path(__file__).with_name("avro")
 HISTORY_DIR = Path(__file__).with_name("history")
@@ -192,35 +192,43 @@ def default_store() -> SchemaStore:
 
 
 class SchemaRegistry:
-    """Minimal Confluent Schema Registry client: register by subject, fetch by id."""
+    """The Confluent Schema Registry through confluent-kafka's client
+    (`confluent_kafka.schema_registry`, which also brings the registry's basic auth from
+    ``http://user:password@host`` and TLS): register by subject, fetch by id.
+
+    The codec keeps its own two small maps in front of it: subject -> id, looked up on
+    every encode (the client's cache keys on the whole schema text), and id -> the schema
+    parsed for fastavro. One attempt per call, as the codec's callers retry themselves;
+    any failure becomes a CodecError naming the subject or id."""
 
     def __init__(self, url: str, timeout: float = 5.0):
-        self._client = httpx.Client(base_url=url.rstrip("/"), timeout=timeout)
+        from confluent_kafka.schema_registry import SchemaRegistryClient
+
+        self._client = SchemaRegistryClient({"url": url.rstrip("/"), "timeout": timeout,
+                                             "max.retries": 0})
         self._ids: dict[str, int] = {}
         self._by_id: dict[int, dict[str, Any]] = {}
 
     def id_for(self, subject: str, schema: dict[str, Any]) -> int:
         if subject not in self._ids:
+            from confluent_kafka.schema_registry import Schema
+
             try:
-                resp = self._client.post(
-                    f"/subjects/{subject}/versions",
-                    json={"schema": json.dumps(schema)},
-                    headers={"Content-Type": "application/vnd.schemaregistry.v1+json"},
-                )
-                resp.raise_for_status()
-            except httpx.HTTPError as exc:
-                raise CodecError(f"schema registry: cannot register {subject}: {exc}") from exc
-            self._ids[subject] = int(resp.json()["id"])
+                self._ids[subject] = self._client.register_schema(
+                    subject, Schema(json.dumps(schema), "AVRO"))
+            except Exception as exc:  # the client raises its own and its transport's errors
+                raise CodecError(
+                    f"schema registry: cannot register {subject}: {redact(str(exc))}") from exc
         return self._ids[subject]
 
     def schema_for(self, schema_id: int) -> dict[str, Any]:
         if schema_id not in self._by_id:
             try:
-                resp = self._client.get(f"/schemas/ids/{schema_id}")
-                resp.raise_for_status()
-            except httpx.HTTPError as exc:
-                raise CodecError(f"schema registry: unknown schema id {schema_id}: {exc}") from exc
-            raw = json.loads(resp.json()["schema"])
+                found = self._client.get_schema(schema_id)
+            except Exception as exc:  # as in id_for
+                raise CodecError(f"schema registry: unknown schema id {schema_id}: "
+                                 f"{redact(str(exc))}") from exc
+            raw = json.loads(found.schema_str or "null")
             self._by_id[schema_id] = _parse_record(raw, write_hint=False)
         return self._by_id[schema_id]
 
