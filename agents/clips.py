@@ -79,19 +79,9 @@ class Clipper:
         return client()
 
     def _get(self, bucket: str, key: str) -> bytes | None:
-        from minio.error import S3Error
+        from vigil.objects import get_bytes
 
-        try:
-            resp = self._client().get_object(bucket, key)
-        except S3Error as exc:
-            if exc.code in ("NoSuchKey", "NoSuchBucket"):
-                return None
-            raise
-        try:
-            return bytes(resp.read())
-        finally:
-            resp.close()
-            resp.release_conn()
+        return get_bytes(bucket, key, self._client())
 
     def attempt(self, ev: EvidenceCaptured, published_ms: int, first_seen_s: float
                 ) -> ClipRecorded | None:

@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -64,6 +64,8 @@ from vigil.retry import delay_after
 from vigil.settings import load_component_settings
 
 log = logging.getLogger(__name__)
+
+_E = TypeVar("_E", bound=Event)
 
 PRODUCER = "vigil-evidence/1"
 STAGE = "evidence"
@@ -228,23 +230,17 @@ class Capturer:
         return client()
 
     def existing_event(self, prefix: str) -> EvidenceCaptured | None:
-        from minio.error import S3Error
+        from vigil.objects import get_bytes
 
+        stored = get_bytes(self.bucket, f"{prefix}/evidence.avro", self._client())
+        if stored is None:
+            return None
         try:
-            resp = self._client().get_object(self.bucket, f"{prefix}/evidence.avro")
-        except S3Error as exc:
-            if exc.code in ("NoSuchKey", "NoSuchBucket"):
-                return None
-            raise
-        try:
-            ev = self._codec.decode(resp.read())
+            ev = self._codec.decode(stored)
         except CodecError as exc:  # unreadable: capture again over it
             log.warning("evidence: %s/evidence.avro unreadable (%s): capturing again",
                         prefix, exc)
             return None
-        finally:
-            resp.close()
-            resp.release_conn()
         return ev if isinstance(ev, EvidenceCaptured) else None
 
     def _put(self, key: str, data: bytes, content_type: str) -> str:
@@ -257,22 +253,23 @@ class Capturer:
             return frame.jpeg
         if not frame.object_ref:
             raise NotCapturable(f"frame {frame.event_id} has neither a JPEG nor an object")
-        from minio.error import S3Error
-
-        from vigil.objects import split_ref
+        from vigil.objects import get_bytes, split_ref
 
         bucket, key = split_ref(frame.object_ref, self.vs.bucket_frames, self.vs.buckets)
-        try:
-            resp = self._client().get_object(bucket, key)
-        except S3Error as exc:
-            if exc.code in ("NoSuchKey", "NoSuchBucket"):
-                raise NotCapturable(f"frame object {frame.object_ref} is gone") from exc
-            raise
-        try:
-            return bytes(resp.read())
-        finally:
-            resp.close()
-            resp.release_conn()
+        jpeg = get_bytes(bucket, key, self._client())
+        if jpeg is None:
+            raise NotCapturable(f"frame object {frame.object_ref} is gone")
+        return jpeg
+
+    def _find(self, cls: type[_E], topic: Any, camera_id: str, event_id: str, ts_ms: int,
+              what: str, hint: str) -> tuple[_E, int]:
+        """The event `event_id` of type `cls` on `topic` at or before `ts_ms`, and its
+        timestamp; NotCapturable naming `what` when it is not there."""
+        name = str(topic.get_topic_name())
+        found = self.lookup.find(name, camera_id, event_id, ts_ms)
+        if found is None or not isinstance(found[0], cls):
+            raise NotCapturable(f"{what} not found on {name} {hint}")
+        return found[0], found[1]
 
     def capture(self, t: RuleTriggered, trigger_ts_ms: int) -> EvidenceCaptured:
         """Everything but the publish, blocking (run in a thread)."""
@@ -283,22 +280,14 @@ class Capturer:
             return done
         if not t.causation_id:
             raise NotCapturable("the rule hit names no frame analysis (causation_id)")
-        detections_topic = str(topics.detections.get_topic_name())
-        found = self.lookup.find(detections_topic, t.camera_id, t.causation_id,
-                                 trigger_ts_ms)
-        if found is None or not isinstance(found[0], FrameAnalyzed):
-            raise NotCapturable(f"frame analysis {t.causation_id} not found on "
-                                f"{detections_topic} before the hit")
-        analysis, analysis_ts = found[0], found[1]
+        analysis, analysis_ts = self._find(
+            FrameAnalyzed, topics.detections, t.camera_id, t.causation_id, trigger_ts_ms,
+            f"frame analysis {t.causation_id}", "before the hit")
         if not analysis.causation_id:
             raise NotCapturable(f"frame analysis {analysis.event_id} names no frame")
-        frames_topic = str(topics.frames.get_topic_name())
-        found = self.lookup.find(frames_topic, t.camera_id, analysis.causation_id,
-                                 analysis_ts)
-        if found is None or not isinstance(found[0], FrameCaptured):
-            raise NotCapturable(f"frame {analysis.causation_id} not found on {frames_topic} "
-                                f"(past its retention?)")
-        frame = found[0]
+        frame, _ = self._find(FrameCaptured, topics.frames, t.camera_id,
+                              analysis.causation_id, analysis_ts,
+                              f"frame {analysis.causation_id}", "(past its retention?)")
         jpeg = self._frame_jpeg(frame)
         cfg = scene_config(self.config(), t)
         overlay = overlay_for(t, analysis, cfg)

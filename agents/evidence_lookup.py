@@ -18,9 +18,9 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from agents.alert_state import home_partition
 from schemas.codec import CONFLUENT_MAGIC, SINGLE_OBJECT_MAGIC, default_codec
@@ -124,67 +124,62 @@ class EventLookup:
             if start >= high:
                 return out
             codec = default_codec()
-            c.assign([TopicPartition(topic, p, start)])
-            deadline = time.monotonic() + self._timeout
             try:
-                while True:
-                    msgs = c.consume(500, timeout=0.05)
-                    if not msgs:
-                        if time.monotonic() > deadline:
-                            raise VigilError(f"timed out reading {topic}[{p}]")
-                        continue
-                    deadline = time.monotonic() + self._timeout
-                    for m in msgs:
-                        err = m.error()
-                        if err is not None:
-                            if err.code() == -191:  # _PARTITION_EOF
-                                return out
-                            raise VigilError(f"reading {topic}[{p}]: {err}")
-                        try:
-                            ev = codec.decode(m.value())
-                        except Exception:  # not ours to judge here: the projector DLQs it
-                            ev = None
-                        if ev is not None and keep(ev):
-                            out.append(ev)
-                        if offset_of(m) >= high - 1:
-                            return out
+                for m in self._read(topic, p, start, ""):
+                    try:
+                        ev = codec.decode(m.value())
+                    except Exception:  # not ours to judge here: the projector DLQs it
+                        ev = None
+                    if ev is not None and keep(ev):
+                        out.append(ev)
+                    if offset_of(m) >= high - 1:
+                        break
             finally:
                 c.unassign()
+            return out
 
     def _offset_at(self, topic: str, p: int, ts_ms: int, high: int) -> int:
         got = self._consumer.offsets_for_times([TopicPartition(topic, p, max(ts_ms, 0))],
                                                timeout=self._timeout)[0]
         return high if got.offset < 0 else int(got.offset)  # -1: nothing that late
 
-    def _scan(self, topic: str, p: int, start: int, end: int, event_id: str
-              ) -> tuple[bytes, int] | None:
+    def _read(self, topic: str, p: int, start: int, where: str) -> Iterator[Message]:
+        """The messages of partition `p` from offset `start` to its end (the caller stops
+        sooner when it has what it wants); VigilError when nothing comes for the timeout
+        or the consumer reports an error. The caller assigns nothing and unassigns."""
         c = self._consumer
         c.assign([TopicPartition(topic, p, start)])
         deadline = time.monotonic() + self._timeout
+        while True:
+            # short waits: `consume` returns only once it has its count or its timeout
+            # is up (a partition end does not cut it short), so one long wait per
+            # call cost its whole timeout whenever fewer messages were left
+            msgs = c.consume(500, timeout=0.05)
+            if not msgs:
+                if time.monotonic() > deadline:
+                    raise VigilError(f"timed out reading {topic}[{p}]{where}")
+                continue
+            deadline = time.monotonic() + self._timeout
+            for m in msgs:
+                err = m.error()
+                if err is not None:
+                    if err.code() == -191:  # _PARTITION_EOF
+                        return
+                    raise VigilError(f"reading {topic}[{p}]: {err}")
+                yield m
+
+    def _scan(self, topic: str, p: int, start: int, end: int, event_id: str
+              ) -> tuple[bytes, int] | None:
         try:
-            while True:
-                # short waits: `consume` returns only once it has its count or its timeout
-                # is up (a partition end does not cut it short), so one long wait per
-                # call cost its whole timeout whenever fewer messages were left
-                msgs = c.consume(500, timeout=0.05)
-                if not msgs:
-                    if time.monotonic() > deadline:
-                        raise VigilError(f"timed out reading {topic}[{p}] at {start}..{end}")
-                    continue
-                deadline = time.monotonic() + self._timeout
-                for m in msgs:
-                    err = m.error()
-                    if err is not None:
-                        if err.code() == -191:  # _PARTITION_EOF
-                            return None
-                        raise VigilError(f"reading {topic}[{p}]: {err}")
-                    at = offset_of(m)
-                    if at >= end:
-                        return None
-                    value = m.value()
-                    if value is not None and peek_event_id(value) == event_id:
-                        return bytes(value), int(m.timestamp()[1])
-                    if at >= end - 1:
-                        return None
+            for m in self._read(topic, p, start, f" at {start}..{end}"):
+                at = offset_of(m)
+                if at >= end:
+                    return None
+                value = m.value()
+                if value is not None and peek_event_id(value) == event_id:
+                    return bytes(value), int(m.timestamp()[1])
+                if at >= end - 1:
+                    return None
+            return None
         finally:
-            c.unassign()
+            self._consumer.unassign()

@@ -465,8 +465,8 @@ def object_fetcher(timeout_s: float) -> Callable[[str], Awaitable[bytes]]:
     `ObjectMissing` (the frame's problem); everything else propagates as a store failure.
     """
     import urllib3
-    from minio.error import S3Error
 
+    from vigil.objects import get_bytes
     from vigil.settings import get_settings
 
     st = get_settings()
@@ -479,17 +479,10 @@ def object_fetcher(timeout_s: float) -> Callable[[str], Awaitable[bytes]]:
 
     def get(ref: str) -> bytes:
         bucket, key = parse_object_ref(ref, st.buckets, st.bucket_frames)
-        try:
-            resp = client.get_object(bucket, key)
-        except S3Error as exc:
-            if exc.code in ("NoSuchKey", "NoSuchBucket"):
-                raise ObjectMissing(f"object {bucket}/{key} not found") from exc
-            raise
-        try:
-            return resp.read()
-        finally:
-            resp.close()
-            resp.release_conn()
+        data = get_bytes(bucket, key, client)
+        if data is None:
+            raise ObjectMissing(f"object {bucket}/{key} not found")
+        return data
 
     async def fetch(ref: str) -> bytes:
         return await asyncio.to_thread(get, ref)

@@ -182,18 +182,16 @@ def outcome_event_id(kind: str, row: Row) -> str:
 
 def snapshot_fetcher() -> Any:
     """ref -> (bytes, filename) from the object store (default bucket: snapshots)."""
-    from vigil.objects import client, split_ref
+    from vigil.objects import get_bytes, split_ref
 
     s = get_settings()
 
     def get(ref: str) -> tuple[bytes, str]:
         bucket, key = split_ref(ref, s.bucket_snapshots, s.buckets)
-        resp = client().get_object(bucket, key)
-        try:
-            return resp.read(), key.rsplit("/", 1)[-1]
-        finally:
-            resp.close()
-            resp.release_conn()
+        data = get_bytes(bucket, key)
+        if data is None:  # the mail goes out without the picture (notify_email)
+            raise FileNotFoundError(f"snapshot {ref} not found")
+        return data, key.rsplit("/", 1)[-1]
 
     async def fetch(ref: str) -> tuple[bytes, str]:
         return await asyncio.to_thread(get, ref)

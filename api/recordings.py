@@ -185,19 +185,10 @@ def _state_key(export_id: str) -> str:
 
 
 def _read_state(store: Any, bucket: str, export_id: str) -> dict[str, Any] | None:
-    from minio.error import S3Error
+    from vigil.objects import get_bytes
 
-    try:
-        resp = store.get_object(bucket, _state_key(export_id))
-    except S3Error as exc:
-        if exc.code in ("NoSuchKey", "NoSuchBucket"):
-            return None
-        raise
-    try:
-        return dict(json.loads(resp.read()))
-    finally:
-        resp.close()
-        resp.release_conn()
+    stored = get_bytes(bucket, _state_key(export_id), store)
+    return None if stored is None else dict(json.loads(stored))
 
 
 def _write_state(store: Any, bucket: str, state: dict[str, Any]) -> None:
@@ -211,7 +202,7 @@ def _write_state(store: Any, bucket: str, state: dict[str, Any]) -> None:
 def _build(store: Any, settings: Any, state: dict[str, Any], segs: list[Any]) -> None:
     """The export, in a thread: fetch the segments, cut and remux, store, record."""
     from vigil.clip_builder import Segment, build_clip
-    from vigil.objects import split_ref
+    from vigil.objects import get_bytes, split_ref
 
     bucket = settings.bucket_snapshots
     try:
@@ -220,14 +211,14 @@ def _build(store: Any, settings: Any, state: dict[str, Any], segs: list[Any]) ->
         for s in segs:
             b, k = split_ref(s.object_ref, settings.bucket_segments, settings.buckets)
             try:
-                resp = store.get_object(b, k)
-                try:
-                    data.append(Segment(s.object_ref, s.start_at, s.end_at, resp.read()))
-                finally:
-                    resp.close()
-                    resp.release_conn()
+                body = get_bytes(b, k, store)
             except Exception as exc:
                 skipped.append(f"{s.object_ref}: {type(exc).__name__}")
+                continue
+            if body is None:
+                skipped.append(f"{s.object_ref}: NoSuchKey")
+                continue
+            data.append(Segment(s.object_ref, s.start_at, s.end_at, body))
         result = build_clip(data, datetime.fromisoformat(state["start_at"]),
                             datetime.fromisoformat(state["end_at"]))
         skipped += [f"{r}: {why}" for r, why in result.skipped]

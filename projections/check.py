@@ -132,7 +132,7 @@ def partition_positions(dsn: str, schema: str, prefix: str, bootstrap: str,
                         consumer_name: str = "projector") -> list[PartitionReport]:
     """Per projected partition: log start and end, and the stored offset. Cheap (no log
     read): what a fault scenario prints when its pipeline does not drain."""
-    from projections.projector import projected_suffixes
+    from projections.projector import projected_watermarks
 
     with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
         set_search_path(conn, schema)
@@ -140,15 +140,8 @@ def partition_positions(dsn: str, schema: str, prefix: str, bootstrap: str,
     c = _consumer(bootstrap)
     out = []
     try:
-        md = c.list_topics(timeout=15)
-        for suffix in projected_suffixes():
-            topic = f"{prefix}.{suffix}"
-            meta = md.topics.get(topic)
-            if meta is None or meta.error is not None:
-                continue
-            for p in sorted(meta.partitions):
-                lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-                out.append(PartitionReport(topic, p, lo, hi, stored.get((topic, p), -1)))
+        for topic, p, lo, hi in projected_watermarks(c, prefix):
+            out.append(PartitionReport(topic, p, lo, hi, stored.get((topic, p), -1)))
     finally:
         c.close()
     return out

@@ -32,7 +32,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -91,6 +91,22 @@ def projected_suffixes() -> list[str]:
     """Public topics, privacy first (erasures must be known before the data they erase)."""
     names = [t.suffix for t in CATALOG if t.public and t.suffix not in SKIPPED_SUFFIXES]
     return sorted(names, key=lambda s: s != "privacy")
+
+
+def projected_watermarks(consumer: Consumer, prefix: str
+                         ) -> Iterator[tuple[str, int, int, int]]:
+    """(topic, partition, log start, log end) of every projected partition that exists
+    (a topic not created yet has none), in projection order: what the replay plans from
+    and what `vigil projector check` reports."""
+    md = consumer.list_topics(timeout=15)
+    for suffix in projected_suffixes():
+        topic = f"{prefix}.{suffix}"
+        meta = md.topics.get(topic)
+        if meta is None or meta.error is not None:
+            continue
+        for p in sorted(meta.partitions):
+            lo, hi = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            yield topic, p, lo, hi
 
 
 #: where a run stops: the end offsets seen at start, or given offsets per (topic, partition)

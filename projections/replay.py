@@ -137,23 +137,16 @@ class _Plan:
 
 
 def _plan(prefix: str, stop_at: Literal["end"] | dict[Any, int]) -> _Plan:
-    from projections.projector import projected_suffixes
+    from projections.projector import projected_watermarks
 
     consumer = Consumer(consumer_config(f"{prefix}.replay-plan.{uuid.uuid4().hex[:8]}"))
     try:
-        md = consumer.list_topics(timeout=15)
         targets: dict[tuple[str, int], int] = {}
         sizes: dict[tuple[str, int], int] = {}
-        for suffix in projected_suffixes():
-            topic = f"{prefix}.{suffix}"
-            meta = md.topics.get(topic)
-            if meta is None or meta.error is not None:
-                continue
-            for p in sorted(meta.partitions):
-                lo, hi = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-                end = hi if isinstance(stop_at, str) else stop_at.get((topic, p), 0)
-                targets[(topic, p)] = end
-                sizes[(topic, p)] = max(0, end - max(lo, 0))
+        for topic, p, lo, hi in projected_watermarks(consumer, prefix):
+            end = hi if isinstance(stop_at, str) else stop_at.get((topic, p), 0)
+            targets[(topic, p)] = end
+            sizes[(topic, p)] = max(0, end - max(lo, 0))
         return _Plan(targets, sizes)
     finally:
         consumer.close()

@@ -80,15 +80,36 @@ def put_bytes(bucket: str, key: str, data: bytes, content_type: str,
     return ref_for(bucket, key)
 
 
+#: the S3 error codes that mean "no such object" (S3Proxy and MinIO use all of them)
+MISSING = frozenset({"NoSuchKey", "NoSuchBucket", "NoSuchObject", "ResourceNotFound"})
+
+
 def object_size(bucket: str, key: str, c: Minio | None = None) -> int | None:
     """The size of an existing object, None if there is none (other errors raise)."""
     c = c or client()
     try:
         return c.stat_object(bucket, key).size
     except S3Error as exc:
-        if exc.code in ("NoSuchKey", "NoSuchBucket", "NoSuchObject", "ResourceNotFound"):
+        if exc.code in MISSING:
             return None
         raise
+
+
+def get_bytes(bucket: str, key: str, c: Minio | None = None) -> bytes | None:
+    """The whole object, None if there is none (other errors raise); the connection goes
+    back to the pool whatever happens."""
+    c = c or client()
+    try:
+        resp = c.get_object(bucket, key)
+    except S3Error as exc:
+        if exc.code in MISSING:
+            return None
+        raise
+    try:
+        return bytes(resp.read())
+    finally:
+        resp.close()
+        resp.release_conn()
 
 
 def store_frame(jpeg: bytes, key: str) -> str:
