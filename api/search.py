@@ -18,7 +18,7 @@ answers 503 rather than hanging or guessing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -76,24 +76,34 @@ def searchable_since(retention_h: float, since: datetime | None,
 def neighbours_statement(vector: list[float], k: int, *, since: datetime,
                          until: datetime | None = None, camera: list[str] | None = None,
                          exclude: str | None = None,
-                         allowed: sa.ColumnElement[bool] | None = None) -> sa.Select[Any]:
-    """Top-k cosine neighbours of `vector` in [since, until) (the API's statement; the
-    bench runs the very same one). `allowed` filters on the camera's site."""
+                         sites: Collection[str] | None = None) -> sa.Select[Any]:
+    """Top-k cosine neighbours of `vector` in [since, until) on cameras of `sites` (None:
+    any); the API's statement, and the bench runs the very same one.
+
+    The top k are taken from the embeddings alone, and only those k rows are joined to
+    their cameras: with the join inside, the planner may hash-join the whole window and
+    sort it (an exact scan of every vector) rather than merge the day graphs' ordered
+    scans. The site restriction is therefore a camera-id filter on the scan itself, so
+    each day's iterative scan goes on until it has k rows that pass."""
     distance = embeddings.c.embedding.cosine_distance(vector)
-    stmt = (sa.select(embeddings.c.detection_id, embeddings.c.camera_id, cameras.c.site_id,
-                      embeddings.c.occurred_at, embeddings.c.frame_sequence,
-                      distance.label("distance"))
-            .select_from(_FROM)
-            .where(embeddings.c.occurred_at >= since))
-    if allowed is not None:
-        stmt = stmt.where(allowed)
+    nn = (sa.select(embeddings.c.detection_id, embeddings.c.camera_id,
+                    embeddings.c.occurred_at, embeddings.c.frame_sequence,
+                    distance.label("distance"))
+          .where(embeddings.c.occurred_at >= since))
+    if sites is not None:
+        nn = nn.where(embeddings.c.camera_id.in_(
+            sa.select(cameras.c.camera_id).where(cameras.c.site_id.in_(sorted(sites)))))
     if exclude:
-        stmt = stmt.where(embeddings.c.detection_id != exclude)
+        nn = nn.where(embeddings.c.detection_id != exclude)
     if camera:
-        stmt = stmt.where(embeddings.c.camera_id.in_(camera))
+        nn = nn.where(embeddings.c.camera_id.in_(camera))
     if until:
-        stmt = stmt.where(embeddings.c.occurred_at < until)
-    return stmt.order_by(distance).limit(k)
+        nn = nn.where(embeddings.c.occurred_at < until)
+    top = nn.order_by(distance).limit(k).subquery("nn")
+    return (sa.select(top.c.detection_id, top.c.camera_id, cameras.c.site_id,
+                      top.c.occurred_at, top.c.frame_sequence, top.c.distance)
+            .select_from(top.outerjoin(cameras, cameras.c.camera_id == top.c.camera_id))
+            .order_by(top.c.distance, top.c.detection_id))
 
 
 def run_search(conn: sa.Connection, stmt: sa.Select[Any], k: int, ef: int
@@ -116,8 +126,7 @@ async def _neighbours(request: Request, query: SearchQuery, vector: list[float],
     k = min(query.k, deps.api.max_k)
     stmt = neighbours_statement(
         vector, k, since=searchable_since(deps.embedding_retention_h, query.since),
-        until=query.until, camera=query.camera, exclude=exclude,
-        allowed=site_filter(principal, cameras.c.site_id))
+        until=query.until, camera=query.camera, exclude=exclude, sites=principal.sites)
     rows = await deps.read(lambda conn: run_search(conn, stmt, k, deps.api.search_ef))
     return [Match.model_validate(r._mapping) for r in rows]
 
