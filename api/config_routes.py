@@ -1,6 +1,6 @@
 """Zones, lines, rules and notification routes: validated here, then published as config
 events on the compacted ``vigil.config`` topic (key ``zone/ID`` / ``line/ID`` / ``rule/ID``
-/ ``route/ID``), where every agent reads them.
+/ ``route/ID``), where every agent reads them; read back from the projector's tables.
 
 The API does not write the read model: the projector folds the published event like any
 other, so the zones table, the scene agent and a replay all agree. Validation happens
@@ -10,6 +10,7 @@ before publishing, because a bad polygon on a compacted topic would live forever
 from __future__ import annotations
 
 import math
+from datetime import datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -33,7 +34,7 @@ from schemas.events import (
 )
 from schemas.geometry import polygon_area, polygon_self_intersects
 from schemas.site_config import RouteModel, route_event
-from schemas.tables import cameras, lines, rules, zones
+from schemas.tables import cameras, lines, routes, rules, zones
 from schemas.topics import topic_name
 
 PRODUCER = "vigil-api"
@@ -288,8 +289,8 @@ async def put_route(request: Request, body: RouteIn) -> Response:
 
 
 async def delete_route(request: Request) -> Response:
-    """Routes have no read-model table (the notifier folds them from vigil.config), so a
-    delete is published without an existence check; deleting twice is harmless."""
+    """Published without an existence check (the notifier folds routes from vigil.config
+    and the read model may lag behind a PUT); deleting twice is harmless."""
     route_id = _check_entity_id(request.path_params["route_id"], "route")
     key = f"route/{route_id}"
     response = await _publish(request, key, EntityDeleted.create(
@@ -326,6 +327,89 @@ async def list_rules(request: Request, query: ConfigQuery) -> Response:
     return json_response(RuleList(items=[RuleOut.model_validate(r._mapping) for r in rows]))
 
 
+class QuietHoursOut(BaseModel):
+    start: str
+    end: str
+    timezone: str | None = None
+
+
+class RouteOut(BaseModel):
+    """A notification route as configured (schemas/site_config.py RouteModel); empty
+    filters match anything."""
+
+    route_id: str
+    site_id: str | None
+    cameras: list[str]
+    rule_types: list[str]
+    severities: list[str]
+    event_types: list[str]
+    levels: list[int]
+    channels: list[str]
+    recipients: list[str]
+    quiet_hours: QuietHoursOut | None
+    enabled: bool
+    configured_at: datetime
+    config_event_id: str
+
+
+class RouteList(BaseModel):
+    items: list[RouteOut]
+
+
+class RouteQuery(BaseModel):
+    site: str | None = Field(None, max_length=200)
+    camera: str | None = Field(None, max_length=200)
+
+
+def _route_out(r: Any) -> RouteOut:
+    m = r._mapping
+    quiet = (QuietHoursOut(start=m["quiet_start"], end=m["quiet_end"], timezone=m["timezone"])
+             if m["quiet_start"] and m["quiet_end"] else None)
+    return RouteOut(**{k: m[k] for k in (
+        "route_id", "site_id", "cameras", "rule_types", "severities", "event_types",
+        "levels", "channels", "recipients", "enabled", "configured_at", "config_event_id")},
+        quiet_hours=quiet)
+
+
+def _routes_visible(principal: Any) -> sa.ColumnElement[bool]:
+    """A site-scoped key sees the routes that can reach its sites' alerts: those of one
+    of its sites, and those of no site unless they name only other sites' cameras."""
+    if principal.sites is None:
+        return sa.true()
+    sites = sorted(principal.sites)
+    own_camera = (sa.select(sa.literal(1)).select_from(cameras)
+                  .where(cameras.c.camera_id == sa.func.any(routes.c.cameras),
+                         cameras.c.site_id.in_(sites)).exists())
+    return sa.or_(routes.c.site_id.in_(sites),
+                  sa.and_(routes.c.site_id.is_(None),
+                          sa.or_(sa.func.cardinality(routes.c.cameras) == 0, own_camera)))
+
+
+async def list_routes(request: Request, query: RouteQuery) -> Response:
+    """Live routes from the read model (the projector folds RouteConfigured); a PUT shows
+    here once projected."""
+    stmt = (sa.select(routes).where(routes.c.deleted_at.is_(None),
+                                    _routes_visible(principal_of(request)))
+            .order_by(routes.c.route_id).limit(10_000))
+    if query.site:
+        stmt = stmt.where(sa.or_(routes.c.site_id == query.site, routes.c.site_id.is_(None)))
+    if query.camera:
+        stmt = stmt.where(sa.or_(sa.func.cardinality(routes.c.cameras) == 0,
+                                 sa.literal(query.camera) == sa.func.any(routes.c.cameras)))
+    rows = await deps_of(request).read(lambda conn: conn.execute(stmt).all())
+    return json_response(RouteList(items=[_route_out(r) for r in rows]))
+
+
+async def get_route(request: Request) -> Response:
+    route_id = check_id(request.path_params["route_id"], "route")
+    stmt = sa.select(routes).where(routes.c.route_id == route_id,
+                                   routes.c.deleted_at.is_(None),
+                                   _routes_visible(principal_of(request)))
+    row = await deps_of(request).read(lambda conn: conn.execute(stmt).first())
+    if row is None:  # another site's route is as unknown as a missing one
+        raise ApiError(404, "route not found", details={"route_id": route_id})
+    return json_response(_route_out(row))
+
 
 ROUTES = [
     Endpoint("GET", "/api/v1/zones", list_zones, "Configured zones", query=ConfigQuery,
@@ -355,6 +439,12 @@ ROUTES = [
     Endpoint("DELETE", "/api/v1/rules/{rule_id}", delete_rule,
              "Delete a rule: EntityDeleted plus a tombstone", permission="configure",
              responses={202: Published, 503: None}, tag="config"),
+    Endpoint("GET", "/api/v1/routes", list_routes,
+             "Configured notification routes (recipients are personal data: on the access "
+             "record)", query=RouteQuery, responses={200: RouteList}, tag="config",
+             personal_data=True),
+    Endpoint("GET", "/api/v1/routes/{route_id}", get_route, "One notification route",
+             responses={200: RouteOut, 404: None}, tag="config", personal_data=True),
     Endpoint("PUT", "/api/v1/routes/{route_id}", put_route,
              "Create or replace a notification route: validated, published as "
              "RouteConfigured", permission="configure", body=RouteIn,

@@ -150,8 +150,9 @@ class RuleModel(_Model):
         return self
 
 
-RULE_TYPES = ("loitering", "crowd", "perimeter", "line_crossing", "edge_offline",
-              "stream_down", "inference_degraded")
+#: rule types evaluated on the scene: their hits get still evidence (docs/evidence.md)
+SCENE_RULE_TYPES = ("loitering", "crowd", "perimeter", "line_crossing")
+RULE_TYPES = (*SCENE_RULE_TYPES, "edge_offline", "stream_down", "inference_degraded")
 ALERT_EVENT_TYPES = ("AlertRaised", "AlertRepeated", "AlertEscalated", "AlertAcknowledged",
                      "AlertResolved")
 
