@@ -159,6 +159,10 @@ def test_synthetic_probe_reaches_the_read_model_and_stays_out_of_operator_views(
                 for s in fam.samples if s.name == name}
     assert samples("vigil_probe_runs_total")["ok"] >= 1
     latency = samples("vigil_probe_last_latency_seconds")[""]
+    print("synthetic probe: last latency", round(latency, 3), "s over",
+          samples("vigil_probe_latency_seconds_count")[""], "probes, mean",
+          round(samples("vigil_probe_latency_seconds_sum")[""]
+                / samples("vigil_probe_latency_seconds_count")[""], 3), "s")
     assert 0 < latency < 60  # publish -> worker -> projector -> PostgreSQL, on this box
     assert samples("vigil_probe_latency_seconds_count")[""] >= 1
     assert samples("vigil_probe_last_success_timestamp_seconds")[""] > time.time() - 600

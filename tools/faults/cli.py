@@ -51,6 +51,7 @@ SCENARIOS: dict[str, str] = {
     "recording_outage": "tools.faults.recording:recording_outage",
     "malformed": "tools.faults.malformed:malformed",
     "triton_restart": "tools.faults.triton:triton_restart",
+    "restore_drill": "tools.faults.restore:restore_drill",
 }
 
 #: Scenarios named in the issue and not implemented, with the reason (shown in the table).
