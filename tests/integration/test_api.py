@@ -619,7 +619,7 @@ def test_routes_configured_before_the_routes_table_are_backfilled(
         set_search_path(conn, w.schema)
         conn.execute("DROP TABLE routes")
         conn.execute("DELETE FROM schema_migrations WHERE version = 42")
-    assert upgrade(w.dsn, w.schema, w.dim) == ["0042_routes"]
+    assert upgrade(w.dsn, w.schema, w.dim) == ["0043_routes"]
     w.project(consumer_name="deployed")
     listed = client.get("/api/v1/routes", headers=w.auth("admin")).json()["items"]
     assert {"route-a", "route-b", "route-all", "route-bcam"} <= {r["route_id"]
