@@ -607,7 +607,7 @@ def test_routes_are_readable_per_site(client: TestClient,
 
 def test_routes_configured_before_the_routes_table_are_backfilled(
         client: TestClient, world: tuple[World, dict[str, Any]]) -> None:
-    """A deployed projector had folded routes into nothing before migration 0042; the
+    """A deployed projector had folded routes into nothing before migration 0043; the
     migration makes it read the config topic again, so they appear without a replay."""
     import psycopg
 
@@ -615,10 +615,10 @@ def test_routes_configured_before_the_routes_table_are_backfilled(
 
     w, _ = world
     w.project(consumer_name="deployed")  # its offsets are stored past every route
-    with psycopg.connect(w.dsn) as conn, conn.transaction():  # back to before 0042
+    with psycopg.connect(w.dsn) as conn, conn.transaction():  # back to before 0043
         set_search_path(conn, w.schema)
         conn.execute("DROP TABLE routes")
-        conn.execute("DELETE FROM schema_migrations WHERE version = 42")
+        conn.execute("DELETE FROM schema_migrations WHERE version = 43")
     assert upgrade(w.dsn, w.schema, w.dim) == ["0043_routes"]
     w.project(consumer_name="deployed")
     listed = client.get("/api/v1/routes", headers=w.auth("admin")).json()["items"]
