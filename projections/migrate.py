@@ -105,7 +105,7 @@ def upgrade(dsn: str, schema: str, embedding_dim: int, target: int | None = None
         today = datetime.now(UTC).date()
         ensure_partitions(conn, today, ahead=2)
         if conn.execute("SELECT relkind FROM pg_class WHERE oid = 'embeddings'::regclass"
-                        ).fetchone() == ("p",):  # partitioned by day (0042 on)
+                        ).fetchone() == ("p",):  # partitioned by day (0044 on)
             ensure_embedding_partitions(conn, today, ahead=EMBEDDING_DAYS_AHEAD)
     if applied_now:
         log.info("migrations applied", extra={"schema": schema, "applied": applied_now})

@@ -1,4 +1,4 @@
-"""Appearance embeddings as daily halfvec partitions (migration 0042) on a real database:
+"""Appearance embeddings as daily halfvec partitions (migration 0044) on a real database:
 the migration from `vector`, search over a window of days, erasure across days and its
 replay, and the replay's per-day index builds."""
 
@@ -81,7 +81,7 @@ def _search(engine: sa.Engine, schema: str, vec: np.ndarray, k: int, *, since: d
 def test_migration_from_vector_keeps_every_row_and_answers_the_same_neighbours(
         schema: str, engine: sa.Engine) -> None:
     dsn = get_settings().database_dsn
-    upgrade(dsn, schema, 192, target=41)  # the schema as it was: one vector(192) table
+    upgrade(dsn, schema, 192, target=43)  # the schema as it was: one vector(192) table
     rng = np.random.default_rng(11)
     base = reid_vectors(rng, rng.normal(size=(60, 192)), 20).reshape(-1, 192)
     step = timedelta(hours=72) / len(base)
@@ -97,7 +97,7 @@ def test_migration_from_vector_keeps_every_row_and_answers_the_same_neighbours(
         c.commit()
         before = c.execute(f"SELECT {COLS} FROM embeddings ORDER BY 1").fetchall()
 
-    assert upgrade(dsn, schema, 192) == ["0042_embeddings_halfvec_daily"]
+    assert upgrade(dsn, schema, 192) == ["0044_embeddings_halfvec_daily"]
 
     with psycopg.connect(dsn) as c:
         set_search_path(c, schema)

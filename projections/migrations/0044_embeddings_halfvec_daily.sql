@@ -12,8 +12,8 @@
 DROP INDEX IF EXISTS embeddings_hnsw;
 DROP INDEX IF EXISTS embeddings_time;
 DROP INDEX IF EXISTS embeddings_camera_time;
-ALTER TABLE embeddings RENAME TO embeddings_vector_0041;
-ALTER TABLE embeddings_vector_0041 DROP CONSTRAINT embeddings_pkey;
+ALTER TABLE embeddings RENAME TO embeddings_vector_old;
+ALTER TABLE embeddings_vector_old DROP CONSTRAINT embeddings_pkey;
 
 CREATE TABLE embeddings (
     detection_id   text NOT NULL,
@@ -32,7 +32,7 @@ DO $$
 DECLARE d date;
 BEGIN
     FOR d IN SELECT DISTINCT (occurred_at AT TIME ZONE 'UTC')::date
-             FROM embeddings_vector_0041 ORDER BY 1 LOOP
+             FROM embeddings_vector_old ORDER BY 1 LOOP
         EXECUTE format('CREATE TABLE %I PARTITION OF embeddings FOR VALUES FROM (%L) TO (%L)',
                        'embeddings_d' || to_char(d, 'YYYYMMDD'),
                        d::text || ' 00:00:00+00', (d + 1)::text || ' 00:00:00+00');
@@ -43,8 +43,8 @@ INSERT INTO embeddings (detection_id, event_id, camera_id, frame_sequence, occur
                         model, embedding, log_partition, log_offset)
 SELECT detection_id, event_id, camera_id, frame_sequence, occurred_at, model,
        embedding::halfvec({{embedding_dim}}), log_partition, log_offset
-FROM embeddings_vector_0041;
-DROP TABLE embeddings_vector_0041;
+FROM embeddings_vector_old;
+DROP TABLE embeddings_vector_old;
 
 -- Declared on the parent: every partition, also those created later, gets its own.
 CREATE INDEX embeddings_hnsw ON embeddings
