@@ -156,7 +156,7 @@ def index_overlap(mode: str, load_processes: int) -> bool:
     the load's consumer processes, so the build takes a core the load leaves idle. Each
     consumer keeps its own PostgreSQL backend busy as well, so on a machine with no core
     to spare the build only slows the load down (measured on the bench, one graph built
-    during the load took 243 s instead of 169 s after it; docs/benchmarks.md)."""
+    during the load took 243 s instead of 169 s after it, README "Replay and verify")."""
     if mode == "on":
         return True
     if mode == "off":
