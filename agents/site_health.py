@@ -28,7 +28,6 @@ from agents.dlq import dead_letter
 from agents.health_state import EdgeEvent, EdgeState, check, get_health_settings, on_heartbeat
 from agents.ticks import (
     parse_tick,
-    partitions_of,
     send_ticks,
     state_table,
 )
@@ -38,8 +37,8 @@ log = logging.getLogger(__name__)
 
 cfg = get_health_settings()
 
+#: declared (changelog created, partitions read from the broker) at worker start-up
 edges_table = state_table("edges", "heartbeats")
-PARTITIONS = partitions_of(edges_table)
 
 health_ticks = topics.health_ticks
 
@@ -134,6 +133,6 @@ async def health_clock_ticks(stream: Any) -> None:
 async def health_clock() -> None:
     """Leader only: announce wall-clock time to every heartbeats partition."""
     try:
-        await send_ticks(health_ticks, PARTITIONS)
+        await send_ticks(health_ticks, edges_table.partitions)
     except Exception:
         log.exception("health tick send failed")

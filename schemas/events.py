@@ -40,7 +40,8 @@ _DERIVED_NS_BYTES = DERIVED_ID_NAMESPACE.bytes
 # validate input against these types (schemas/site_config.py), and mypy checks that the
 # code writes only these values.
 
-#: The rules a camera's scene is checked against (RuleConfigured.rule_type).
+#: The rules a camera's scene is checked against (RuleConfigured.rule_type); their hits
+#: get still evidence (docs/evidence.md).
 SceneRuleType = Literal["loitering", "crowd", "perimeter", "line_crossing"]
 #: Every rule an alert can come from: the scene rules and the health rules
 #: (agents/alert_state.py turns health events into alert signals).
@@ -619,7 +620,12 @@ class LineConfigured(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RuleConfigured(Event):
-    """A rule on a zone or line. Unused parameters keep their defaults."""
+    """A rule on a zone or line. Unused parameters keep their defaults.
+
+    The alert policy (`cooldown_s`, `escalation_s`, `max_escalation_level`,
+    `auto_resolve`) is the rule's own only when set; None (v2) means the site-wide policy
+    (VIGIL_ALERTS_*). Before v2 they always had a value (900 s escalation and so on),
+    which silently overrode the site's policy for every rule."""
 
     rule_id: str
     camera_id: str
@@ -636,10 +642,10 @@ class RuleConfigured(Event):
     clear_below: int = 3
     window_s: float = 10.0
     direction: Direction | None = None  # line_crossing: None = both ways
-    cooldown_s: float = 300.0
-    escalation_s: float = 900.0
-    max_escalation_level: int = 3
-    auto_resolve: bool = False
+    cooldown_s: float | None = None
+    escalation_s: float | None = None
+    max_escalation_level: int | None = None
+    auto_resolve: bool | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
