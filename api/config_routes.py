@@ -51,9 +51,10 @@ class ZoneIn(BaseModel):
     kind: Literal["zone", "perimeter"] = "zone"
     polygon: list[PointIn] = Field(..., min_length=3, max_length=256)
 
-    @model_validator(mode="after")
-    def _simple(self) -> ZoneIn:
-        pts = self.polygon
+    @field_validator("polygon")
+    @classmethod
+    def _simple(cls, pts: list[PointIn]) -> list[PointIn]:
+        # A field validator, so the 422 names `polygon` (the console shows it there).
         if len({(p.x, p.y) for p in pts}) != len(pts):
             raise ValueError("polygon has repeated vertices")
         coords = [(p.x, p.y) for p in pts]
@@ -61,7 +62,7 @@ class ZoneIn(BaseModel):
             raise ValueError("polygon is self-intersecting")
         if polygon_area(coords) < 1e-12:
             raise ValueError("polygon has no area")
-        return self
+        return pts
 
 
 class LineIn(BaseModel):
@@ -99,8 +100,8 @@ class ScheduleIn(BaseModel):
 class RuleIn(BaseModel):
     camera_id: str = Field(..., min_length=1, max_length=200)
     rule_type: Literal["loitering", "crowd", "perimeter", "line_crossing"]
-    zone_id: str | None = Field(None, max_length=200)
-    line_id: str | None = Field(None, max_length=200)
+    zone_id: str | None = Field(None, max_length=200, validate_default=True)
+    line_id: str | None = Field(None, max_length=200, validate_default=True)
     severity: Literal["info", "warning", "critical"] = "warning"
     enabled: bool = True
     schedule: ScheduleIn = Field(default_factory=ScheduleIn)
@@ -123,16 +124,30 @@ class RuleIn(BaseModel):
             raise ValueError("class names are 1-64 characters")
         return v
 
-    @model_validator(mode="after")
-    def _target(self) -> RuleIn:
-        if self.rule_type == "line_crossing":
-            if not self.line_id:
-                raise ValueError("a line_crossing rule needs line_id")
-        elif not self.zone_id:
-            raise ValueError(f"a {self.rule_type} rule needs zone_id")
-        if self.rule_type == "crowd" and self.clear_below > self.min_people:
+    # Field validators (not one model validator), so each 422 names its field: the
+    # console's editor shows the message next to that field.
+    @field_validator("zone_id")
+    @classmethod
+    def _zone_target(cls, v: str | None, info: ValidationInfo) -> str | None:
+        kind = info.data.get("rule_type")
+        if kind is not None and kind != "line_crossing" and not v:
+            raise ValueError(f"a {kind} rule needs zone_id")
+        return v
+
+    @field_validator("line_id")
+    @classmethod
+    def _line_target(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("rule_type") == "line_crossing" and not v:
+            raise ValueError("a line_crossing rule needs line_id")
+        return v
+
+    @field_validator("clear_below")
+    @classmethod
+    def _hysteresis(cls, v: int, info: ValidationInfo) -> int:
+        people = info.data.get("min_people")
+        if info.data.get("rule_type") == "crowd" and people is not None and v > people:
             raise ValueError("clear_below must not exceed min_people (hysteresis)")
-        return self
+        return v
 
 
 class Published(BaseModel):
