@@ -365,16 +365,11 @@ def _crop(deps: Any, row: Any) -> bytes | None:
     import cv2
     import numpy as np
 
-    from vigil.objects import split_ref
+    from vigil.objects import get_bytes, split_ref
 
     bucket, key = split_ref(row.object_ref, deps.settings.bucket_frames, deps.settings.buckets)
     try:
-        resp = deps.object_store.get_object(bucket, key)
-        try:
-            data = resp.read()
-        finally:
-            resp.close()
-            resp.release_conn()
+        data = get_bytes(bucket, key, deps.object_store)
     except Exception as exc:  # gone from the store (retention) or the store is away
         log.info("detection frame unavailable", extra={"reason": str(exc)[:200]})
         return None

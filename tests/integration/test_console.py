@@ -766,15 +766,20 @@ def test_camera_timeline_shows_recordings_and_alert_marks_and_plays_from_a_click
     expect(page.locator("#rec-bar .rec-seg")).to_have_count(4, timeout=15_000)
     mark = page.locator(f'#rec-bar .rec-alert[data-alert-id="{alert_id}"]')
     expect(mark).to_have_count(1)
-    # click the last recorded segment on the bar: the player starts there
+    playing = ("() => { const v = document.querySelector('[data-testid=rec-player]');"
+               " return !v.hidden && v.readyState >= 2 && !v.paused && v.currentTime > 0.2; }")
+    # the alert's mark plays the recording around it
     page.locator("#rec-bar").scroll_into_view_if_needed()
-    seg = page.locator("#rec-bar .rec-seg").nth(3).bounding_box()
-    assert seg is not None
+    mark.click()
+    page.wait_for_function(playing, timeout=30_000)
+    # zoomed to 10 minutes the segments are wide enough to click inside one
+    page.click("#rec-zoom button[data-span='600000']")
+    seg = page.locator("#rec-bar .rec-seg").nth(1).bounding_box()
+    assert seg is not None and seg["width"] > 4, seg
     page.mouse.click(seg["x"] + seg["width"] / 2, seg["y"] + seg["height"] / 2)
-    page.wait_for_function(
-        "() => { const v = document.querySelector('[data-testid=rec-player]');"
-        " return !v.hidden && v.readyState >= 2 && !v.paused; }", timeout=30_000)
-    assert page.locator("[data-testid=rec-player]").get_attribute("data-playing-from")
+    expect(page.locator("#rec-status")).to_contain_text("Playing from")
+    expect(page.locator("#rec-status")).not_to_contain_text("nearest")
+    page.wait_for_function(playing, timeout=30_000)
     page.screenshot(path=str(SHOTS / "camera-timeline.png"), full_page=True)
     page.context.close()
 

@@ -50,17 +50,23 @@ async function loadAlerts(cameraId, since) {
   try { return (await api("GET", `/api/v1/alerts?${q}`)).items || []; } catch { return []; }
 }
 
+/** Windows the bar can show; the data is always the last 24 h. */
+const ZOOMS = [["24 h", DAY_MS], ["1 h", 3600 * 1000], ["10 min", 600 * 1000]];
+
 async function recordingsTimeline(cam) {
   const bar = document.getElementById("rec-bar");
   const axis = document.getElementById("rec-axis");
   const status = document.getElementById("rec-status");
   const player = document.getElementById("rec-player");
+  const zoomBox = document.getElementById("rec-zoom");
   const at = new URLSearchParams(location.search).get("at");
   const wanted = at ? new Date(at).getTime() : null;
-  // The window ends now, or just after a moment asked for that lies in the future of it.
+  // The data ends now, or just after a moment asked for that lies in the future of it.
   const end = Math.max(Date.now(), wanted ? wanted + 60_000 : 0);
   const start = end - DAY_MS;
-  const pos = (t) => `${(((t - start) / DAY_MS) * 100).toFixed(3)}%`;
+  // what the bar shows: [view.from, view.from + view.span)
+  const view = { from: start, span: DAY_MS };
+  const pos = (t) => `${(((t - view.from) / view.span) * 100).toFixed(3)}%`;
   let segments = [];
   let alerts = [];
   try {
@@ -71,41 +77,68 @@ async function recordingsTimeline(cam) {
     return;
   }
   const spans = segments.map((s) => ({ ...s, from: new Date(s.start_at).getTime(), to: new Date(s.end_at).getTime() }));
-  for (let h = 0; h <= 24; h += 3) {
-    const t = start + h * 3600 * 1000;
-    const tick = el("span", { class: "tick", text: new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" }).format(new Date(t)) });
-    tick.style.left = pos(t);
-    axis.append(tick);
-  }
-  for (const s of spans) {
-    const block = el("span", { class: "rec-seg", title: `${localTime(s.start_at)} – ${localTime(s.end_at)}` });
-    block.style.left = pos(s.from);
-    block.style.width = `${Math.max(0.05, ((s.to - s.from) / DAY_MS) * 100).toFixed(3)}%`;
-    bar.append(block);
-  }
-  for (const a of alerts) {
-    const t = new Date(a.first_evidence_at || a.raised_at).getTime();
-    if (t < start || t > end) continue;
-    const mark = el("button", { type: "button", class: `rec-alert sev-${a.severity}`,
-      title: `${a.rule_type} · ${localTime(a.raised_at)}`, "data-alert-id": a.alert_id,
-      "aria-label": `alert ${a.rule_type} at ${localTime(a.raised_at)}: play from there` });
-    mark.style.left = pos(t);
-    mark.addEventListener("click", (ev) => { ev.stopPropagation(); playFrom(t); });
-    bar.append(mark);
-  }
+  const marks = alerts.map((a) => ({ a, t: new Date(a.first_evidence_at || a.raised_at).getTime() }))
+    .filter((m) => m.t >= start && m.t <= end);
   const cursor = el("span", { class: "rec-cursor", hidden: true });
-  bar.append(cursor);
+  let cursorAt = null;
+  const hm = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
+
+  function render() {
+    const vEnd = view.from + view.span;
+    const ticks = [];
+    const step = view.span / 8;
+    for (let i = 0; i <= 8; i++) {
+      const t = view.from + i * step;
+      const tick = el("span", { class: "tick", text: hm.format(new Date(t)) });
+      tick.style.left = pos(t);
+      ticks.push(tick);
+    }
+    axis.replaceChildren(...ticks);
+    const parts = [];
+    for (const s of spans) {
+      if (s.to < view.from || s.from > vEnd) continue;
+      const block = el("span", { class: "rec-seg", title: `${localTime(s.start_at)} – ${localTime(s.end_at)}` });
+      block.style.left = pos(Math.max(s.from, view.from));
+      block.style.width = `${Math.max(0.05, ((Math.min(s.to, vEnd) - Math.max(s.from, view.from)) / view.span) * 100).toFixed(3)}%`;
+      parts.push(block);
+    }
+    for (const { a, t } of marks) {
+      if (t < view.from || t > vEnd) continue;
+      const mark = el("button", { type: "button", class: `rec-alert sev-${a.severity}`,
+        title: `${a.rule_type} · ${localTime(a.raised_at)}`, "data-alert-id": a.alert_id,
+        "aria-label": `alert ${a.rule_type} at ${localTime(a.raised_at)}: play from there` });
+      mark.style.left = pos(t);
+      mark.addEventListener("click", (ev) => { ev.stopPropagation(); playFrom(t); });
+      parts.push(mark);
+    }
+    if (cursorAt !== null) cursor.style.left = pos(cursorAt);
+    bar.replaceChildren(...parts, cursor);
+  }
+
+  /** Zoom around the moment played (else the newest recording, else now). */
+  function zoom(span) {
+    const centre = cursorAt ?? (spans.length ? spans[spans.length - 1].to : end);
+    view.span = span;
+    view.from = Math.min(end - span, Math.max(start, centre - span / 2));
+    for (const b of zoomBox.querySelectorAll("button")) b.setAttribute("aria-pressed", String(Number(b.dataset.span) === span));
+    render();
+  }
+  zoomBox.replaceChildren(...ZOOMS.map(([label, span]) => {
+    const b = el("button", { type: "button", text: label, "data-span": String(span), "aria-pressed": String(span === DAY_MS) });
+    b.addEventListener("click", () => zoom(span));
+    return b;
+  }));
+  render();
   status.textContent = spans.length
-    ? `${spans.length} segment(s) recorded; ${alerts.length} alert(s). Click the bar to play from a moment.`
+    ? `${spans.length} segment(s) recorded; ${marks.length} alert(s). Click the bar to play from a moment.`
     : "No recordings of this camera in the last 24 h.";
 
-  let current = null;
-  /** The segment holding moment t; else, since one pixel of a 24 h bar is about a
-   * minute and a half, the nearest one within three pixels (played from its start). */
+  /** The segment holding moment t; else, since a pixel of the bar may be a minute or
+   * more, the nearest one within three pixels (played from its start). */
   function segmentAt(t) {
     const inside = spans.find((s) => s.from <= t && t < s.to);
     if (inside) return [inside, t];
-    const slack = (3 * DAY_MS) / Math.max(1, bar.getBoundingClientRect().width);
+    const slack = (3 * view.span) / Math.max(1, bar.getBoundingClientRect().width);
     let best = null, bestD = Infinity;
     for (const s of spans) {
       const d = t < s.from ? s.from - t : t - s.to;
@@ -115,9 +148,10 @@ async function recordingsTimeline(cam) {
     return [best, best.from];
   }
 
+  let current = null;
   function playFrom(asked) {
     const [seg, t] = segmentAt(asked);
-    cursor.hidden = false; cursor.style.left = pos(t);
+    cursorAt = t; cursor.hidden = false; cursor.style.left = pos(t);
     if (!seg || !seg.url) {
       status.textContent = `No recording at ${localTime(new Date(asked).toISOString())}.`;
       player.hidden = true;
@@ -139,16 +173,18 @@ async function recordingsTimeline(cam) {
     if (next) playFrom(next.from);
   });
   player.addEventListener("timeupdate", () => {
-    if (current) cursor.style.left = pos(current.from + player.currentTime * 1000);
+    if (!current) return;
+    cursorAt = current.from + player.currentTime * 1000;
+    cursor.style.left = pos(cursorAt);
   });
   bar.addEventListener("click", (ev) => {
     const r = bar.getBoundingClientRect();
-    playFrom(start + ((ev.clientX - r.left) / r.width) * DAY_MS);
+    playFrom(view.from + ((ev.clientX - r.left) / r.width) * view.span);
   });
   bar.addEventListener("keydown", (ev) => {
     if (ev.key === "Enter" && spans.length) playFrom(spans[spans.length - 1].from);
   });
-  if (wanted) playFrom(wanted);
+  if (wanted) { playFrom(wanted); zoom(ZOOMS[2][1]); }
 }
 
 // ---------------------------------------------------------------------------- editor
