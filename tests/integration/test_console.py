@@ -560,7 +560,12 @@ def test_admin_draws_a_zone_and_its_rule_then_a_person_entering_it_raises_an_ale
     page.click("#shape-form button[type=submit]")
     expect(page.locator('#shape-form [data-error-for="b"]')).to_contain_text(
         "required", timeout=15_000)
-    click_at(page, box, 0.9, 0.5)
+    # b from the keyboard: the cross starts in the middle, Shift+arrow moves it by 0.05
+    page.focus("[data-testid=editor-svg]")
+    for _ in range(8):
+        page.keyboard.press("Shift+ArrowRight")
+    page.keyboard.press("Enter")
+    expect(page.locator("[data-testid=points]")).to_contain_text("(0.900, 0.500)")
     page.click("#shape-form [data-action=swap]")  # b -> a: forward is now the other side
     page.click("#shape-form button[type=submit]")
     expect(page.locator("#shape-form [data-field=status]")).to_have_text(
@@ -672,7 +677,7 @@ def thumbnail_loaded(page: Any, selector: str) -> None:
 def test_explore_filters_events_and_alerts_and_finds_similar_people_in_scope(
         world: tuple[World, dict[str, Any]], base_url: str, browser: Any,
         people: dict[str, Any]) -> None:
-    _, seeded = world
+    w, seeded = world
     ids = people["ids"]
     page = login(browser, base_url, "olga")
     page.click("nav.main-nav >> text=Explore")
@@ -740,6 +745,18 @@ def test_explore_filters_events_and_alerts_and_finds_similar_people_in_scope(
         "async () => (await fetch('/console/detections/no-such-det/thumbnail')).status")
     assert status == missing == 404
     scoped.screenshot(path=str(SHOTS / "explore-site-a.png"), full_page=True)
+
+    def looked_at() -> set[tuple[str, int]]:
+        with w.engine.connect() as conn:
+            return {(r[0], r[1]) for r in conn.execute(sa.text(
+                f'SELECT resource_ids[1], status FROM "{w.schema}".access_log WHERE '
+                "actor_name = 'anna' AND route = '/console/detections/{detection_id}"
+                "/thumbnail'"))}
+
+    # each person's picture is on the access record, the refused one too
+    assert wait_for(lambda: {(f"detection_id={ids['cam-a1']}", 200),
+                             (f"detection_id={ids['cam-b1']}", 404)} <= looked_at(),
+                    timeout=60, interval=0.5)
 
     # the result's moment opens the camera's recording there, and it plays
     scoped.click(f'#similar [data-detection-id="{ids["cam-a2"]}"] a.moment')

@@ -240,12 +240,16 @@ function editor(camState, refreshView) {
   const img = el("img", { src: `/console/cameras/${encodeURIComponent(cam().camera_id)}/frame?editor=1`,
     alt: `current frame of ${cam().camera_id}`, class: "frame" });
   img.addEventListener("error", () => img.replaceWith(el("span", { class: "no-frame", text: "no stored frame: drawing on a blank picture" })));
-  const svg = svgEl("svg", { viewBox: "0 0 1 1", preserveAspectRatio: "none", class: "overlay editing", "data-testid": "editor-svg" });
+  const svg = svgEl("svg", { viewBox: "0 0 1 1", preserveAspectRatio: "none", class: "overlay editing",
+    "data-testid": "editor-svg", tabindex: "0", role: "application",
+    "aria-label": "drawing area: arrow keys move the cross (with Shift, faster), Enter places a point, Backspace removes the last" });
   box.append(img, svg);
 
   // what is being edited: {type: "zone"|"line", id, isNew, name, kind, points: [{x,y}]}
   let shape = null;
   let drag = null;
+  // the keyboard's pointer: where Enter places the next point
+  const cross = { x: 0.5, y: 0.5, shown: false };
 
   function toNorm(ev) {
     const r = svg.getBoundingClientRect();
@@ -281,6 +285,10 @@ function editor(camState, refreshView) {
         }
       });
     }
+    if (cross.shown) {
+      const d = 0.02;
+      parts.push(svgEl("path", { d: `M${cross.x - d},${cross.y} H${cross.x + d} M${cross.x},${cross.y - d} V${cross.y + d}`, class: "key-cross" }));
+    }
     svg.replaceChildren(...parts);
     if (shape) {
       const n = shape.points.length;
@@ -306,6 +314,22 @@ function editor(camState, refreshView) {
     shape.points[drag] = toNorm(ev); draw();
   });
   svg.addEventListener("pointerup", () => { drag = null; });
+  svg.addEventListener("keydown", (ev) => {
+    const step = ev.shiftKey ? 0.05 : 0.01;
+    const moves = { ArrowLeft: [-step, 0], ArrowRight: [step, 0], ArrowUp: [0, -step], ArrowDown: [0, step] };
+    if (moves[ev.key]) {
+      cross.x = round(cross.x + moves[ev.key][0]); cross.y = round(cross.y + moves[ev.key][1]);
+      cross.shown = true;
+    } else if ((ev.key === "Enter" || ev.key === " ") && shape
+               && !(shape.type === "line" && shape.points.length >= 2)) {
+      shape.points.push({ x: cross.x, y: cross.y });
+    } else if (ev.key === "Backspace" && shape) {
+      shape.points.pop();
+    } else return;
+    ev.preventDefault();
+    draw();
+  });
+  svg.addEventListener("blur", () => { cross.shown = false; draw(); });
   svg.addEventListener("click", (ev) => {
     if (!shape || ev.target.classList?.contains("handle")) return;
     if (shape.type === "line" && shape.points.length >= 2) return;
