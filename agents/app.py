@@ -17,7 +17,13 @@ from typing import Any
 import faust
 
 import agents.codec  # noqa: F401  (registers the "vigil" codec)
-from agents.faust_fixes import VigilTableManager, VigilWorker, install_fetch_max_wait
+from agents.faust_fixes import (
+    VigilPartitionAssignor,
+    VigilTableManager,
+    VigilWorker,
+    install_fetch_max_wait,
+    install_static_member_guard,
+)
 from agents.settings import get_worker_settings
 from schemas.topics import BY_SUFFIX, CATALOG
 from vigil.settings import get_settings
@@ -25,6 +31,8 @@ from vigil.settings import get_settings
 settings = get_settings()
 worker = get_worker_settings()
 install_fetch_max_wait(worker.fetch_max_wait_ms)  # Faust hard-codes 1.5 s (faust_fixes)
+if worker.group_instance_id:  # two workers with one id exit instead of fighting (faust_fixes)
+    install_static_member_guard(settings.kafka_client_config())
 #: RocksDB lives under state_dir/worker/<topic prefix>/<worker id>: the prefix is part of the
 #: app id and of every changelog name, so state of another prefix must never be reused.
 DATADIR = settings.state_dir / "worker" / settings.topic_prefix / worker.id
@@ -83,13 +91,19 @@ app = faust.App(
     # one was answered; on loopback each request's send() also pays the broker side's TCP
     # receive, and that was a seventh of a scene worker's CPU at 1000 frames/s.
     producer_linger=0.005,
-    # A worker restarted after a crash gets its partitions back within seconds rather than
-    # after the 60 s default session timeout.
+    # Static membership (agents/settings.py, docs/operations.md "Failover"): a worker
+    # restarted under the same VIGIL_WORKER_ID takes its partitions back at once; without
+    # it the group would first wait out the dead member's session timeout.
+    consumer_group_instance_id=worker.group_instance_id,
+    # A worker that stays away is replaced after the session timeout: 15 s rather than
+    # the 60 s default.
     broker_session_timeout=15.0,
     broker_heartbeat_interval=3.0,
     # Faust's own recovery can drop events buffered during a restore from the changelogs
     # (agents/faust_fixes.py).
     TableManager=VigilTableManager,
+    # a static member restarted on another web port keeps its assignment (faust_fixes)
+    PartitionAssignor=VigilPartitionAssignor,
     # no terminal spinner: Faust's put the root logger at DEBUG (agents/faust_fixes.py)
     Worker=VigilWorker,
 )

@@ -28,6 +28,7 @@ from typing import Any
 from projections.access_log import FIELDS as ACCESS_FIELDS
 from projections.access_log import content_hash
 from schemas import events as ev
+from schemas.synthetic import is_synthetic
 from vigil.errors import VigilError
 from vigil.redact import redact
 
@@ -134,6 +135,8 @@ def fold_frame_captured(b: Batch, e: ev.FrameCaptured, p: Position, _d: int) -> 
     b.append("frames", (e.event_id, e.camera_id, e.edge_id, e.sequence, e.occurred_at,
                         e.width, e.height, e.motion_score, e.object_ref, e.jpeg is not None,
                         p.partition, p.offset))
+    if is_synthetic(e.camera_id):
+        return  # the probe's frame: in the tables, never among the cameras
     cur = b.last_frame.get(e.camera_id)
     row = (e.occurred_at, e.sequence, e.event_id)
     if cur is None or row > cur:

@@ -57,6 +57,16 @@ class CameraModel(_Model):
     timezone: str = "UTC"
     enabled: bool = True
 
+    @field_validator("camera_id", "edge_id")
+    @classmethod
+    def _not_reserved(cls, v: str | None) -> str | None:
+        from schemas.synthetic import RESERVED_PREFIX
+
+        if v is not None and v.startswith(RESERVED_PREFIX):
+            raise ValueError(f"ids starting with {RESERVED_PREFIX!r} are reserved for the "
+                             "synthetic probe")
+        return v
+
     @field_validator("timezone")
     @classmethod
     def _tz(cls, v: str) -> str:
