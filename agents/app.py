@@ -11,6 +11,7 @@ Choices that follow docs/architecture.md, "Faust: what the agents rely on":
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -36,8 +37,6 @@ if worker.group_instance_id:  # two workers with one id exit instead of fighting
 #: RocksDB lives under state_dir/worker/<topic prefix>/<worker id>: the prefix is part of the
 #: app id and of every changelog name, so state of another prefix must never be reused.
 DATADIR = settings.state_dir / "worker" / settings.topic_prefix / worker.id
-DATADIR.parent.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
-
 
 
 def broker_credentials() -> faust.types.auth.CredentialsT | None:
@@ -121,6 +120,39 @@ def _declare(suffix: str) -> faust.TopicT:
 
 #: Every catalog topic, by attribute: topics.frames, topics.detections, topics.alert_ticks…
 topics = SimpleNamespace(**{t.suffix.replace("-", "_"): _declare(t.suffix) for t in CATALOG})
+
+
+#: What the worker does before it starts, in registration order (`at_worker_start`).
+_START_UP: list[Callable[[], None]] = []
+_started: set[int] = set()
+
+
+def at_worker_start(fn: Callable[[], None]) -> Callable[[], None]:
+    """Run `fn` once when the worker initialises: after Faust imported the agent modules,
+    before it starts any service (Faust's ``on_worker_init`` signal).
+
+    Why: importing an agent module must not touch the broker or the disk (a unit test,
+    the linter or ``vigil --help`` imports them), yet a table's changelog has to exist,
+    with its source topic's partition count, before Faust subscribes; this is the place
+    for that. Faust sends the signal more than once on some paths (``app.main`` and the
+    CLI's ``prepare_app`` both do), hence "once"."""
+    _START_UP.append(fn)
+    return fn
+
+
+def _on_worker_init(sender: Any = None, **_: Any) -> None:
+    for fn in _START_UP:
+        if id(fn) not in _started:
+            _started.add(id(fn))
+            fn()
+
+
+app.on_worker_init.connect(_on_worker_init)
+
+
+@at_worker_start
+def _make_datadir() -> None:
+    DATADIR.parent.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
 
 
 def table_options() -> dict[str, Any]:

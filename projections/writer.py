@@ -16,7 +16,7 @@ from psycopg.adapt import Dumper
 from psycopg.pq import Format
 
 from projections.handlers import Batch, PackedVector
-from projections.migrate import ensure_partitions
+from projections.migrate import ensure_embedding_partitions, ensure_partitions
 
 #: Column lists of the insert-only tables, in handler tuple order.
 APPEND_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -86,7 +86,7 @@ BINARY_COPY = frozenset({"frames", "frame_analyses", "detections", "embeddings"}
 
 
 class _PackedVectorDumper(Dumper):
-    """Passes a `PackedVector` through as the binary value of the `vector` column."""
+    """Passes a `PackedVector` through as the binary value of the `halfvec` column."""
 
     format = Format.BINARY
 
@@ -173,6 +173,20 @@ OPS: dict[str, str] = {
             auto_resolve = EXCLUDED.auto_resolve, configured_at = EXCLUDED.configured_at,
             config_event_id = EXCLUDED.config_event_id, deleted_at = NULL
         WHERE """ + _NEWER.format(t="t", at="configured_at", eid="config_event_id"),
+    "route_configured": """
+        INSERT INTO routes AS t (route_id, site_id, cameras, rule_types, severities,
+            event_types, levels, channels, recipients, quiet_start, quiet_end, timezone,
+            enabled, configured_at, config_event_id)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+        ON CONFLICT (route_id) DO UPDATE SET site_id = EXCLUDED.site_id,
+            cameras = EXCLUDED.cameras, rule_types = EXCLUDED.rule_types,
+            severities = EXCLUDED.severities, event_types = EXCLUDED.event_types,
+            levels = EXCLUDED.levels, channels = EXCLUDED.channels,
+            recipients = EXCLUDED.recipients, quiet_start = EXCLUDED.quiet_start,
+            quiet_end = EXCLUDED.quiet_end, timezone = EXCLUDED.timezone,
+            enabled = EXCLUDED.enabled, configured_at = EXCLUDED.configured_at,
+            config_event_id = EXCLUDED.config_event_id, deleted_at = NULL
+        WHERE """ + _NEWER.format(t="t", at="configured_at", eid="config_event_id"),
     "edge_status": """
         INSERT INTO edges AS t (edge_id, site_id, status, status_changed_at, status_event_id,
             offline_since, missed_heartbeats) VALUES (%s, %s, %s, %s, %s, %s, %s)
@@ -221,7 +235,8 @@ OPS: dict[str, str] = {
 }
 for _kind, (_table, _key) in {"camera": ("cameras", "camera_id"), "zone": ("zones", "zone_id"),
                               "line": ("lines", "line_id"),
-                              "rule": ("rules", "rule_id")}.items():
+                              "rule": ("rules", "rule_id"),
+                              "route": ("routes", "route_id")}.items():
     OPS[f"delete_{_kind}"] = (
         f"UPDATE {_table} SET deleted_at = %s, configured_at = %s, config_event_id = %s "
         f"WHERE {_key} = %s AND ((configured_at, config_event_id) < (%s, %s) "
@@ -269,6 +284,7 @@ class Writer:
     def __init__(self, partitions_ahead: int = 2) -> None:
         self.partitions_ahead = partitions_ahead
         self._months: set[date] = set()
+        self._days: set[date] = set()
         self._stages: set[str] = set()
         #: per binary staging table, the type oids of the copied columns
         self._stage_types: dict[str, list[int]] = {}
@@ -276,17 +292,22 @@ class Writer:
     def reset(self) -> None:
         """Forget cached partitions and staging tables (after a reconnect or rollback)."""
         self._months.clear()
+        self._days.clear()
         self._stages.clear()
         self._stage_types.clear()
 
     def write(self, conn: psycopg.Connection, batch: Batch) -> None:
         new_months = sorted(batch.months - self._months)
-        if new_months:  # replay workers run in parallel: one creates, the others wait
+        new_days = sorted(batch.days - self._days)
+        if new_months or new_days:  # replay workers run in parallel: one creates, the
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('vigil-partitions:' "
-                         "|| current_schema()))")
+                         "|| current_schema()))")  # others wait
         for month in new_months:
             ensure_partitions(conn, month, ahead=self.partitions_ahead)
+        for day in new_days:  # normally created ahead already (retention, upgrade)
+            ensure_embedding_partitions(conn, day)
         self._months |= batch.months
+        self._days |= batch.days
         for table in APPEND_ORDER:
             rows = batch.appends.get(table)
             if rows:
@@ -337,7 +358,7 @@ class Writer:
     def _column_types(conn: psycopg.Connection, stage: str, cols: tuple[str, ...]
                       ) -> list[int]:
         """Type oids of `cols` of the staging table; registers the vector dumper for this
-        connection when one of them is pgvector's `vector`."""
+        connection when one of them is pgvector's `halfvec`."""
         rows = conn.execute(
             "SELECT a.attname, a.atttypid::int, t.typname FROM pg_attribute a "
             "JOIN pg_type t ON t.oid = a.atttypid "
@@ -345,7 +366,7 @@ class Writer:
             "AND a.attnum > 0 AND NOT a.attisdropped", (f"pg_temp.{stage}",)).fetchall()
         by_name = {name: (oid, typname) for name, oid, typname in rows}
         for oid, typname in by_name.values():
-            if typname == "vector":
+            if typname == "halfvec":
                 dumper = type("PackedVectorDumper", (_PackedVectorDumper,), {"oid": oid})
                 conn.adapters.register_dumper(PackedVector, dumper)
         return [by_name[c][0] for c in cols]

@@ -240,8 +240,9 @@ class Pipeline:
         from schemas.topics import apply_topics
         from tools.demo import build_site
 
-        # Rules carry their own escalation_s, which wins over VIGIL_ALERTS_ESCALATION_S:
-        # give them the suite's short one, so escalations come due within a run.
+        # A scenario rule may set its own escalation_s, which wins over
+        # VIGIL_ALERTS_ESCALATION_S: give every rule the suite's short one, so
+        # escalations come due within a run.
         site_file, edge_file, expected = build_site(
             self.scenario_paths, self.run_dir, realtime=self.realtime,
             rule_defaults={"escalation_s": ESCALATION_S})

@@ -73,15 +73,17 @@ class World:
         self.producer.send(suffix, key, event)
         return event
 
-    def project(self, max_seconds: float = 60.0) -> None:
-        """Fold everything produced so far into the schema, with the real projector."""
+    def project(self, max_seconds: float = 60.0, consumer_name: str | None = None) -> None:
+        """Fold everything produced so far into the schema, with the real projector (a
+        fresh consumer reading every topic from its start, unless `consumer_name` names
+        one whose stored offsets it resumes from, as a deployed projector does)."""
         from projections.projector import Projector
         from projections.settings import ProjectorSettings
 
         assert self.producer.flush(30) == 0, "events not delivered"
         proj = Projector(dsn=self.dsn, schema=self.schema, prefix=self.prefix,
                          settings=ProjectorSettings(embedding_dim=self.dim), stop_at="end",
-                         consumer_name=f"api-test-{uuid.uuid4().hex[:6]}")
+                         consumer_name=consumer_name or f"api-test-{uuid.uuid4().hex[:6]}")
         try:
             proj.run(max_seconds=max_seconds)
         finally:
@@ -143,6 +145,8 @@ def seed_world(w: World, events_per_camera: int = 7, alerts_per_camera: int = 1,
     """
     p = "seed"
     out: dict[str, Any] = {"alerts": {}, "events": {}, "detections": {}}
+    # Embeddings are searchable for 72 h only (api/search.py): theirs is the last hour.
+    recent = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
     for site, (edge, cams) in SITES.items():
         w.send("heartbeats", edge, EdgeHeartbeat.create(
             producer=p, occurred_at=T0, edge_id=edge, site_id=site, version="1",
@@ -236,7 +240,7 @@ def seed_world(w: World, events_per_camera: int = 7, alerts_per_camera: int = 1,
                 seq += 1
                 det = f"det-{cam}-{i}"
                 w.send("embeddings", cam, AppearanceEmbedded.create(
-                    producer=p, occurred_at=T0 + timedelta(seconds=i), camera_id=cam,
+                    producer=p, occurred_at=recent + timedelta(seconds=i), camera_id=cam,
                     detection_id=det, frame_sequence=seq, model="appearance_embedder",
                     vector=unit_vector(seq, w.dim)))
                 out["detections"][cam].append(det)

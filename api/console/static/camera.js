@@ -464,6 +464,10 @@ function editor(camState, refreshView) {
   }
   const NUMBERS = ["dwell_s", "gap_tolerance_s", "min_people", "clear_below", "window_s",
     "cooldown_s", "escalation_s", "max_escalation_level"];
+  // the alert policy: left empty, the site-wide policy (VIGIL_ALERTS_*) applies
+  const OPTIONAL = new Set(["cooldown_s", "escalation_s", "max_escalation_level"]);
+  const sameValue = (x, y) => (x === null || x === undefined ? y === null || y === undefined
+    : Number(x) === Number(y));
   function loadRule(id) {
     clearErrors(ruleForm);
     ruleForm.querySelector('[data-field="status"]').textContent = "";
@@ -474,11 +478,12 @@ function editor(camState, refreshView) {
     rf.id.value = r.rule_id; rf.rule_type.value = r.rule_type;
     rf.zone_id.value = r.zone_id || ""; rf.line_id.value = r.line_id || "";
     rf.direction.value = r.direction || ""; rf.severity.value = r.severity;
-    rf.enabled.checked = r.enabled; rf.auto_resolve.checked = r.auto_resolve;
+    rf.enabled.checked = r.enabled;
+    rf.auto_resolve.value = r.auto_resolve === null || r.auto_resolve === undefined ? "" : String(r.auto_resolve);
     rf.schedule_kind.value = r.schedule?.kind || "always";
     rf.schedule_start.value = r.schedule?.start || ""; rf.schedule_end.value = r.schedule?.end || "";
     rf.classes.value = (r.classes || []).join(", ");
-    for (const n of NUMBERS) rf[n].value = r[n];
+    for (const n of NUMBERS) rf[n].value = r[n] ?? "";
     showTypeFields();
   }
   rf.pick.addEventListener("change", () => loadRule(rf.pick.value));
@@ -497,7 +502,8 @@ function editor(camState, refreshView) {
     const type = rf.rule_type.value;
     const body = {
       camera_id: cam().camera_id, rule_type: type, severity: rf.severity.value,
-      enabled: rf.enabled.checked, auto_resolve: rf.auto_resolve.checked,
+      enabled: rf.enabled.checked,
+      auto_resolve: rf.auto_resolve.value === "" ? null : rf.auto_resolve.value === "true",
       zone_id: type === "line_crossing" ? null : (rf.zone_id.value || null),
       line_id: type === "line_crossing" ? (rf.line_id.value || null) : null,
       direction: type === "line_crossing" ? (rf.direction.value || null) : null,
@@ -509,6 +515,7 @@ function editor(camState, refreshView) {
     // numbers go as typed: an empty or odd value is for the server to refuse, by name
     for (const n of NUMBERS) {
       const raw = rf[n].value.trim();
+      if (raw === "" && OPTIONAL.has(n)) continue;
       body[n] = raw === "" ? null : (Number.isFinite(Number(raw)) ? Number(raw) : raw);
     }
     status.textContent = "Saving…";
@@ -519,7 +526,7 @@ function editor(camState, refreshView) {
     const c = await untilProjected(cam().camera_id, (x) => x.rules.some((r) => r.rule_id === id
       && r.rule_type === type && r.severity === body.severity && r.enabled === body.enabled
       && (r.zone_id || null) === body.zone_id && (r.line_id || null) === body.line_id
-      && NUMBERS.every((n) => Number(r[n]) === Number(body[n]))));
+      && NUMBERS.every((n) => sameValue(r[n], body[n]))));
     if (!c) { status.textContent = "Saved; not yet in effect (the projector is behind)."; return; }
     camState.cam = c; refreshView(); renderList();
     rf.pick.value = id; loadRule(id);
@@ -548,7 +555,8 @@ export function cameraPage() {
       el("td", {}, el("span", { class: `sev-badge sev-${r.severity}`, text: r.severity })),
       el("td", { text: r.enabled ? "yes" : "no" }),
       el("td", { text: r.schedule.kind + (r.schedule.start ? ` ${r.schedule.start}–${r.schedule.end}` : "") }),
-      el("td", { text: `${Math.round((r.escalation_s / 60) * 10) / 10} min` })));
+      el("td", { text: r.escalation_s === null || r.escalation_s === undefined ? "site default"
+        : `${Math.round((r.escalation_s / 60) * 10) / 10} min` })));
     document.getElementById("rules-body").replaceChildren(...(rows.length ? rows
       : [el("tr", {}, el("td", { colSpan: 7, text: "No rules." }))]));
   }
