@@ -223,6 +223,8 @@ def _matrix(ids: dict[str, Any]) -> list[tuple[str, str, dict[str, Any], set[str
         ("POST", "/api/v1/exports", {"json": EXPORT}, act),
         ("GET", f"/api/v1/exports/{_export_id()}", {}, read),
         ("GET", f"/api/v1/search/appearance?detection_id={det}", {}, read),
+        ("GET", "/api/v1/detections", {}, read),
+        ("GET", "/api/v1/system", {}, read),
         ("GET", "/api/v1/zones", {}, read),
         ("GET", "/api/v1/lines", {}, read),
         ("GET", "/api/v1/rules", {}, read),
