@@ -646,10 +646,10 @@ async def run(stop: asyncio.Event | None = None) -> None:
         stop.set()
         if ops is not None:
             ops.stop()
-        for task in (dispatcher, reporter):
-            if task is not None:
+        for started in (dispatcher, reporter):
+            if started is not None:
                 with contextlib.suppress(Exception):
-                    await task
+                    await started
         await notifier.drain()
         with contextlib.suppress(Exception):
             await notifier.report()
