@@ -270,7 +270,19 @@ class RouteIn(RouteModel):
     route_id: str | None = None  # type: ignore[assignment]
 
 
+def _routes_need_every_site(request: Request) -> None:
+    """Routes are not site-scoped resources: one without `site_id` reaches every site's
+    alerts, and with no read model of routes the API cannot tell whose route an id is,
+    so a site-scoped admin could send another site's alerts to itself, or replace or
+    delete that site's routes. Only a key for every site manages them."""
+    principal = principal_of(request)
+    if principal.sites is not None:
+        raise ApiError(403, "notification routes span sites; managing them needs a key "
+                            "for every site", details={"sites": sorted(principal.sites)})
+
+
 async def put_route(request: Request, body: RouteIn) -> Response:
+    _routes_need_every_site(request)
     route_id = _check_entity_id(request.path_params["route_id"], "route")
     if body.route_id not in (None, route_id):
         raise ApiError(422, "route_id in the body differs from the path", details={
@@ -290,6 +302,7 @@ async def put_route(request: Request, body: RouteIn) -> Response:
 async def delete_route(request: Request) -> Response:
     """Routes have no read-model table (the notifier folds them from vigil.config), so a
     delete is published without an existence check; deleting twice is harmless."""
+    _routes_need_every_site(request)
     route_id = _check_entity_id(request.path_params["route_id"], "route")
     key = f"route/{route_id}"
     response = await _publish(request, key, EntityDeleted.create(
