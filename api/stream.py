@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -291,7 +292,8 @@ def credential_check(request: Request) -> Callable[[], Awaitable[str | None]]:
         token = request.cookies.get(SESSION_COOKIE, "")
 
         async def session_alive() -> str | None:
-            found = await anyio.to_thread.run_sync(deps.users.session, token)
+            found = await anyio.to_thread.run_sync(
+                functools.partial(deps.users.session, token, touch=False))
             return None if found is not None else "the session has ended; log in again"
         return session_alive
     key = bearer_key(request) or ""

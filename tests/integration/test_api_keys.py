@@ -198,7 +198,8 @@ def test_a_stream_ends_when_its_key_is_revoked(world: World) -> None:
 
 def test_a_console_session_stream_ends_with_the_session(world: World) -> None:
     """A console user's live queue lasts as long as the session: at its absolute end
-    the server closes the stream, and a logout ends it at the next keep-alive."""
+    the server closes the stream; a logout or the idle timeout ends it at the next
+    keep-alive."""
     from api.users import UserStore
     from tools.testkit.api import serve
 
@@ -220,5 +221,13 @@ def test_a_console_session_stream_ends_with_the_session(world: World) -> None:
         with serve(app2) as base2:
             frames = _read_stream(base2, {"Cookie": f"vigil_session={token2}"},
                                   on_open=lambda: users.logout(token2))
+        assert frames[-1].startswith("event: credential_expired"), frames
+        assert "session has ended" in frames[-1]
+        # a session left idle (the stream's own re-checks are no activity) ends it too
+        token3 = UserStore(world.engine, world.keys_schema).login(
+            name, "correct horse battery").token
+        app3 = build(world, session_idle_s=3, stream_keepalive_s=0.5, stream_poll_s=0.2)
+        with serve(app3) as base3:
+            frames = _read_stream(base3, {"Cookie": f"vigil_session={token3}"})
         assert frames[-1].startswith("event: credential_expired"), frames
         assert "session has ended" in frames[-1]
