@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, RootModel
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -257,6 +257,19 @@ class StreamEvent(BaseModel):
     payload: dict[str, Any]
 
 
+class StreamNotice(BaseModel):
+    """The ``data:`` of a stream's own events: ``reset`` (more was missed than is
+    replayed; reload the list) and ``credential_expired`` (the stream's last event)."""
+
+    reason: str
+    max_replay: int | None = None
+    expires_at: datetime | None = None
+
+
+class StreamData(RootModel[StreamEvent | StreamNotice]):
+    """What an event's ``data:`` holds: an alert event, or one of the stream's notices."""
+
+
 def _sse(pos: Position, msg: dict[str, Any] | None = None, event: str | None = None) -> str:
     head = f"id: {encode_position(pos)}\n"
     if msg is None:
@@ -410,7 +423,7 @@ async def alert_stream(request: Request, query: StreamQuery) -> Response:
 ROUTES = [
     Endpoint("GET", "/api/v1/alerts/stream", alert_stream,
              "Live alert events as Server-Sent Events (site-scoped)",
-             query=StreamQuery, responses={200: None}, tag="alerts",
+             query=StreamQuery, responses={200: StreamData}, tag="alerts",
              media_type="text/event-stream", personal_data=True,  # the live view
              headers=(("Last-Event-ID",
                        "resume position: the last `id:` this stream sent; what was missed "
