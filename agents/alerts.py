@@ -65,9 +65,9 @@ log = logging.getLogger(__name__)
 
 cfg = get_alerts_settings()
 
-#: incident_key -> IncidentState JSON, and "deadlines-<p>" -> {incident_key: due ISO}.
+#: incident_key -> IncidentState JSON, and "deadlines-<p>" -> {incident_key: due ISO};
+#: declared (changelog created, partitions read from the broker) at worker start-up.
 alerts_table = state_table("alerts", "alerts")
-PARTITIONS = alerts_table.partitions
 
 #: Serialises the handlers: one incident's read-send-write is never interleaved.
 _lock = asyncio.Lock()
@@ -200,7 +200,7 @@ async def alert_commands(stream: Any) -> None:
                                   "alerts.commands", event)
                 continue
             key = _key(event)
-            home = home_partition(key.encode(), PARTITIONS)
+            home = home_partition(key.encode(), alerts_table.partitions)
             if event.message.partition != home:
                 # mis-partitioned by the producer: re-route to the incident's partition
                 log.warning("command %s for %s on partition %s, re-routed to %s",
@@ -242,6 +242,6 @@ async def alert_ticks(stream: Any) -> None:
 async def alert_clock() -> None:
     """Leader only: announce wall-clock time to every alerts partition."""
     try:
-        await send_ticks(topics.alert_ticks, PARTITIONS)
+        await send_ticks(topics.alert_ticks, alerts_table.partitions)
     except Exception:  # a missed tick is caught up by the next one
         log.exception("alert tick send failed")

@@ -11,13 +11,20 @@ Choices that follow docs/architecture.md, "Faust: what the agents rely on":
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
 import faust
 
 import agents.codec  # noqa: F401  (registers the "vigil" codec)
-from agents.faust_fixes import VigilTableManager, VigilWorker, install_fetch_max_wait
+from agents.faust_fixes import (
+    VigilPartitionAssignor,
+    VigilTableManager,
+    VigilWorker,
+    install_fetch_max_wait,
+    install_static_member_guard,
+)
 from agents.settings import get_worker_settings
 from schemas.topics import BY_SUFFIX, CATALOG
 from vigil.settings import get_settings
@@ -25,11 +32,11 @@ from vigil.settings import get_settings
 settings = get_settings()
 worker = get_worker_settings()
 install_fetch_max_wait(worker.fetch_max_wait_ms)  # Faust hard-codes 1.5 s (faust_fixes)
+if worker.group_instance_id:  # two workers with one id exit instead of fighting (faust_fixes)
+    install_static_member_guard(settings.kafka_client_config())
 #: RocksDB lives under state_dir/worker/<topic prefix>/<worker id>: the prefix is part of the
 #: app id and of every changelog name, so state of another prefix must never be reused.
 DATADIR = settings.state_dir / "worker" / settings.topic_prefix / worker.id
-DATADIR.parent.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
-
 
 
 def broker_credentials() -> faust.types.auth.CredentialsT | None:
@@ -83,13 +90,19 @@ app = faust.App(
     # one was answered; on loopback each request's send() also pays the broker side's TCP
     # receive, and that was a seventh of a scene worker's CPU at 1000 frames/s.
     producer_linger=0.005,
-    # A worker restarted after a crash gets its partitions back within seconds rather than
-    # after the 60 s default session timeout.
+    # Static membership (agents/settings.py, docs/operations.md "Failover"): a worker
+    # restarted under the same VIGIL_WORKER_ID takes its partitions back at once; without
+    # it the group would first wait out the dead member's session timeout.
+    consumer_group_instance_id=worker.group_instance_id,
+    # A worker that stays away is replaced after the session timeout: 15 s rather than
+    # the 60 s default.
     broker_session_timeout=15.0,
     broker_heartbeat_interval=3.0,
     # Faust's own recovery can drop events buffered during a restore from the changelogs
     # (agents/faust_fixes.py).
     TableManager=VigilTableManager,
+    # a static member restarted on another web port keeps its assignment (faust_fixes)
+    PartitionAssignor=VigilPartitionAssignor,
     # no terminal spinner: Faust's put the root logger at DEBUG (agents/faust_fixes.py)
     Worker=VigilWorker,
 )
@@ -107,6 +120,39 @@ def _declare(suffix: str) -> faust.TopicT:
 
 #: Every catalog topic, by attribute: topics.frames, topics.detections, topics.alert_ticks…
 topics = SimpleNamespace(**{t.suffix.replace("-", "_"): _declare(t.suffix) for t in CATALOG})
+
+
+#: What the worker does before it starts, in registration order (`at_worker_start`).
+_START_UP: list[Callable[[], None]] = []
+_started: set[int] = set()
+
+
+def at_worker_start(fn: Callable[[], None]) -> Callable[[], None]:
+    """Run `fn` once when the worker initialises: after Faust imported the agent modules,
+    before it starts any service (Faust's ``on_worker_init`` signal).
+
+    Why: importing an agent module must not touch the broker or the disk (a unit test,
+    the linter or ``vigil --help`` imports them), yet a table's changelog has to exist,
+    with its source topic's partition count, before Faust subscribes; this is the place
+    for that. Faust sends the signal more than once on some paths (``app.main`` and the
+    CLI's ``prepare_app`` both do), hence "once"."""
+    _START_UP.append(fn)
+    return fn
+
+
+def _on_worker_init(sender: Any = None, **_: Any) -> None:
+    for fn in _START_UP:
+        if id(fn) not in _started:
+            _started.add(id(fn))
+            fn()
+
+
+app.on_worker_init.connect(_on_worker_init)
+
+
+@at_worker_start
+def _make_datadir() -> None:
+    DATADIR.parent.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
 
 
 def table_options() -> dict[str, Any]:

@@ -48,17 +48,46 @@ batch, with a fifth of its core idle; with 50 ms the same run's median was 136 m
 `install_fetch_max_wait` makes it ``VIGIL_WORKER_FETCH_MAX_WAIT_MS`` (default 50): an
 idle worker then sends up to 20 empty fetches a second per broker instead of one every
 1.5 s.
+
+A restarted static member's assignment carries its old address (faust-streaming 0.15.3,
+faust/assignor/partition_assignor.py ``PartitionAssignor.on_assignment``). With static
+membership (agents/settings.py) a worker restarted within the session timeout gets the
+assignment the broker keeps for its ``group.instance.id``, made by the leader at the last
+rebalance, with no new one. Its Faust metadata holds the URL the worker had then (its web
+host and port), and Faust asserts it equals the current one: a worker restarted with
+another ``VIGIL_WORKER_WEB_PORT`` died in that assertion inside aiokafka's coordination
+task, leaving a process that looks alive and consumes nothing. The URL only serves
+Faust's web routing of table reads to their owner, which Vigil does not use, so
+`VigilPartitionAssignor` keeps the assignment, logs the change and carries on; the next
+rebalance spreads the new URL.
+
+Two workers with one ``group.instance.id`` take turns instead of failing (aiokafka 0.14,
+aiokafka/consumer/group_coordinator.py). When a second process joins under a static
+member's id, the broker hands it the membership; the Java client then gets
+FENCED_INSTANCE_ID on its next heartbeat and stops, but aiokafka's heartbeat (v0/v1)
+carries no instance id, so it gets UNKNOWN_MEMBER_ID, resets and joins again, taking the
+id back: the two trade the partitions forever (aio-libs/aiokafka issue #1186: even the
+fencing error is unmapped). `install_static_member_guard` checks, before a static member
+joins again after losing its membership, whether the broker lists its instance id under
+another member id: then another process holds it, and this worker exits (code 78) with
+a message naming the id, rather than fight. A member merely expired (frozen past its
+session timeout) is no longer listed and rejoins as before.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from typing import Any, cast
 
 import faust
+from faust.assignor import PartitionAssignor
+from faust.assignor.client_assignment import ClientMetadata
 from faust.tables import TableManager
 from faust.tables.recovery import Recovery
+
+_log = logging.getLogger(__name__)
 
 
 def _buffered_offsets(app: Any) -> list[tuple[str, int, int]]:
@@ -159,6 +188,29 @@ class VigilTableManager(TableManager):
         return self._recovery
 
 
+class VigilPartitionAssignor(PartitionAssignor):  # type: ignore[misc]
+    """Faust's assignor, accepting an assignment made for this worker's previous URL
+    (module docstring). App setting ``PartitionAssignor``."""
+
+    def on_assignment(self, assignment: Any) -> None:
+        """Faust's ``on_assignment`` (0.15.3) with the URL assertion turned into a
+        warning; the check that the partitions match is kept."""
+        metadata = cast(Any, ClientMetadata.loads(self._decompress(assignment.user_data)))
+        self._assignment = metadata.assignment
+        self._topic_groups = dict(metadata.topic_groups)
+        self._active_tps = self._assignment.active_tps
+        self._standby_tps = self._assignment.standby_tps
+        self.changelog_distribution = metadata.changelog_distribution
+        self.external_topic_distribution = metadata.external_topic_distribution
+        a = sorted(assignment.assignment)
+        b = sorted(self._assignment.kafka_protocol_assignment(self._table_manager))
+        assert a == b, f"{a!r} != {b!r}"
+        if metadata.url != str(self._url):
+            _log.warning("assignment made for this worker's previous address %s, now %s "
+                         "(a static member restarted with another web host or port): "
+                         "kept", metadata.url, self._url)
+
+
 class VigilWorker(faust.Worker):  # type: ignore[misc]
     """Faust's Worker without the terminal spinner, whose handler set the root logger
     to DEBUG whatever ``-l`` said (module docstring). App setting ``Worker``."""
@@ -172,8 +224,6 @@ class VigilWorker(faust.Worker):  # type: ignore[misc]
         """Vigil's handler (JSON by default, vigil/logs.py) instead of mode's console
         handler, which replaced it with plain ``[INFO]`` lines; stray prints still become
         log records through mode's stdout redirect."""
-        import logging
-
         from vigil.logs import setup_logging
 
         level = self.loglevel if isinstance(self.loglevel, str) else None
@@ -199,3 +249,69 @@ def install_fetch_max_wait(ms: int) -> None:
         return consumer
 
     AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
+
+
+#: exit code of a worker whose group.instance.id another process holds (EX_CONFIG)
+EXIT_DUPLICATE_ID = 78
+
+
+def instance_holder(members: list[tuple[str, str | None]], instance_id: str,
+                    last_member_id: str) -> str | None:
+    """The member id under which the group lists `instance_id`, if it is not the one
+    this process last had: another process joined with the same id. `members` are
+    (member id, group instance id) as the broker describes the group."""
+    for member_id, iid in members:
+        if iid == instance_id and member_id != last_member_id:
+            return member_id
+    return None
+
+
+def install_static_member_guard(admin_config: dict[str, Any]) -> None:
+    """Make a static member that lost its membership check, before joining again, that
+    no other process holds its instance id; if one does, log it and exit the process
+    (module docstring). `admin_config`: librdkafka settings for the describe call.
+    Idempotent; a no-op for consumers without an instance id."""
+    import os
+
+    from aiokafka.consumer.group_coordinator import CoordinatorGroupRebalance
+
+    join = getattr(CoordinatorGroupRebalance.perform_group_join, "__wrapped__",
+                   CoordinatorGroupRebalance.perform_group_join)
+
+    def members_of(group: str) -> list[tuple[str, str | None]]:
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({**admin_config, "logger": logging.getLogger("librdkafka")})
+        desc = admin.describe_consumer_groups([group], request_timeout=10)[group]
+        return [(m.member_id, m.group_instance_id) for m in desc.result(timeout=15).members]
+
+    @functools.wraps(join)
+    async def perform_group_join(self: Any) -> Any:
+        coord = self._coordinator
+        iid = coord._group_instance_id
+        last = getattr(coord, "_vigil_last_member_id", "")
+        if iid and last and not coord.member_id:  # a static member joining *again*
+            try:
+                members = await asyncio.get_running_loop().run_in_executor(
+                    None, members_of, coord.group_id)
+            except Exception as exc:  # the broker is the problem: rejoin, as before
+                _log.warning("could not describe group %s before rejoining: %s",
+                             coord.group_id, exc)
+                members = []
+            holder = instance_holder(members, iid, last)
+            if holder is not None:
+                _log.critical(
+                    "another process runs with this worker's id: group %s lists "
+                    "group.instance.id %r under member %s, not ours (%s). Each worker "
+                    "needs its own VIGIL_WORKER_ID (docs/operations.md, \"Failover\"); "
+                    "exiting rather than taking the partitions back and forth.",
+                    coord.group_id, iid, holder, last)
+                for handler in logging.root.handlers:
+                    handler.flush()
+                os._exit(EXIT_DUPLICATE_ID)
+        result = await join(self)
+        if coord.member_id:
+            coord._vigil_last_member_id = coord.member_id
+        return result
+
+    CoordinatorGroupRebalance.perform_group_join = perform_group_join  # type: ignore[method-assign]

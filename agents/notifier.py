@@ -4,12 +4,19 @@ vigil.notifications. docs/notifications.md is the operator's guide.
 A separate process (plain aiokafka, not Faust): delivery is slow, retried for up to a day
 and rate limited, and must not hold up the alerts agent's partitions.
 
-Three inputs:
+Four inputs:
 - ``vigil.config`` (read whole from the start, then followed): routes (`RouteConfigured`)
   and cameras (site and time zone for routing and quiet hours);
 - ``vigil.alerts``: each alert event becomes delivery rows in the outbox
   (agents/notify_outbox.py), one per (route, channel, recipient) the routing picks
   (agents/notify_routes.py), then its offset is committed;
+- ``vigil.evidence``: `EvidenceCaptured` names a rule hit's annotated snapshot. The evidence
+  agent renders it from the same RuleTriggered the alert came from, usually a few seconds
+  after the AlertRaised, so a rule alert's first message on a channel that attaches
+  pictures (email) is queued with ``next_at`` up to ``VIGIL_NOTIFY_EVIDENCE_WAIT_S`` later
+  and released as soon as the evidence arrives; past the bound it goes with the raw frame
+  and says so. The hold is a column of the outbox row, so a crash while holding loses
+  nothing and sends nothing twice;
 - ``vigil.notifications``: `RetryNotification` commands from the API or `vigil notify retry`.
 
 A dispatcher sends due rows with bounded concurrency: per channel and recipient a token
@@ -64,12 +71,14 @@ from schemas.events import (
     CameraConfigured,
     EntityDeleted,
     Event,
+    EvidenceCaptured,
     NotificationDelivered,
     NotificationFailed,
     RetryNotification,
     RouteConfigured,
     derived_event_id,
 )
+from schemas.site_config import SCENE_RULE_TYPES
 from schemas.topics import topic_name
 from vigil.errors import ConfigError
 from vigil.logs import event_context, log_context
@@ -107,6 +116,11 @@ class NotifySettings(BaseSettings):
     rate_per_min: float = Field(60.0, gt=0)
     #: an alert's repeats within this long of its last message to a recipient are dropped
     cooldown_s: float = Field(300.0, ge=0)
+    #: a rule alert's first email waits at most this long for its annotated snapshot
+    #: (EvidenceCaptured), then goes with the raw frame; 0 = never wait
+    evidence_wait_s: float = Field(5.0, ge=0, le=300)
+    #: how long an EvidenceCaptured is remembered for alert events that come after it
+    evidence_keep_s: float = Field(86400.0, gt=0)
     #: sends in flight at once (across channels)
     concurrency: int = Field(16, ge=1, le=256)
     group: str = "notifier"
@@ -168,6 +182,14 @@ def route_of(ev: RouteConfigured) -> Route:
                  severities=tuple(ev.severities), event_types=tuple(ev.event_types),
                  levels=tuple(int(v) for v in ev.levels), quiet_start=ev.quiet_start,
                  quiet_end=ev.quiet_end, timezone=ev.timezone, enabled=ev.enabled)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Picture:
+    ref: str | None
+    annotated: bool = False
+    wait_s: float = 0.0
+    awaits: str | None = None
 
 
 def delivery_id(alert_event_id: str, route_id: str, channel: str, recipient: str) -> str:
@@ -241,7 +263,9 @@ class Notifier:
             return AlertContext(
                 alert_id=alert_id, camera_id=alert.camera_id, site_id=site,
                 rule_id=alert.rule_id, rule_type=alert.rule_type, severity=alert.severity,
-                zone_id=alert.zone_id, snapshot_ref=alert.snapshot_ref)
+                zone_id=alert.zone_id, snapshot_ref=alert.snapshot_ref,
+                rule_event_id=alert.causation_id if alert.rule_type in SCENE_RULE_TYPES
+                else None)
         stored = self.outbox.context(alert_id)
         if stored is not None:
             stored["told_levels"] = tuple(stored.get("told_levels") or ())
@@ -262,16 +286,22 @@ class Notifier:
         now = self.clock()
         tz = self.cameras.get(ctx.camera_id, ("", "UTC"))[1] or "UTC"
         picked = targets(self.active_routes(), etype, ctx, alert.occurred_at, tz, level)
-        payload = {**{k: v for k, v in dataclasses.asdict(ctx).items()
-                      if k not in ("told_levels", "level")},
-                   **payload_of(alert), "level": ctx.level}
+        known = {k: v for k, v in dataclasses.asdict(ctx).items()
+                 if k not in ("told_levels", "level", "rule_event_id")}
+        # the alert's own fields win, but not with a None over what the context knows: a
+        # rule alert's AlertRaised has no site_id, its camera's configuration has
+        payload = {**known, **{k: v for k, v in payload_of(alert).items()
+                               if v is not None or known.get(k) is None}, "level": ctx.level}
         console = (f"{self.cfg.console_url.rstrip('/')}/alerts/{ctx.alert_id}"
                    if self.cfg.console_url else "")
         raised_at = alert.occurred_at.timestamp()
+        annotated_ref = (self.outbox.annotated_ref(ctx.rule_event_id) if ctx.rule_event_id
+                         else None)
         rows, dedup = [], []
         for t in picked:
             if t.channel not in self.channels:
                 log.warning("route %s names unknown channel %s", t.route_id, t.channel)
+            picture = self._picture(etype, ctx, t.channel, annotated_ref, t.suppressed)
             key = dedup_key(ctx, etype, t.channel, t.recipient)
             if isinstance(alert, AlertRepeated) and key and self.outbox.seen_within(
                     key, now, self.cfg.cooldown_s):
@@ -282,19 +312,50 @@ class Notifier:
             did = delivery_id(alert.event_id, t.route_id, t.channel, t.recipient)
             msg = Message(delivery_id=did, event_type=etype, alert_event_id=alert.event_id,
                           payload=payload, recipient=t.recipient, route_id=t.route_id,
-                          console_url=console, snapshot_ref=ctx.snapshot_ref)
+                          console_url=console, snapshot_ref=picture.ref,
+                          annotated=picture.annotated, evidence_wait_s=picture.wait_s)
             if t.suppressed:
                 NOTIFICATIONS.labels(t.channel, "suppressed").inc()
             rows.append({"delivery_id": did, "alert_event_id": alert.event_id,
                          "event_type": etype, "route_id": t.route_id, "channel": t.channel,
                          "recipient": t.recipient, "message": dataclasses.asdict(msg),
                          "status": "suppressed" if t.suppressed else "pending",
-                         "next_at": now, "created_at": now, "raised_at": raised_at})
+                         "next_at": now + picture.wait_s, "created_at": now,
+                         "raised_at": raised_at, "awaits": picture.awaits})
         if picked:
             ctx = dataclasses.replace(ctx, told_levels=tuple(sorted(
                 set(ctx.told_levels) | {ctx.level})))
         n = self.outbox.intake(ctx.alert_id, dataclasses.asdict(ctx), rows, dedup)
         if n:
+            self.wake.set()
+        return n
+
+    def _picture(self, etype: str, ctx: AlertContext, channel: str,
+                 annotated_ref: str | None, suppressed: bool) -> _Picture:
+        """What a delivery attaches: the annotated snapshot once known; before that, on
+        the alert's first message of a channel that attaches pictures, a hold for it
+        (the rule hit's evidence is usually seconds behind the alert); else the frame."""
+        if not getattr(self.channels.get(channel), "attaches_snapshot", False):
+            return _Picture(ctx.snapshot_ref)
+        if annotated_ref:
+            return _Picture(annotated_ref, annotated=True)
+        if (etype == "AlertRaised" and ctx.rule_event_id and not suppressed
+                and self.cfg.evidence_wait_s > 0):
+            return _Picture(ctx.snapshot_ref, wait_s=self.cfg.evidence_wait_s,
+                            awaits=ctx.rule_event_id)
+        return _Picture(ctx.snapshot_ref)
+
+    def evidence(self, ev: EvidenceCaptured) -> int:
+        """A rule hit's annotated snapshot: remembered for the alert's later messages,
+        and handed to the deliveries holding for it, which become due at once."""
+        now = self.clock()
+        if now - ev.occurred_at.timestamp() > self.cfg.evidence_keep_s:
+            return 0  # history read on a first start: no alert that old still waits
+        n = self.outbox.record_evidence(ev.rule_event_id, ev.annotated_ref, now,
+                                        self.cfg.evidence_keep_s)
+        if n:
+            log.info("annotated snapshot of rule hit %s released %d held delivery(ies)",
+                     ev.rule_event_id, n)
             self.wake.set()
         return n
 
@@ -502,7 +563,8 @@ async def run(stop: asyncio.Event | None = None) -> None:
     outbox = Outbox(cfg.outbox_path())
     client = f"notifier-{uuid.uuid4().hex[:6]}"
     consumer = AIOKafkaConsumer(
-        topic_name("alerts"), topic_name("notifications"), bootstrap_servers=s.kafka_bootstrap,
+        topic_name("alerts"), topic_name("evidence"), topic_name("notifications"),
+        bootstrap_servers=s.kafka_bootstrap,
         group_id=f"{s.topic_prefix}-{cfg.group}", enable_auto_commit=False,
         auto_offset_reset="earliest", client_id=client, **s.aiokafka_security())
     config = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, enable_auto_commit=False,
@@ -543,6 +605,8 @@ async def run(stop: asyncio.Event | None = None) -> None:
                         with event_context(event):
                             if isinstance(event, RetryNotification):
                                 notifier.retry(event)
+                            elif isinstance(event, EvidenceCaptured):
+                                notifier.evidence(event)
                             elif msg.topic == topic_name("alerts"):
                                 notifier.intake(event)
                     except Exception as exc:  # one bad message must not stop delivery

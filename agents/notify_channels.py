@@ -50,6 +50,11 @@ class Message:
     console_url: str = ""
     #: snapshot object ref (s3://bucket/key or bucket/key), fetched by channels that attach
     snapshot_ref: str | None = None
+    #: `snapshot_ref` is the annotated rendering (boxes, zone, caption), not the raw frame
+    annotated: bool = False
+    #: > 0: the delivery was held up to this long for the annotated snapshot; if it is
+    #: still not `annotated`, the message says it carries the raw frame instead
+    evidence_wait_s: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -129,6 +134,9 @@ class Channel:
     `Outcome` whose `reason` is safe to log and publish (no secrets)."""
 
     kind = "abstract"
+    #: the channel carries the alert's picture: its first message of a rule alert is held
+    #: (briefly) for the annotated snapshot (docs/notifications.md)
+    attaches_snapshot = False
 
     def __init__(self, cfg: Any, templates: Templates):
         self.cfg = cfg

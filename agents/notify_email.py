@@ -5,9 +5,12 @@ inherits a half-dead session from an SMTP server that restarted. The message car
 ``Message-ID: <delivery_id@vigil>`` and ``X-Vigil-Delivery-Id`` so that a redelivery after
 a crash (at-least-once) is recognisable as the same message by the receiving side.
 
-The alert's annotated snapshot, when it has one, is attached from the object store. A
-snapshot that cannot be read (gone, store down) does not hold the alert back: the mail
-goes out without it and says so, because a late alert is worse than one without a picture.
+The alert's annotated snapshot (boxes, zone, caption: the evidence agent's rendering), when
+it has one, is attached from the object store; the notifier holds a rule alert's first
+mail a few seconds for it (``VIGIL_NOTIFY_EVIDENCE_WAIT_S``) and otherwise attaches the raw
+frame, saying so. A snapshot that cannot be read (gone, store down) does not hold the
+alert back: the mail goes out without it and says so, because a late alert is worse than
+one without a picture.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ SnapshotFetch = Callable[[str], Awaitable[tuple[bytes, str]]]
 
 class EmailChannel(Channel):
     kind = "email"
+    attaches_snapshot = True
 
     def __init__(self, cfg: EmailConfig, templates: Templates,
                  fetch_snapshot: SnapshotFetch | None = None):
@@ -49,6 +53,12 @@ class EmailChannel(Channel):
         em["X-Vigil-Event-Id"] = msg.alert_event_id
         em["X-Vigil-Event-Type"] = msg.event_type
         attachment: tuple[bytes, str] | None = None
+        if msg.evidence_wait_s > 0 and not msg.annotated:
+            what = ("the camera's frame is attached instead" if msg.snapshot_ref
+                    else "no picture is attached")
+            text += (f"\n(The annotated snapshot was not ready within "
+                     f"{msg.evidence_wait_s:g} s of the alert; {what}. The console shows it "
+                     "once it is.)\n")
         if msg.snapshot_ref and self.fetch_snapshot is not None:
             try:
                 attachment = await self.fetch_snapshot(msg.snapshot_ref)
@@ -60,6 +70,9 @@ class EmailChannel(Channel):
             data, filename = attachment
             ctype = mimetypes.guess_type(filename)[0] or "application/octet-stream"
             maintype, _, subtype = ctype.partition("/")
+            if msg.annotated:  # every rendering is "annotated.jpg": name it after the alert
+                ext = filename.rpartition(".")[2] or "jpg"
+                filename = f"{msg.payload.get('alert_id') or 'alert'}-annotated.{ext}"
             em.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
         return em
 

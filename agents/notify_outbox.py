@@ -18,6 +18,12 @@ recipient) without ever re-sending what was confirmed:
    from the ``reported`` flag, with an id derived from the delivery id and its
    generation, so a re-publish after a crash is deduplicated downstream.
 
+Holding a delivery for its annotated snapshot (docs/notifications.md) is only a later
+``next_at`` and the rule hit it ``awaits``: the row is in this file from intake on, so a
+crash while holding loses nothing. An ``EvidenceCaptured`` is written to ``evidence``
+and rewrites the rows awaiting it in the same transaction, before its Kafka offset is
+committed; a row whose hold ran out is sent with what it has.
+
 `vigil notify retry` re-arms failed rows in this file; the notifier polls it.
 """
 
@@ -50,13 +56,20 @@ CREATE TABLE IF NOT EXISTS deliveries (
     sent_at       REAL,
     last_error    TEXT NOT NULL DEFAULT '',
     status_code   INTEGER,
-    reported      INTEGER NOT NULL DEFAULT 1
+    reported      INTEGER NOT NULL DEFAULT 1,
+    awaits        TEXT                 -- rule hit whose annotated snapshot it waits for
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (status, next_at);
 CREATE INDEX IF NOT EXISTS deliveries_unreported ON deliveries (reported);
 CREATE TABLE IF NOT EXISTS alerts (alert_id TEXT PRIMARY KEY, context TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS dedup (key TEXT PRIMARY KEY, at REAL NOT NULL);
+-- EvidenceCaptured seen on vigil.evidence, by rule hit (RuleTriggered event id)
+CREATE TABLE IF NOT EXISTS evidence (rule_event_id TEXT PRIMARY KEY,
+                                     annotated_ref TEXT NOT NULL, at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS evidence_at ON evidence (at);
 """
+#: columns added after the first release, for outbox files written before them
+_ADDED = {"deliveries": [("awaits", "TEXT")]}
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +112,12 @@ class Outbox:
         # power loss may forget the last commits, which then re-sends (never drops) them
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        for table, cols in _ADDED.items():
+            have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
+            for name, decl in cols:
+                if name not in have:
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
+        self.db.execute("CREATE INDEX IF NOT EXISTS deliveries_awaits ON deliveries (awaits)")
 
     def close(self) -> None:
         self.db.close()
@@ -124,15 +143,45 @@ class Outbox:
                 cur = self.db.execute(
                     "INSERT OR IGNORE INTO deliveries (delivery_id, alert_id, alert_event_id, "
                     "event_type, route_id, channel, recipient, message, status, next_at, "
-                    "created_at, raised_at, reported) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "created_at, raised_at, reported, awaits) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (row["delivery_id"], alert_id, row["alert_event_id"], row["event_type"],
                      row["route_id"], row["channel"], row["recipient"],
                      json.dumps(row["message"], default=str), row["status"], row["next_at"],
-                     row["created_at"], row["raised_at"], 1))
+                     row["created_at"], row["raised_at"], 1, row.get("awaits")))
                 inserted += cur.rowcount
             for key, at in dedup:
                 self.db.execute("INSERT OR REPLACE INTO dedup VALUES (?, ?)", (key, at))
         return inserted
+
+    # ------------------------------------------------------------------ evidence
+    def annotated_ref(self, rule_event_id: str) -> str | None:
+        r = self.db.execute("SELECT annotated_ref FROM evidence WHERE rule_event_id=?",
+                            (rule_event_id,)).fetchone()
+        return r[0] if r else None
+
+    def record_evidence(self, rule_event_id: str, annotated_ref: str, now: float,
+                        keep_s: float) -> int:
+        """Remember a rule hit's annotated snapshot and hand it to the pending rows that
+        await it (they become due now); returns how many rows were released. One
+        transaction, so a crash leaves either both or neither."""
+        released = 0
+        with self._tx():
+            self.db.execute("DELETE FROM evidence WHERE at<?", (now - keep_s,))
+            self.db.execute("INSERT OR REPLACE INTO evidence VALUES (?, ?, ?)",
+                            (rule_event_id, annotated_ref, now))
+            waiting = self.db.execute(
+                "SELECT delivery_id, message FROM deliveries WHERE awaits=? AND "
+                "status='pending'", (rule_event_id,)).fetchall()
+            for did, raw in waiting:
+                msg = json.loads(raw)
+                msg.update(snapshot_ref=annotated_ref, annotated=True)
+                self.db.execute(
+                    "UPDATE deliveries SET message=?, awaits=NULL, next_at=MIN(next_at, ?) "
+                    "WHERE delivery_id=? AND status='pending'",
+                    (json.dumps(msg, default=str), now, did))
+                released += 1
+        return released
 
     # ------------------------------------------------------------------ dispatch
     def due(self, now: float, limit: int, exclude: set[str]) -> list[Row]:

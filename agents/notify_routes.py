@@ -55,6 +55,9 @@ class AlertContext:
     severity: str = "warning"
     zone_id: str | None = None
     snapshot_ref: str | None = None
+    #: the RuleTriggered the alert was raised from (its AlertRaised's causation id), whose
+    #: EvidenceCaptured carries the annotated snapshot; None for health alerts
+    rule_event_id: str | None = None
     level: int = 0
     #: levels that deliveries were already routed at (for closing events)
     told_levels: tuple[int, ...] = field(default_factory=tuple)

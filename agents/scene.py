@@ -1,7 +1,8 @@
 """The scene agent: vigil.detections -> tracking + zone rules -> vigil.scene.
 
-A thin Faust shell around the pure engine `agents.scene_rules.process`; this module only
-moves state and events between Kafka and the engine.
+A thin Faust shell around the pure engine `agents.scene_rules.process` and the pure
+batch/write-behind bookkeeping `agents.scene_pipeline`; this module only moves state and
+events between Kafka and those two.
 
 State:
 - ``scene-state`` (RocksDB table, key = camera id, co-partitioned with vigil.detections;
@@ -41,14 +42,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
-import json
 import logging
-import marshal
 import time
 import weakref
-import zlib
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import faust
@@ -56,21 +53,28 @@ from faust.streams import _current_event
 from faust.tables.globaltable import GlobalTable
 from faust.types import EventT
 
-from agents.app import app, topics
+from agents.app import app, at_worker_start, topics
 from agents.batches import take_unacked
 from agents.codec import Undecodable
 from agents.dlq import dead_letter
 from agents.gc_policy import FreezingCollector
+from agents.scene_pipeline import Pending, StateCache, Step, WriteBehind
 from agents.scene_rules import CameraSpec, compile_camera, process
 from agents.scene_settings import get_scene_settings
-from agents.ticks import ensure_changelog, source_partitions
+from agents.ticks import ensure_changelog, source_partitions, worker_table
 from schemas.codec import default_codec
 from schemas.events import Event, FrameAnalyzed
 
 log = logging.getLogger(__name__)
 settings = get_scene_settings()  # fails the worker at start, naming a bad variable
-if settings.gc_threshold0:
-    gc.set_threshold(settings.gc_threshold0, *gc.get_threshold()[1:])
+
+
+@at_worker_start
+def _tune_gc() -> None:
+    """The worker's generation-0 threshold (VIGIL_SCENE_GC_THRESHOLD0); set at start-up,
+    not at import, so a test or tool that imports this module keeps its own."""
+    if settings.gc_threshold0:
+        gc.set_threshold(settings.gc_threshold0, *gc.get_threshold()[1:])
 
 STAGE = "scene"
 _SCENE_TOPIC = str(topics.scene.get_topic_name())
@@ -127,69 +131,31 @@ def _raw_state_table(name: str, source: str) -> faust.TableT:
     )
 
 
-# The app runs with topic_allow_declare=False: create the state changelog (with the
-# detections topic's partition count) and the leader topic before Faust subscribes.
-scene_state: faust.TableT = _raw_state_table(STATE_TABLE, "detections")
-#: camera id -> its decoded state. While this worker owns a camera's partition only this
-#: agent writes its state, so the entry is the table's value and the table is not read
-#: again (a RocksDB read of the value was a twentieth of the worker's CPU); every
-#: rebalance (revocation, assignment, the end of a restore from the changelog) forgets
-#: them all, so a value restored or written elsewhere is read from the table.
-_decoded: dict[bytes, dict[str, Any]] = {}
-#: camera id -> its state since its last write, not yet written (`_Pending`), oldest
-#: first (dicts keep insertion order, and a camera keeps its place until it is written)
-_unwritten: dict[bytes, _Pending] = {}
+# The app runs with topic_allow_declare=False: the state changelog (with the detections
+# topic's partition count) and the leader topic are created at worker start-up, before
+# Faust subscribes (not at import: importing this module touches no broker).
+scene_state = worker_table(STATE_TABLE, lambda: _raw_state_table(STATE_TABLE, "detections"))
+#: camera id -> its decoded state, in front of the table (scene_pipeline.StateCache)
+_states = StateCache(lambda key: scene_state.get(key), lambda key, raw: _set_raw(key, raw))
+#: camera id -> its state since its last write, not yet written, oldest first
+_pending: WriteBehind[EventT] = WriteBehind(_states.load)
+
+
+def _set_raw(key: bytes, raw: bytes) -> None:
+    scene_state[key] = raw
 
 
 async def _forget_decoded(sender: Any, *args: Any, **kwargs: Any) -> None:
-    _decoded.clear()
+    _states.clear()
     # Normally empty by now (a rebalance waits until the agent has written them all);
     # whatever is left is not acked, so Faust delivers those frames again after its seek
     # to the committed offsets, and they are re-processed from the written state.
-    _unwritten.clear()
+    _pending.clear()
 
 
 for _signal in (app.on_partitions_revoked, app.on_partitions_assigned,
                 app.on_rebalance_complete):
     _signal.connect(_forget_decoded)
-
-
-#: first byte of a marshal-encoded state value (zlib streams start with 0x78, JSON with "{")
-_MARSHAL_TAG = b"M"
-_MARSHAL_VERSION = 4
-
-
-def _decode_state(raw: bytes) -> dict[str, Any]:
-    """A stored value in any of the formats this agent has written (module docstring)."""
-    if raw[:1] == _MARSHAL_TAG:
-        value = marshal.loads(memoryview(raw)[1:])
-    elif raw[:1] == b"{":  # plain JSON, as the first workers wrote it
-        value = json.loads(raw)
-    else:  # zlib-compressed JSON
-        value = json.loads(zlib.decompress(raw))
-    if not isinstance(value, dict):
-        raise ValueError(f"scene state is a {type(value).__name__}, not a dict")
-    return value
-
-
-def _encode_state(value: dict[str, Any]) -> bytes:
-    return _MARSHAL_TAG + marshal.dumps(value, _MARSHAL_VERSION)
-
-
-def _load(key: bytes) -> dict[str, Any] | None:
-    value = _decoded.get(key)
-    if value is not None:
-        return value
-    raw = scene_state.get(key)
-    if raw is None:
-        return None
-    value = _decoded[key] = _decode_state(raw)
-    return value
-
-
-def _store(key: bytes, value: dict[str, Any]) -> None:
-    scene_state[key] = _encode_state(value)
-    _decoded[key] = value
 
 
 #: Off by default: with faust-streaming 0.15.3 a GlobalTable over vigil.config made the
@@ -310,40 +276,25 @@ def camera_spec(camera_id: str) -> CameraSpec:
     return spec
 
 
-@dataclass
-class _Pending:
-    """A camera's state since its last write: kept in memory, written behind."""
-
-    event: EventT  # the camera's last frame so far: its partition gets the write
-    value: dict[str, Any]
-    #: monotonic time of the first frame since the last write (the state is written
-    #: VIGIL_SCENE_STATE_WRITE_S after it)
-    since: float
-    #: every event of this camera since the last write: acked once the state is written
-    events: list[EventT] = field(default_factory=list)
-    acks: list[Any] = field(default_factory=list)
-    frames: list[tuple[EventT, FrameAnalyzed]] = field(default_factory=list)
+def _engine(frame: FrameAnalyzed, state: dict[str, Any] | None
+            ) -> tuple[dict[str, Any], list[Event]]:
+    return process(camera_spec(frame.camera_id), frame, state)
 
 
-def _process_frame(frame: FrameAnalyzed, event: EventT, stored: dict[str, Any] | None
-                   ) -> tuple[dict[str, Any], list[Event]] | None:
-    """One camera advanced by one frame from its latest value (unwritten or stored) in
-    memory: the value to store and the events; None for a re-delivered frame. Pure."""
-    partition, offset = event.message.partition, event.message.offset
-    if stored and stored.get("partition") == partition and offset <= stored.get("offset", -1):
-        return None  # re-delivery of a frame whose state is already stored
-    new_state, events = process(camera_spec(frame.camera_id), frame,
-                                stored.get("state") if stored else None)
-    return {"state": new_state, "partition": partition, "offset": offset}, events
+def _advance(frame: FrameAnalyzed, event: EventT) -> Step | None:
+    """One camera advanced by one frame from its latest value (unwritten or stored);
+    None for a re-delivered frame (scene_pipeline.WriteBehind.advance)."""
+    return _pending.advance(frame.camera_id.encode(), frame, event.message.partition,
+                            event.message.offset, _engine)
 
 
-def _write(key: bytes, p: _Pending) -> None:
+def _write(key: bytes, p: Pending[EventT]) -> None:
     """Store a camera's state as if while processing its last frame: Faust picks the
     RocksDB partition and the changelog partition from the current event, and in a batch
     that is not necessarily this camera's (faust.streams has no public setter)."""
     token = _current_event.set(weakref.ref(p.event))
     try:
-        _store(key, p.value)
+        _states.store(key, p.value)
     finally:
         _current_event.reset(token)
 
@@ -366,7 +317,7 @@ async def handle_batch(batch: Sequence[EventT], ack: Ack) -> int:
     """Process a batch of detection events; returns how many scene events were published.
 
     Outputs are handed to the producer frame by frame and not awaited here; each camera's
-    new state stays in memory (`_unwritten`) and its events stay unacked until
+    new state stays in memory (`_pending`) and its events stay unacked until
     `write_states` stores it. Events with nothing to store (dead-lettered, or re-delivered
     and covered by a written state) are acked at once, after the dead letter was handed
     to the producer (Faust commits only after flushing the producer).
@@ -381,23 +332,15 @@ async def handle_batch(batch: Sequence[EventT], ack: Ack) -> int:
                 await dead_letter(value, value.reason, STAGE, event)
             elif isinstance(value, FrameAnalyzed):
                 key = value.camera_id.encode()
-                p = _unwritten.get(key)
-                done = _process_frame(value, event, p.value if p is not None else _load(key))
-                if done is not None:
-                    stored, events = done
-                    acks = [await _publish(key, ev) for ev in events]
+                step = _advance(value, event)
+                if step is not None:
+                    acks = [await _publish(key, ev) for ev in step.outputs]
                     # only now (all outputs handed to the producer) does the state move on
-                    if p is None:
-                        p = _unwritten[key] = _Pending(event, stored, now)
-                    p.event, p.value = event, stored
-                    if acks:
-                        p.acks += acks
-                        p.frames.append((event, value))
-                    published += len(events)
-                if p is not None:
+                    _pending.commit(step, event, value, acks, now)
+                    published += len(step.outputs)
+                if _pending.hold(key, event):
                     # committed with the camera's next write, not before (also a
                     # re-delivered frame that only the unwritten state covers)
-                    p.events.append(event)
                     continue
             elif value is not None:
                 await dead_letter(value, f"unexpected {type(value).__name__} on detections",
@@ -421,11 +364,7 @@ async def write_states(ack: Ack, older_than: float | None) -> int:
     offset makes frames already in a written state count as re-delivered.
     """
     written = 0
-    while _unwritten:
-        key, p = next(iter(_unwritten.items()))
-        if older_than is not None and p.since > older_than:
-            break
-        del _unwritten[key]
+    for key, p in _pending.due(older_than):
         try:
             for fut in p.acks:
                 await fut  # acknowledged before the state moves on
@@ -442,7 +381,7 @@ async def write_states(ack: Ack, older_than: float | None) -> int:
                 written += 1
             except Exception as exc:  # the store refused it: the frames are accounted for
                 log.exception("scene: storing the state of %s failed", key.decode())
-                _decoded.pop(key, None)
+                _states.forget(key)
                 for ev in p.events:
                     await _dead_letter_safely(ev.value, f"storing state: {exc}", ev)
         for ev in p.events:
@@ -484,13 +423,13 @@ async def scene(stream: faust.StreamT) -> None:
         try:
             if batch:
                 await handle_batch(batch, stream.ack)
-            if _unwritten:
+            if _pending:
                 write_all = _must_write_all()
                 await write_states(stream.ack,
                                    None if write_all else time.monotonic() - write_s)
         except Exception as exc:  # config unreadable: not one frame's fault
             log.exception("scene: batch failed")
-            held = {id(ev) for p in _unwritten.values() for ev in p.events}
+            held = _pending.held()
             for event in batch:
                 if id(event) not in held and not event.message.acked:
                     await _dead_letter_safely(event.value, f"batch failed: {exc}", event)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import socket
 from functools import cache
 
 from pydantic import Field, field_validator
@@ -19,11 +21,26 @@ AGENT_MODULES = {
 }
 
 
+#: Kafka's rule for a group.instance.id (the same as for a topic name): 1-249 of these
+#: characters, and neither "." nor "..". The worker id must pass it, since it is one.
+_INSTANCE_ID = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
 class WorkerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VIGIL_WORKER_", extra="forbid", frozen=True)
 
-    #: Stable name of this worker; its RocksDB folder is state_dir/worker/<id>.
+    #: Stable name of this worker: its RocksDB folder (state_dir/worker/<prefix>/<id>) and,
+    #: with static membership, its Kafka ``group.instance.id``, so it must be unique among
+    #: the workers of a site and the same across restarts of one worker. ``{hostname}``
+    #: is replaced by the host name: one id per container of a scaled compose service,
+    #: kept when the container restarts.
     id: str = "worker-1"
+    #: Static group membership (Kafka KIP-345; docs/operations.md, "Failover"): a worker
+    #: restarted within the session timeout rejoins under its id and gets its partitions
+    #: back at once, with no rebalance of the others; one that stays away is replaced
+    #: after the session timeout, as always. Off: every start is a new member, and the
+    #: group waits out the dead member's session timeout (15 s) before anyone resumes.
+    static_membership: bool = True
     #: Which agent groups this worker runs (comma-separated subset of AGENT_MODULES).
     agents: str = Field("inference,scene,alerts,health,evidence,clips")
     #: Faust's web server (metrics and liveness) port on 127.0.0.1.
@@ -37,6 +54,16 @@ class WorkerSettings(BaseSettings):
     #: hard-codes 1500; see agents/faust_fixes.py).
     fetch_max_wait_ms: int = Field(50, ge=1, le=30_000)
 
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        v = v.replace("{hostname}", socket.gethostname())
+        if not _INSTANCE_ID.fullmatch(v) or v in (".", ".."):
+            raise ValueError(
+                f"{v!r} is not a usable worker id: 1-249 characters of A-Z a-z 0-9 . _ - "
+                "(it names the RocksDB folder and is the Kafka group.instance.id)")
+        return v
+
     @field_validator("agents")
     @classmethod
     def _agents(cls, v: str) -> str:
@@ -45,6 +72,13 @@ class WorkerSettings(BaseSettings):
         if unknown or not names:
             raise ValueError(f"unknown agent group(s) {unknown}; choose from {list(AGENT_MODULES)}")
         return ",".join(names)
+
+    @property
+    def group_instance_id(self) -> str | None:
+        """Kafka ``group.instance.id`` of this worker's consumer, None for dynamic
+        membership. The group is per topic prefix (``<prefix>-worker``), so the worker id
+        alone is unique where it has to be."""
+        return self.id if self.static_membership else None
 
     @property
     def agent_modules(self) -> list[str]:

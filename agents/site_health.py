@@ -37,8 +37,8 @@ log = logging.getLogger(__name__)
 
 cfg = get_health_settings()
 
+#: declared (changelog created, partitions read from the broker) at worker start-up
 edges_table = state_table("edges", "heartbeats")
-PARTITIONS = edges_table.partitions
 
 health_ticks = topics.health_ticks
 
@@ -133,6 +133,6 @@ async def health_clock_ticks(stream: Any) -> None:
 async def health_clock() -> None:
     """Leader only: announce wall-clock time to every heartbeats partition."""
     try:
-        await send_ticks(health_ticks, PARTITIONS)
+        await send_ticks(health_ticks, edges_table.partitions)
     except Exception:
         log.exception("health tick send failed")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -113,8 +114,54 @@ async def send_ticks(topic: faust.TopicT, partitions: int) -> None:
         await topic.send(key=str(p).encode(), value=value, partition=p, force=True)
 
 
-def state_table(name: str, source: str) -> faust.TableT:
-    """A RocksDB table co-partitioned with catalog topic `source`, raw keys, JSON values.
+class WorkerTable:
+    """A Faust table declared when the worker starts (`agents.app.at_worker_start`), not
+    when its module is imported: declaring it needs the source topic's partition count
+    from the broker and creates its changelog there. The agent code reads and writes it
+    like the table itself; `partitions` is the count the changelog was created with."""
+
+    def __init__(self, name: str, make: Callable[[], Any]) -> None:
+        self.name = name
+        self._make = make
+        self._table: Any = None
+
+    def declare(self) -> None:
+        if self._table is None:
+            self._table = self._make()
+
+    @property
+    def table(self) -> Any:
+        if self._table is None:
+            raise VigilError(f"table {self.name} is used before the worker declared it "
+                             f"(agents.app.at_worker_start)")
+        return self._table
+
+    @property
+    def partitions(self) -> int:
+        return int(self.table.partitions)
+
+    def get(self, key: bytes, default: Any = None) -> Any:
+        return self.table.get(key, default)
+
+    def __getitem__(self, key: bytes) -> Any:
+        return self.table[key]
+
+    def __setitem__(self, key: bytes, value: Any) -> None:
+        self.table[key] = value
+
+
+def worker_table(name: str, make: Callable[[], Any]) -> WorkerTable:
+    """`make()` run at worker start-up; the returned handle stands for its table."""
+    from agents.app import at_worker_start
+
+    handle = WorkerTable(name, make)
+    at_worker_start(handle.declare)
+    return handle
+
+
+def state_table(name: str, source: str) -> WorkerTable:
+    """A RocksDB table co-partitioned with catalog topic `source`, raw keys, JSON values,
+    declared at worker start-up (`worker_table`).
 
     Its changelog (and the leader topic) are created first with exactly the source
     topic's partition count; `table.partitions` tells the caller that count.
@@ -122,17 +169,22 @@ def state_table(name: str, source: str) -> faust.TableT:
     (Serialisers go through a ``faust.Schema``: faust-streaming 0.15's ``Table`` does not
     accept key_serializer/value_serializer.)
     """
-    from agents.app import app, table_options
 
-    partitions = source_partitions(source)
-    ensure_changelog(app, name, partitions)
-    return app.Table(
-        name,
-        partitions=partitions,
-        options=table_options(),
-        # key_type=bytes matters: Faust derives the changelog's key serializer from
-        # key_type (json when unset), and recovery from the changelog then fails on raw
-        # keys ("Error in recovery Expecting value") and silently restores nothing.
-        key_type=bytes,
-        schema=faust.Schema(key_type=bytes, key_serializer="raw", value_serializer="json"),
-    )
+    def make() -> faust.TableT:
+        from agents.app import app, table_options
+
+        partitions = source_partitions(source)
+        ensure_changelog(app, name, partitions)
+        return app.Table(
+            name,
+            partitions=partitions,
+            options=table_options(),
+            # key_type=bytes matters: Faust derives the changelog's key serializer from
+            # key_type (json when unset), and recovery from the changelog then fails on
+            # raw keys ("Error in recovery Expecting value") and silently restores nothing.
+            key_type=bytes,
+            schema=faust.Schema(key_type=bytes, key_serializer="raw",
+                                value_serializer="json"),
+        )
+
+    return worker_table(name, make)

@@ -83,10 +83,11 @@ class RuleOut(BaseModel):
     clear_below: int
     window_s: float
     direction: str | None
-    cooldown_s: float
-    escalation_s: float
-    max_escalation_level: int
-    auto_resolve: bool
+    #: the rule's own alert policy; null: the site-wide policy applies
+    cooldown_s: float | None
+    escalation_s: float | None
+    max_escalation_level: int | None
+    auto_resolve: bool | None
     configured_at: datetime
 
 

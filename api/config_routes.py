@@ -1,6 +1,6 @@
 """Zones, lines, rules and notification routes: validated here, then published as config
 events on the compacted ``vigil.config`` topic (key ``zone/ID`` / ``line/ID`` / ``rule/ID``
-/ ``route/ID``), where every agent reads them.
+/ ``route/ID``), where every agent reads them; read back from the projector's tables.
 
 The API does not write the read model: the projector folds the published event like any
 other, so the zones table, the scene agent and a replay all agree. Validation happens
@@ -9,11 +9,12 @@ before publishing, because a bad polygon on a compacted topic would live forever
 
 from __future__ import annotations
 
-import math
-from typing import Any, Literal
+import re
+from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
-from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -23,116 +24,88 @@ from api.common import check_id, json_response, site_filter
 from api.deps import deps_of
 from api.errors import ApiError
 from api.routing import Endpoint
-from schemas.events import (
-    EntityDeleted,
-    LineConfigured,
-    Point,
-    RuleConfigured,
-    Schedule,
-    ZoneConfigured,
+from schemas.events import EntityDeleted
+from schemas.site_config import (
+    ID_PATTERN,
+    MAX_VERTICES,
+    EntityId,
+    LineModel,
+    PointModel,
+    RouteModel,
+    RuleModel,
+    ZoneModel,
+    line_event,
+    route_event,
+    rule_event,
+    zone_event,
 )
-from schemas.geometry import polygon_area, polygon_self_intersects
-from schemas.site_config import RouteModel, route_event
-from schemas.tables import cameras, lines, rules, zones
+from schemas.tables import cameras, lines, routes, rules, zones
 from schemas.topics import topic_name
 
 PRODUCER = "vigil-api"
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 
 
-class PointIn(BaseModel):
-    x: float = Field(..., ge=0, le=1)
-    y: float = Field(..., ge=0, le=1)
+# Request bodies: the site file's models (schemas/site_config.py) with the entity's id in
+# the path (in the body it is optional and must match), the camera always named (a site
+# file may leave it out when it has one camera) and points as {"x", "y"} objects. Every
+# bound and check is the site model's, so the API publishes nothing `vigil config
+# validate` would reject, and the reverse.
 
 
-class ZoneIn(BaseModel):
-    camera_id: str = Field(..., min_length=1, max_length=200)
-    name: str = Field(..., min_length=1, max_length=200)
-    kind: Literal["zone", "perimeter"] = "zone"
-    polygon: list[PointIn] = Field(..., min_length=3, max_length=256)
+class ZoneIn(ZoneModel):
+    """A zone (schemas/site_config.py ZoneModel); its id is in the path."""
 
-    @model_validator(mode="after")
-    def _simple(self) -> ZoneIn:
-        pts = self.polygon
-        if len({(p.x, p.y) for p in pts}) != len(pts):
-            raise ValueError("polygon has repeated vertices")
-        coords = [(p.x, p.y) for p in pts]
-        if polygon_self_intersects(coords):
-            raise ValueError("polygon is self-intersecting")
-        if polygon_area(coords) < 1e-12:
-            raise ValueError("polygon has no area")
-        return self
+    zone_id: EntityId | None = None  # type: ignore[assignment]
+    camera_id: EntityId  # type: ignore[assignment]
+    polygon: list[PointModel] = Field(  # type: ignore[assignment]
+        min_length=3, max_length=MAX_VERTICES)
 
 
-class LineIn(BaseModel):
-    """A directed line a->b in normalised image coordinates; "forward" is crossing from
-    its left side to its right side (agents/lines.py)."""
+class LineIn(LineModel):
+    """A directed line a->b in normalised image coordinates (schemas/site_config.py
+    LineModel); "forward" is crossing from its left side to its right side
+    (agents/lines.py). Its id is in the path."""
 
-    camera_id: str = Field(..., min_length=1, max_length=200)
-    name: str = Field(..., min_length=1, max_length=200)
-    a: PointIn
-    b: PointIn
-
-    @field_validator("b")
-    @classmethod
-    def _not_degenerate(cls, b: PointIn, info: ValidationInfo) -> PointIn:
-        # Checked on `b` so the 422 names the field; a zero-length line has no sides,
-        # so nothing could ever cross it.
-        a = info.data.get("a")
-        if isinstance(a, PointIn) and math.dist((a.x, a.y), (b.x, b.y)) < 1e-9:
-            raise ValueError("degenerate line: a and b are the same point")
-        return b
+    line_id: EntityId | None = None  # type: ignore[assignment]
+    camera_id: EntityId  # type: ignore[assignment]
+    a: PointModel  # type: ignore[assignment]
+    b: PointModel  # type: ignore[assignment]
 
 
-class ScheduleIn(BaseModel):
-    kind: Literal["always", "night", "custom"] = "always"
-    start: str | None = Field(None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
-    end: str | None = Field(None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+class RuleIn(RuleModel):
+    """A rule (schemas/site_config.py RuleModel); its id is in the path."""
 
-    @model_validator(mode="after")
-    def _custom(self) -> ScheduleIn:
-        if self.kind == "custom" and (self.start is None or self.end is None):
-            raise ValueError("a custom schedule needs start and end (HH:MM)")
-        return self
+    rule_id: EntityId | None = None  # type: ignore[assignment]
+    camera_id: EntityId  # type: ignore[assignment]
 
 
-class RuleIn(BaseModel):
-    camera_id: str = Field(..., min_length=1, max_length=200)
-    rule_type: Literal["loitering", "crowd", "perimeter", "line_crossing"]
-    zone_id: str | None = Field(None, max_length=200)
-    line_id: str | None = Field(None, max_length=200)
-    severity: Literal["info", "warning", "critical"] = "warning"
-    enabled: bool = True
-    schedule: ScheduleIn = Field(default_factory=ScheduleIn)
-    classes: list[str] = Field(default_factory=lambda: ["person"], min_length=1, max_length=20)
-    dwell_s: float = Field(300.0, ge=0, le=86_400)
-    gap_tolerance_s: float = Field(10.0, ge=0, le=3600)
-    min_people: int = Field(5, ge=0, le=10_000)
-    clear_below: int = Field(3, ge=0, le=10_000)
-    window_s: float = Field(10.0, ge=0, le=86_400)
-    direction: Literal["forward", "backward"] | None = None
-    cooldown_s: float = Field(300.0, ge=0, le=86_400)
-    escalation_s: float = Field(900.0, ge=0, le=604_800)
-    max_escalation_level: int = Field(3, ge=0, le=100)
-    auto_resolve: bool = False
+class RouteIn(RouteModel):
+    """A notification route (schemas/site_config.py RouteModel); its id is in the path."""
 
-    @field_validator("classes")
-    @classmethod
-    def _classes(cls, v: list[str]) -> list[str]:
-        if any(not c or len(c) > 64 for c in v):
-            raise ValueError("class names are 1-64 characters")
-        return v
+    route_id: EntityId | None = None  # type: ignore[assignment]
 
-    @model_validator(mode="after")
-    def _target(self) -> RuleIn:
-        if self.rule_type == "line_crossing":
-            if not self.line_id:
-                raise ValueError("a line_crossing rule needs line_id")
-        elif not self.zone_id:
-            raise ValueError(f"a {self.rule_type} rule needs zone_id")
-        if self.rule_type == "crowd" and self.clear_below > self.min_people:
-            raise ValueError("clear_below must not exceed min_people (hysteresis)")
-        return self
+
+def _as_site_model(model: type[BaseModel], body: BaseModel, id_field: str, entity_id: str
+                   ) -> Any:
+    """The body as the site file's model, with the path's id (which the body may repeat
+    but not contradict)."""
+    given = getattr(body, id_field)
+    if given not in (None, entity_id):
+        raise ApiError(422, f"{id_field} in the body differs from the path", details={
+            "errors": [{"loc": ["body", id_field], "msg": f"must equal the path's {id_field}"}]})
+    data = {name: getattr(body, name) for name in type(body).model_fields}
+    data[id_field] = entity_id
+    for name, value in data.items():  # {"x", "y"} objects -> the file's [x, y] pairs
+        if isinstance(value, PointModel):
+            data[name] = (value.x, value.y)
+        elif isinstance(value, list) and value and isinstance(value[0], PointModel):
+            data[name] = [(p.x, p.y) for p in value]
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:  # not expected: the body passed the same checks
+        raise ApiError(422, "invalid body", details={"errors": [
+            {"loc": ["body", *map(str, e["loc"])], "msg": e["msg"]} for e in exc.errors()]}
+            ) from None
 
 
 class Published(BaseModel):
@@ -158,9 +131,7 @@ class ConfigQuery(BaseModel):
 
 
 def _check_entity_id(value: str, what: str) -> str:
-    import re
-
-    if not re.match(ID_PATTERN, value):
+    if not re.fullmatch(ID_PATTERN, value):  # re.match's $ lets a trailing newline in
         raise ApiError(422, f"invalid {what} id", details={
             "errors": [{"loc": ["path", f"{what}_id"], "msg": f"must match {ID_PATTERN}"}]})
     return value
@@ -185,51 +156,36 @@ async def _publish(request: Request, key: str, event: Any) -> Response:
 
 async def put_zone(request: Request, body: ZoneIn) -> Response:
     zone_id = _check_entity_id(request.path_params["zone_id"], "zone")
+    zone: ZoneModel = _as_site_model(ZoneModel, body, "zone_id", zone_id)
     await _known_camera(request, body.camera_id)
-    event = ZoneConfigured.create(
-        producer=PRODUCER, zone_id=zone_id, camera_id=body.camera_id, name=body.name,
-        kind=body.kind, polygon=[Point(x=p.x, y=p.y) for p in body.polygon],
-    )
-    return await _publish(request, f"zone/{zone_id}", event)
+    return await _publish(request, f"zone/{zone_id}", zone_event(zone, {"producer": PRODUCER}))
 
 
 async def put_line(request: Request, body: LineIn) -> Response:
     line_id = _check_entity_id(request.path_params["line_id"], "line")
+    line: LineModel = _as_site_model(LineModel, body, "line_id", line_id)
     await _known_camera(request, body.camera_id)
-    event = LineConfigured.create(
-        producer=PRODUCER, line_id=line_id, camera_id=body.camera_id, name=body.name,
-        a=Point(x=body.a.x, y=body.a.y), b=Point(x=body.b.x, y=body.b.y),
-    )
-    return await _publish(request, f"line/{line_id}", event)
+    return await _publish(request, f"line/{line_id}", line_event(line, {"producer": PRODUCER}))
 
 
 async def put_rule(request: Request, body: RuleIn) -> Response:
+    """Like a site file's rule: its zone or line must be one of its camera's (a crowd
+    rule without a zone counts the whole frame)."""
     rule_id = _check_entity_id(request.path_params["rule_id"], "rule")
+    rule: RuleModel = _as_site_model(RuleModel, body, "rule_id", rule_id)
     await _known_camera(request, body.camera_id)
-    target_tbl, target_col, target = (
-        (lines, lines.c.line_id, body.line_id) if body.rule_type == "line_crossing"
-        else (zones, zones.c.zone_id, body.zone_id))
-    stmt = sa.select(sa.literal(1)).select_from(target_tbl).where(
-        target_col == target, target_tbl.c.camera_id == body.camera_id,
-        target_tbl.c.deleted_at.is_(None))
-    found = await deps_of(request).read(lambda conn: conn.execute(stmt).first())
-    if found is None:
-        field = "line_id" if body.rule_type == "line_crossing" else "zone_id"
-        raise ApiError(422, f"unknown {field} on this camera", details={
-            "errors": [{"loc": ["body", field], "msg": "not configured on camera"}]})
-    event = RuleConfigured.create(
-        producer=PRODUCER, rule_id=rule_id, camera_id=body.camera_id,
-        rule_type=body.rule_type, zone_id=body.zone_id, line_id=body.line_id,
-        severity=body.severity, enabled=body.enabled,
-        schedule=Schedule(kind=body.schedule.kind, start=body.schedule.start,
-                          end=body.schedule.end),
-        classes=list(body.classes), dwell_s=body.dwell_s,
-        gap_tolerance_s=body.gap_tolerance_s, min_people=body.min_people,
-        clear_below=body.clear_below, window_s=body.window_s, direction=body.direction,
-        cooldown_s=body.cooldown_s, escalation_s=body.escalation_s,
-        max_escalation_level=body.max_escalation_level, auto_resolve=body.auto_resolve,
-    )
-    return await _publish(request, f"rule/{rule_id}", event)
+    target_tbl, target_col, target, field = (
+        (lines, lines.c.line_id, body.line_id, "line_id") if body.rule_type == "line_crossing"
+        else (zones, zones.c.zone_id, body.zone_id, "zone_id"))
+    if target is not None:
+        stmt = sa.select(sa.literal(1)).select_from(target_tbl).where(
+            target_col == target, target_tbl.c.camera_id == body.camera_id,
+            target_tbl.c.deleted_at.is_(None))
+        found = await deps_of(request).read(lambda conn: conn.execute(stmt).first())
+        if found is None:
+            raise ApiError(422, f"unknown {field} on this camera", details={
+                "errors": [{"loc": ["body", field], "msg": "not configured on camera"}]})
+    return await _publish(request, f"rule/{rule_id}", rule_event(rule, {"producer": PRODUCER}))
 
 
 async def _delete(request: Request, kind: str, table: sa.Table, id_col: sa.Column[Any]
@@ -264,17 +220,11 @@ async def delete_rule(request: Request) -> Response:
     return await _delete(request, "rule", rules, rules.c.rule_id)
 
 
-class RouteIn(RouteModel):
-    """A notification route (schemas/site_config.py RouteModel); its id is in the path."""
-
-    route_id: str | None = None  # type: ignore[assignment]
-
-
 def _routes_need_every_site(request: Request) -> None:
-    """Routes are not site-scoped resources: one without `site_id` reaches every site's
-    alerts, and with no read model of routes the API cannot tell whose route an id is,
-    so a site-scoped admin could send another site's alerts to itself, or replace or
-    delete that site's routes. Only a key for every site manages them."""
+    """Creating, replacing or deleting a route needs a key for every site: a route
+    without `site_id` reaches every site's alerts, and a route id may name another
+    site's route that the read model does not show yet (it lags a PUT), so a site-scoped
+    admin could send another site's alerts to itself or silence that site's routes."""
     principal = principal_of(request)
     if principal.sites is not None:
         raise ApiError(403, "notification routes span sites; managing them needs a key "
@@ -284,9 +234,7 @@ def _routes_need_every_site(request: Request) -> None:
 async def put_route(request: Request, body: RouteIn) -> Response:
     _routes_need_every_site(request)
     route_id = _check_entity_id(request.path_params["route_id"], "route")
-    if body.route_id not in (None, route_id):
-        raise ApiError(422, "route_id in the body differs from the path", details={
-            "errors": [{"loc": ["body", "route_id"], "msg": "must equal the path's route_id"}]})
+    route: RouteModel = _as_site_model(RouteModel, body, "route_id", route_id)
     for i, cam in enumerate(body.cameras):
         try:
             await visible_camera(request, cam)
@@ -294,14 +242,13 @@ async def put_route(request: Request, body: RouteIn) -> Response:
             raise ApiError(422, "unknown camera", details={
                 "errors": [{"loc": ["body", "cameras", str(i)],
                             "msg": "no such camera"}]}) from None
-    model = RouteModel.model_validate({**body.model_dump(), "route_id": route_id})
     return await _publish(request, f"route/{route_id}",
-                          route_event(model, {"producer": PRODUCER}))
+                          route_event(route, {"producer": PRODUCER}))
 
 
 async def delete_route(request: Request) -> Response:
-    """Routes have no read-model table (the notifier folds them from vigil.config), so a
-    delete is published without an existence check; deleting twice is harmless."""
+    """Published without an existence check (the notifier folds routes from vigil.config
+    and the read model may lag behind a PUT); deleting twice is harmless."""
     _routes_need_every_site(request)
     route_id = _check_entity_id(request.path_params["route_id"], "route")
     key = f"route/{route_id}"
@@ -339,6 +286,89 @@ async def list_rules(request: Request, query: ConfigQuery) -> Response:
     return json_response(RuleList(items=[RuleOut.model_validate(r._mapping) for r in rows]))
 
 
+class QuietHoursOut(BaseModel):
+    start: str
+    end: str
+    timezone: str | None = None
+
+
+class RouteOut(BaseModel):
+    """A notification route as configured (schemas/site_config.py RouteModel); empty
+    filters match anything."""
+
+    route_id: str
+    site_id: str | None
+    cameras: list[str]
+    rule_types: list[str]
+    severities: list[str]
+    event_types: list[str]
+    levels: list[int]
+    channels: list[str]
+    recipients: list[str]
+    quiet_hours: QuietHoursOut | None
+    enabled: bool
+    configured_at: datetime
+    config_event_id: str
+
+
+class RouteList(BaseModel):
+    items: list[RouteOut]
+
+
+class RouteQuery(BaseModel):
+    site: str | None = Field(None, max_length=200)
+    camera: str | None = Field(None, max_length=200)
+
+
+def _route_out(r: Any) -> RouteOut:
+    m = r._mapping
+    quiet = (QuietHoursOut(start=m["quiet_start"], end=m["quiet_end"], timezone=m["timezone"])
+             if m["quiet_start"] and m["quiet_end"] else None)
+    return RouteOut(**{k: m[k] for k in (
+        "route_id", "site_id", "cameras", "rule_types", "severities", "event_types",
+        "levels", "channels", "recipients", "enabled", "configured_at", "config_event_id")},
+        quiet_hours=quiet)
+
+
+def _routes_visible(principal: Any) -> sa.ColumnElement[bool]:
+    """A site-scoped key sees the routes that can reach its sites' alerts: those of one
+    of its sites, and those of no site unless they name only other sites' cameras."""
+    if principal.sites is None:
+        return sa.true()
+    sites = sorted(principal.sites)
+    own_camera = (sa.select(sa.literal(1)).select_from(cameras)
+                  .where(cameras.c.camera_id == sa.func.any(routes.c.cameras),
+                         cameras.c.site_id.in_(sites)).exists())
+    return sa.or_(routes.c.site_id.in_(sites),
+                  sa.and_(routes.c.site_id.is_(None),
+                          sa.or_(sa.func.cardinality(routes.c.cameras) == 0, own_camera)))
+
+
+async def list_routes(request: Request, query: RouteQuery) -> Response:
+    """Live routes from the read model (the projector folds RouteConfigured); a PUT shows
+    here once projected."""
+    stmt = (sa.select(routes).where(routes.c.deleted_at.is_(None),
+                                    _routes_visible(principal_of(request)))
+            .order_by(routes.c.route_id).limit(10_000))
+    if query.site:
+        stmt = stmt.where(sa.or_(routes.c.site_id == query.site, routes.c.site_id.is_(None)))
+    if query.camera:
+        stmt = stmt.where(sa.or_(sa.func.cardinality(routes.c.cameras) == 0,
+                                 sa.literal(query.camera) == sa.func.any(routes.c.cameras)))
+    rows = await deps_of(request).read(lambda conn: conn.execute(stmt).all())
+    return json_response(RouteList(items=[_route_out(r) for r in rows]))
+
+
+async def get_route(request: Request) -> Response:
+    route_id = check_id(request.path_params["route_id"], "route")
+    stmt = sa.select(routes).where(routes.c.route_id == route_id,
+                                   routes.c.deleted_at.is_(None),
+                                   _routes_visible(principal_of(request)))
+    row = await deps_of(request).read(lambda conn: conn.execute(stmt).first())
+    if row is None:  # another site's route is as unknown as a missing one
+        raise ApiError(404, "route not found", details={"route_id": route_id})
+    return json_response(_route_out(row))
+
 
 ROUTES = [
     Endpoint("GET", "/api/v1/zones", list_zones, "Configured zones", query=ConfigQuery,
@@ -368,6 +398,12 @@ ROUTES = [
     Endpoint("DELETE", "/api/v1/rules/{rule_id}", delete_rule,
              "Delete a rule: EntityDeleted plus a tombstone", permission="configure",
              responses={202: Published, 503: None}, tag="config"),
+    Endpoint("GET", "/api/v1/routes", list_routes,
+             "Configured notification routes (recipients are personal data: on the access "
+             "record)", query=RouteQuery, responses={200: RouteList}, tag="config",
+             personal_data=True),
+    Endpoint("GET", "/api/v1/routes/{route_id}", get_route, "One notification route",
+             responses={200: RouteOut, 404: None}, tag="config", personal_data=True),
     Endpoint("PUT", "/api/v1/routes/{route_id}", put_route,
              "Create or replace a notification route: validated, published as "
              "RouteConfigured", permission="configure", body=RouteIn,

@@ -42,6 +42,7 @@ _ROW: dict[str, tuple[str, str, str]] = {
     "ZoneConfigured": ("zones", "zone_id", "zone_id"),
     "LineConfigured": ("lines", "line_id", "line_id"),
     "RuleConfigured": ("rules", "rule_id", "rule_id"),
+    "RouteConfigured": ("routes", "route_id", "route_id"),
     "AppearanceErased": ("erasures", "event_id", "event_id"),
     "AcknowledgeAlert": ("commands", "event_id", "event_id"),
     "ResolveAlert": ("commands", "event_id", "event_id"),
@@ -55,8 +56,8 @@ _ROW: dict[str, tuple[str, str, str]] = {
     "ClipRecorded": ("clips", "event_id", "event_id"),
 }
 #: folded event types with no row of their own to look for (EntityDeleted updates a row
-#: that may never have existed; notification routes are the notifier's, not projected)
-NO_ROW = frozenset({"EntityDeleted", "RouteConfigured"})
+#: that may never have existed)
+NO_ROW = frozenset({"EntityDeleted"})
 for _t in ("ZoneEntered", "ZoneExited", "LineCrossed", "RuleTriggered", "RuleCleared",
            "TrackSummary"):
     _ROW[_t] = ("scene_events", "event_id", "event_id")

@@ -130,6 +130,7 @@ def _cmd_project(args: argparse.Namespace) -> int:
     proj = Projector(dsn=s.database_dsn, schema=schema, prefix=s.topic_prefix, settings=ps,
                      producer=EventProducer())
     if ps.metrics_port:
+        import projections.probe  # declares vigil_probe_*
         import projections.retention_service  # noqa: F401  (declares vigil_retention_*)
 
         REGISTRY.register(AlertsOpenCollector(s.database_dsn, schema))
@@ -143,14 +144,21 @@ def _cmd_project(args: argparse.Namespace) -> int:
 
         timer = RetentionTimer(s.database_dsn, schema, ps, proj.producer,
                                ps.retention_interval_s).start()
+    probe = None
+    if ps.probe_interval_s > 0:
+        from projections.probe import Probe
+
+        probe = Probe(s.database_dsn, schema, proj.producer, ps.probe_interval_s,
+                      ps.probe_timeout_s).start()
     signal.signal(signal.SIGTERM, lambda *_: proj.stop())
     signal.signal(signal.SIGINT, lambda *_: proj.stop())
     log.info("projector running", extra={"schema": schema, "prefix": s.topic_prefix})
     try:
         stats = proj.run(max_seconds=args.max_seconds)
     finally:
-        if timer is not None:
-            timer.stop()
+        for t in (timer, probe):
+            if t is not None:
+                t.stop()
         proj.close()
     log.info("projector stopped", extra={"messages": stats.messages, "batches": stats.batches})
     return 0

@@ -28,6 +28,7 @@ from typing import Any
 from projections.access_log import FIELDS as ACCESS_FIELDS
 from projections.access_log import content_hash
 from schemas import events as ev
+from schemas.synthetic import is_synthetic
 from vigil.errors import VigilError
 from vigil.redact import redact
 
@@ -134,6 +135,8 @@ def fold_frame_captured(b: Batch, e: ev.FrameCaptured, p: Position, _d: int) -> 
     b.append("frames", (e.event_id, e.camera_id, e.edge_id, e.sequence, e.occurred_at,
                         e.width, e.height, e.motion_score, e.object_ref, e.jpeg is not None,
                         p.partition, p.offset))
+    if is_synthetic(e.camera_id):
+        return  # the probe's frame: in the tables, never among the cameras
     cur = b.last_frame.get(e.camera_id)
     row = (e.occurred_at, e.sequence, e.event_id)
     if cur is None or row > cur:
@@ -397,18 +400,22 @@ def fold_rule_configured(b: Batch, e: ev.RuleConfigured, p: Position, _d: int) -
 
 @folds(ev.RouteConfigured)
 def fold_route_configured(b: Batch, e: ev.RouteConfigured, p: Position, _d: int) -> None:
-    """Routes are the notifier's business: it folds them from vigil.config itself
-    (agents/notifier.py). The read model keeps no copy, so nothing is written here."""
+    """The notifier folds routes from vigil.config itself (agents/notifier.py); this copy
+    is what the API shows (GET /api/v1/routes)."""
+    b.op("route_configured", (
+        e.route_id, e.site_id, list(e.cameras), list(e.rule_types), list(e.severities),
+        list(e.event_types), [int(v) for v in e.levels], list(e.channels),
+        list(e.recipients), e.quiet_start, e.quiet_end, e.timezone, e.enabled,
+        e.occurred_at, e.event_id))
 
 
 ENTITY_TABLES = {"camera": ("cameras", "camera_id"), "zone": ("zones", "zone_id"),
-                 "line": ("lines", "line_id"), "rule": ("rules", "rule_id")}
+                 "line": ("lines", "line_id"), "rule": ("rules", "rule_id"),
+                 "route": ("routes", "route_id")}
 
 
 @folds(ev.EntityDeleted)
 def fold_entity_deleted(b: Batch, e: ev.EntityDeleted, p: Position, _d: int) -> None:
-    if e.entity_kind == "route":  # see fold_route_configured
-        return
     if e.entity_kind not in ENTITY_TABLES:
         raise HandlerError(f"EntityDeleted of unknown kind {e.entity_kind!r}")
     b.op(f"delete_{e.entity_kind}", (e.occurred_at, e.occurred_at, e.event_id, e.entity_id,

@@ -54,6 +54,11 @@ class ProjectorSettings(ReadModelSettings):
     #: Parallel maintenance workers of those index builds (0 = one fewer than the cores:
     #: the leader process builds too).
     replay_index_workers: int = Field(0, ge=0, le=64)
+    #: The synthetic end-to-end probe (projections/probe.py): one test frame through the
+    #: pipeline to the read model this often (s); 0 = off. Exported on the metrics port.
+    probe_interval_s: float = Field(300.0, ge=0)
+    #: A probe frame not in the read model after this long (s) counts as failed.
+    probe_timeout_s: float = Field(60.0, gt=0)
     #: Prometheus metrics port on 127.0.0.1 (0 = no HTTP server).
     metrics_port: int = Field(0, ge=0, le=65535)
 

@@ -173,6 +173,20 @@ OPS: dict[str, str] = {
             auto_resolve = EXCLUDED.auto_resolve, configured_at = EXCLUDED.configured_at,
             config_event_id = EXCLUDED.config_event_id, deleted_at = NULL
         WHERE """ + _NEWER.format(t="t", at="configured_at", eid="config_event_id"),
+    "route_configured": """
+        INSERT INTO routes AS t (route_id, site_id, cameras, rule_types, severities,
+            event_types, levels, channels, recipients, quiet_start, quiet_end, timezone,
+            enabled, configured_at, config_event_id)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+        ON CONFLICT (route_id) DO UPDATE SET site_id = EXCLUDED.site_id,
+            cameras = EXCLUDED.cameras, rule_types = EXCLUDED.rule_types,
+            severities = EXCLUDED.severities, event_types = EXCLUDED.event_types,
+            levels = EXCLUDED.levels, channels = EXCLUDED.channels,
+            recipients = EXCLUDED.recipients, quiet_start = EXCLUDED.quiet_start,
+            quiet_end = EXCLUDED.quiet_end, timezone = EXCLUDED.timezone,
+            enabled = EXCLUDED.enabled, configured_at = EXCLUDED.configured_at,
+            config_event_id = EXCLUDED.config_event_id, deleted_at = NULL
+        WHERE """ + _NEWER.format(t="t", at="configured_at", eid="config_event_id"),
     "edge_status": """
         INSERT INTO edges AS t (edge_id, site_id, status, status_changed_at, status_event_id,
             offline_since, missed_heartbeats) VALUES (%s, %s, %s, %s, %s, %s, %s)
@@ -221,7 +235,8 @@ OPS: dict[str, str] = {
 }
 for _kind, (_table, _key) in {"camera": ("cameras", "camera_id"), "zone": ("zones", "zone_id"),
                               "line": ("lines", "line_id"),
-                              "rule": ("rules", "rule_id")}.items():
+                              "rule": ("rules", "rule_id"),
+                              "route": ("routes", "route_id")}.items():
     OPS[f"delete_{_kind}"] = (
         f"UPDATE {_table} SET deleted_at = %s, configured_at = %s, config_event_id = %s "
         f"WHERE {_key} = %s AND ((configured_at, config_event_id) < (%s, %s) "

@@ -43,7 +43,7 @@ def read_config_state(timeout: float = 15.0,
         parts = list(meta.topics[name].partitions)
         pending = set()
         for p in parts:
-            low, high = _watermarks(consumer, TopicPartition(name, p), timeout)
+            low, high = watermarks(consumer, TopicPartition(name, p), timeout)
             if high > low:
                 pending.add(p)
         consumer.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in parts])
@@ -73,7 +73,7 @@ def read_config_state(timeout: float = 15.0,
     return state
 
 
-def _watermarks(consumer: Consumer, tp: TopicPartition, timeout: float) -> tuple[int, int]:
+def watermarks(consumer: Consumer, tp: TopicPartition, timeout: float) -> tuple[int, int]:
     """Watermarks, retried while a just-created topic has no leader yet."""
     deadline = time.monotonic() + timeout
     while True:

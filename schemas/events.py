@@ -587,7 +587,12 @@ class LineConfigured(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RuleConfigured(Event):
-    """A rule on a zone or line. Unused parameters keep their defaults."""
+    """A rule on a zone or line. Unused parameters keep their defaults.
+
+    The alert policy (`cooldown_s`, `escalation_s`, `max_escalation_level`,
+    `auto_resolve`) is the rule's own only when set; None (v2) means the site-wide policy
+    (VIGIL_ALERTS_*). Before v2 they always had a value (900 s escalation and so on),
+    which silently overrode the site's policy for every rule."""
 
     rule_id: str
     camera_id: str
@@ -604,10 +609,10 @@ class RuleConfigured(Event):
     clear_below: int = 3
     window_s: float = 10.0
     direction: str | None = None  # line_crossing: "forward" | "backward" | None (both)
-    cooldown_s: float = 300.0
-    escalation_s: float = 900.0
-    max_escalation_level: int = 3
-    auto_resolve: bool = False
+    cooldown_s: float | None = None
+    escalation_s: float | None = None
+    max_escalation_level: int | None = None
+    auto_resolve: bool | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,5 +1,9 @@
-"""The site file: cameras, zones, lines, rules and notification routes, validated before
-anything is published.
+"""The site configuration model: cameras, zones, lines, rules and notification routes,
+validated before anything is published. The one model: `vigil config validate|apply`
+reads site files with it, the API validates its request bodies with models derived from
+it (api/config_routes.py) and builds its events with the same functions, so one input
+gets one verdict everywhere (tests/integration/test_config_verdicts.py feeds generated
+configurations to both paths).
 
 The YAML uses the field names of the config events (``camera_id``, ``zone_id``,
 ``rule_type``, ``dwell_s`` …), so the file, the `vigil.config` topic and the read models
@@ -11,12 +15,18 @@ Validation is strict (``extra="forbid"``) and names the item: a bow-tie polygon,
 negative threshold or a rule pointing at an unknown camera/zone/line is rejected with a
 message like ``rules[2] (gate-in): line_id 'gte' is not a line of camera 'cam-1'``. The
 scene engine would silently ignore such a rule; catching it here is the point.
+
+Where the file and the API used to disagree, the stricter bound that is still correct
+won; each field says why.
 """
 
 from __future__ import annotations
 
+import math
+import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -35,27 +45,87 @@ from schemas.schedule import parse_hhmm, zone_info
 from vigil.errors import ConfigError
 from vigil.yamlfile import load_yaml
 
-_ID = r"^[A-Za-z0-9_.:-]+$"
-Coord = tuple[float, float]
+#: Entity ids (cameras, zones, lines, rules, routes, sites, edges). Starts with a letter or
+#: digit and is at most 128 characters: the API's rule, the stricter one. An id ends up in
+#: a compacted topic key (``zone/<id>``), URL paths, metric labels and file names, where
+#: a leading "." or "-" or an unbounded length makes trouble; "/" would break the key.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+EntityId = Annotated[str, Field(pattern=ID_PATTERN)]
+#: Display names: optional (the id stands in), at most 200 characters (the API's bound:
+#: a name is shown in the console and in notifications, not a document).
+Name = Annotated[str, Field(max_length=200)]
+#: A normalised image coordinate: 0..1, (0, 0) top-left.
+Unit = Annotated[float, Field(ge=0.0, le=1.0)]
+Coord = tuple[Unit, Unit]
+#: 24 h "HH:MM" with two digits each, as the API required; the file's parser also took
+#: "7:5" or " 07:05", which reads as a typo more often than as a time.
+HHMM_PATTERN = r"^([01]\d|2[0-3]):[0-5]\d$"
+HHMM = Annotated[str, Field(pattern=HHMM_PATTERN)]
+#: A zone has at most this many vertices (the API's bound): every vertex costs the scene
+#: engine time on every frame, and hand-drawn zones need a few dozen at most.
+MAX_VERTICES = 256
+#: Below this area (in normalised units: a few thousandths of a pixel on a 1080p frame)
+#: a polygon is degenerate. The file used 1e-9, the API 1e-12; nobody stands in either.
+MIN_AREA = 1e-9
+#: Two line end points closer than this are one point (the API's check; the file only
+#: rejected exact equality, which let a line of length 1e-15 through: it has no sides).
+MIN_LENGTH = 1e-9
+ClassName = Annotated[str, Field(min_length=1, max_length=64)]
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _check_coord(p: Coord) -> Coord:
-    if not (0.0 <= p[0] <= 1.0 and 0.0 <= p[1] <= 1.0):
-        raise ValueError(f"point {list(p)} is outside the normalised image [0, 1] x [0, 1]")
-    return p
+class PointModel(_Model):
+    """A point as the API's JSON carries it, ``{"x": .., "y": ..}``; the file writes
+    ``[x, y]``. Same bounds (`Unit`)."""
+
+    x: Unit
+    y: Unit
+
+
+def xy(p: Coord | PointModel | Sequence[float]) -> tuple[float, float]:
+    if isinstance(p, PointModel):
+        return (p.x, p.y)
+    return (float(p[0]), float(p[1]))
+
+
+def check_polygon(coords: Sequence[tuple[float, float]]) -> None:
+    """A zone's polygon must have an inside: no repeated vertex, no crossing edges, an
+    area. Raises ValueError saying which."""
+    if len(set(coords)) != len(coords):
+        raise ValueError("polygon has repeated vertices")
+    if polygon_self_intersects(coords):
+        raise ValueError("polygon is self-intersecting (edges cross): its inside is undefined")
+    if polygon_area(coords) <= MIN_AREA:
+        raise ValueError("polygon has no area (points are collinear)")
+
+
+def check_hhmm(value: str) -> str:
+    if not re.match(HHMM_PATTERN, value):
+        raise ValueError(f"not a HH:MM time: {value!r}")
+    parse_hhmm(value)
+    return value
 
 
 class CameraModel(_Model):
-    camera_id: str = Field(min_length=1, pattern=_ID)
-    name: str = ""
-    site_id: str | None = None
-    edge_id: str | None = None
+    camera_id: EntityId
+    name: Name = ""
+    site_id: EntityId | None = None
+    edge_id: EntityId | None = None
     timezone: str = "UTC"
     enabled: bool = True
+
+    @field_validator("camera_id", "edge_id")
+    @classmethod
+    def _not_reserved(cls, v: str | None) -> str | None:
+        from schemas.synthetic import RESERVED_PREFIX
+
+        if v is not None and v.startswith(RESERVED_PREFIX):
+            raise ValueError(f"ids starting with {RESERVED_PREFIX!r} are reserved for the "
+                             "synthetic probe")
+        return v
 
     @field_validator("timezone")
     @classmethod
@@ -65,84 +135,110 @@ class CameraModel(_Model):
 
 
 class ZoneModel(_Model):
-    zone_id: str = Field(min_length=1, pattern=_ID)
-    camera_id: str | None = None
-    name: str = ""
+    zone_id: EntityId
+    camera_id: EntityId | None = None
+    name: Name = ""
     kind: Literal["zone", "perimeter"] = "zone"
-    polygon: list[Coord] = Field(min_length=3)
+    polygon: list[Coord] = Field(min_length=3, max_length=MAX_VERTICES)
 
     @field_validator("polygon")
     @classmethod
-    def _polygon(cls, v: list[Coord]) -> list[Coord]:
-        for p in v:
-            _check_coord(p)
-        if polygon_self_intersects(v):
-            raise ValueError("polygon is self-intersecting (edges cross): its inside is undefined")
-        if polygon_area(v) <= 1e-9:
-            raise ValueError("polygon has no area (points are collinear)")
+    def _polygon(cls, v: list[Any]) -> list[Any]:
+        check_polygon([xy(p) for p in v])
         return v
 
 
 class LineModel(_Model):
-    line_id: str = Field(min_length=1, pattern=_ID)
-    camera_id: str | None = None
-    name: str = ""
+    """A directed line a->b; "forward" is crossing from its left side to its right side
+    (agents/lines.py)."""
+
+    line_id: EntityId
+    camera_id: EntityId | None = None
+    name: Name = ""
     a: Coord
     b: Coord
 
-    @model_validator(mode="after")
-    def _distinct(self) -> LineModel:
-        _check_coord(self.a)
-        _check_coord(self.b)
-        if self.a == self.b:
+    @field_validator("b")
+    @classmethod
+    def _distinct(cls, b: Any, info: Any) -> Any:
+        # Checked on `b` so the error names a field; a zero-length line has no sides, so
+        # nothing could ever cross it.
+        a = info.data.get("a")
+        if a is not None and math.dist(xy(a), xy(b)) < MIN_LENGTH:
             raise ValueError("a and b are the same point: a line needs a direction")
-        return self
+        return b
 
 
 class ScheduleModel(_Model):
     kind: Literal["always", "night", "custom"] = "always"
-    start: str | None = None
-    end: str | None = None
+    start: HHMM | None = None
+    end: HHMM | None = None
 
     @model_validator(mode="after")
     def _custom(self) -> ScheduleModel:
-        if self.kind == "custom":
-            if self.start is None or self.end is None:
-                raise ValueError("a custom schedule needs start and end (HH:MM)")
-            parse_hhmm(self.start)
-            parse_hhmm(self.end)
+        if self.kind == "custom" and (self.start is None or self.end is None):
+            raise ValueError("a custom schedule needs start and end (HH:MM)")
         return self
 
 
 class RuleModel(_Model):
-    rule_id: str = Field(min_length=1, pattern=_ID)
-    camera_id: str | None = None
+    """A scene rule. Bounds, where the file and the API differed:
+
+    - `dwell_s` and `window_s` > 0 (the file's): a zero dwell fires on the first frame a
+      person is seen, a zero window counts nobody; the API's ``>= 0`` let both through.
+      At most a day (the API's): longer is a typo, and the state kept grows with it.
+    - `min_people` >= 1 (the file's): a crowd of zero is every empty frame.
+    - `max_escalation_level` 0..10: escalation levels are 0..10 everywhere else (routes'
+      `levels`, VIGIL_ALERTS_MAX_LEVEL); the API's 100 named levels no route can match.
+    - `escalation_s` > 0 (the file's): an escalation due at once re-escalates on every
+      tick; at most a week (the API's).
+    - a crowd rule may omit `zone_id` (the file's): it then counts the whole frame, which
+      the scene engine supports; the API's "needs zone_id" refused a working rule.
+    - `direction` only on line-crossing rules, `zone_id` not on them and `line_id` only on
+      them: a field the engine ignores is a mistake to name, not to publish.
+    - `classes`: 1..20 names of 1..64 characters (the API's).
+
+    The alert policy fields (`cooldown_s`, `escalation_s`, `max_escalation_level`,
+    `auto_resolve`) are optional: unset, the site-wide policy (VIGIL_ALERTS_*) applies;
+    set, they win over it for this rule's alerts.
+    """
+
+    rule_id: EntityId
+    camera_id: EntityId | None = None
     rule_type: Literal["loitering", "crowd", "perimeter", "line_crossing"]
-    zone_id: str | None = None
-    line_id: str | None = None
+    zone_id: EntityId | None = None
+    line_id: EntityId | None = None
     severity: Literal["info", "warning", "critical"] = "warning"
     enabled: bool = True
     schedule: ScheduleModel = ScheduleModel()
-    classes: list[str] = Field(default_factory=lambda: ["person"], min_length=1)
-    dwell_s: float = Field(300.0, gt=0)
-    gap_tolerance_s: float = Field(10.0, ge=0)
-    min_people: int = Field(5, ge=1)
-    clear_below: int = Field(3, ge=0)
-    window_s: float = Field(10.0, gt=0)
+    classes: list[ClassName] = Field(default_factory=lambda: ["person"], min_length=1,
+                                     max_length=20)
+    dwell_s: float = Field(300.0, gt=0, le=86_400)
+    gap_tolerance_s: float = Field(10.0, ge=0, le=3600)
+    min_people: int = Field(5, ge=1, le=10_000)
+    clear_below: int = Field(3, ge=0, le=10_000)
+    window_s: float = Field(10.0, gt=0, le=86_400)
     direction: Literal["forward", "backward"] | None = None
-    cooldown_s: float = Field(300.0, ge=0)
-    escalation_s: float = Field(900.0, gt=0)
-    max_escalation_level: int = Field(3, ge=0)
-    auto_resolve: bool = False
+    cooldown_s: float | None = Field(None, ge=0, le=86_400)
+    escalation_s: float | None = Field(None, gt=0, le=604_800)
+    max_escalation_level: int | None = Field(None, ge=0, le=10)
+    auto_resolve: bool | None = None
 
     @model_validator(mode="after")
     def _shape(self) -> RuleModel:
         if self.rule_type in ("loitering", "perimeter") and not self.zone_id:
             raise ValueError(f"a {self.rule_type} rule needs zone_id")
-        if self.rule_type == "line_crossing" and not self.line_id:
-            raise ValueError("a line_crossing rule needs line_id")
-        if self.rule_type != "line_crossing" and self.direction is not None:
-            raise ValueError("direction only applies to line_crossing rules")
+        if self.rule_type == "line_crossing":
+            if not self.line_id:
+                raise ValueError("a line_crossing rule needs line_id")
+            if self.zone_id is not None:
+                raise ValueError("zone_id does not apply to line_crossing rules")
+        else:
+            if self.line_id is not None:
+                raise ValueError(f"line_id only applies to line_crossing rules, not "
+                                 f"{self.rule_type}")
+            if self.direction is not None:
+                raise ValueError("direction only applies to line_crossing rules")
         if self.rule_type == "crowd" and self.clear_below > self.min_people:
             raise ValueError(
                 f"clear_below ({self.clear_below}) must not exceed min_people "
@@ -150,8 +246,9 @@ class RuleModel(_Model):
         return self
 
 
-RULE_TYPES = ("loitering", "crowd", "perimeter", "line_crossing", "edge_offline",
-              "stream_down", "inference_degraded")
+#: rule types evaluated on the scene: their hits get still evidence (docs/evidence.md)
+SCENE_RULE_TYPES = ("loitering", "crowd", "perimeter", "line_crossing")
+RULE_TYPES = (*SCENE_RULE_TYPES, "edge_offline", "stream_down", "inference_degraded")
 ALERT_EVENT_TYPES = ("AlertRaised", "AlertRepeated", "AlertEscalated", "AlertAcknowledged",
                      "AlertResolved")
 
@@ -166,8 +263,8 @@ class QuietHoursModel(_Model):
 
     @model_validator(mode="after")
     def _times(self) -> QuietHoursModel:
-        parse_hhmm(self.start)
-        parse_hhmm(self.end)
+        check_hhmm(self.start)
+        check_hhmm(self.end)
         if self.timezone is not None:
             zone_info(self.timezone)
         return self
@@ -180,9 +277,9 @@ class RouteModel(_Model):
     escalated), so a route with ``levels: [2]`` is the level-2 (admin) route. `channels`
     are names from the notifier's channel configuration (which holds the secrets)."""
 
-    route_id: str = Field(min_length=1, pattern=_ID)
-    site_id: str | None = None
-    cameras: list[str] = Field(default_factory=list)
+    route_id: EntityId
+    site_id: EntityId | None = None
+    cameras: list[EntityId] = Field(default_factory=list)
     rule_types: list[Literal[RULE_TYPES]] = Field(default_factory=list)  # type: ignore[valid-type]
     severities: list[Literal["info", "warning", "critical"]] = Field(default_factory=list)
     event_types: list[Literal[ALERT_EVENT_TYPES]] = Field(  # type: ignore[valid-type]
@@ -230,8 +327,8 @@ def route_event(r: RouteModel, common: dict[str, Any]) -> RouteConfigured:
 class SiteConfig(_Model):
     """A whole site; after validation every zone/line/rule has its camera_id filled in."""
 
-    site_id: str = "default"
-    edge_id: str = "edge-1"
+    site_id: EntityId = "default"
+    edge_id: EntityId = "edge-1"
     cameras: list[CameraModel] = Field(min_length=1)
     zones: list[ZoneModel] = Field(default_factory=list)
     lines: list[LineModel] = Field(default_factory=list)
@@ -354,6 +451,29 @@ def load_site(path: str | Path) -> SiteConfig:
     return parse_site(load_yaml(path, "site config"), source=str(path))
 
 
+def zone_event(z: ZoneModel, common: dict[str, Any]) -> ZoneConfigured:
+    assert z.camera_id is not None
+    return ZoneConfigured.create(
+        zone_id=z.zone_id, camera_id=z.camera_id, name=z.name or z.zone_id, kind=z.kind,
+        polygon=[Point(x=x, y=y) for x, y in (xy(p) for p in z.polygon)], **common)
+
+
+def line_event(ln: LineModel, common: dict[str, Any]) -> LineConfigured:
+    assert ln.camera_id is not None
+    (ax, ay), (bx, by) = xy(ln.a), xy(ln.b)
+    return LineConfigured.create(
+        line_id=ln.line_id, camera_id=ln.camera_id, name=ln.name or ln.line_id,
+        a=Point(x=ax, y=ay), b=Point(x=bx, y=by), **common)
+
+
+def rule_event(r: RuleModel, common: dict[str, Any]) -> RuleConfigured:
+    assert r.camera_id is not None
+    fields = r.model_dump(exclude={"schedule", "classes"})
+    return RuleConfigured.create(
+        schedule=Schedule(kind=r.schedule.kind, start=r.schedule.start, end=r.schedule.end),
+        classes=list(r.classes), **fields, **common)
+
+
 def config_events(
     site: SiteConfig, producer: str = "vigil-config/1", correlation_id: str | None = None
 ) -> list[tuple[str, Event]]:
@@ -366,20 +486,11 @@ def config_events(
             edge_id=c.edge_id or site.edge_id, name=c.name or c.camera_id,
             timezone=c.timezone, enabled=c.enabled, **common)))
     for z in site.zones:
-        assert z.camera_id is not None
-        out.append((f"zone/{z.zone_id}", ZoneConfigured.create(
-            zone_id=z.zone_id, camera_id=z.camera_id, name=z.name or z.zone_id, kind=z.kind,
-            polygon=[Point(x=x, y=y) for x, y in z.polygon], **common)))
+        out.append((f"zone/{z.zone_id}", zone_event(z, common)))
     for ln in site.lines:
-        assert ln.camera_id is not None
-        out.append((f"line/{ln.line_id}", LineConfigured.create(
-            line_id=ln.line_id, camera_id=ln.camera_id, name=ln.name or ln.line_id,
-            a=Point(x=ln.a[0], y=ln.a[1]), b=Point(x=ln.b[0], y=ln.b[1]), **common)))
+        out.append((f"line/{ln.line_id}", line_event(ln, common)))
     for r in site.rules:
-        fields = r.model_dump(exclude={"schedule"})
-        out.append((f"rule/{r.rule_id}", RuleConfigured.create(
-            schedule=Schedule(kind=r.schedule.kind, start=r.schedule.start, end=r.schedule.end),
-            **fields, **common)))
+        out.append((f"rule/{r.rule_id}", rule_event(r, common)))
     for rt in site.routes:
         out.append((f"route/{rt.route_id}", route_event(rt, common)))
     return out

@@ -150,10 +150,32 @@ rules = Table(
     Column("clear_below", Integer, nullable=False),
     Column("window_s", Double, nullable=False),
     Column("direction", Text),
-    Column("cooldown_s", Double, nullable=False),
-    Column("escalation_s", Double, nullable=False),
-    Column("max_escalation_level", Integer, nullable=False),
-    Column("auto_resolve", Boolean, nullable=False),
+    # the rule's own alert policy; NULL: the site-wide policy (migration 0042)
+    Column("cooldown_s", Double),
+    Column("escalation_s", Double),
+    Column("max_escalation_level", Integer),
+    Column("auto_resolve", Boolean),
+    Column("configured_at", TS, nullable=False),
+    Column("config_event_id", Text, nullable=False),
+    Column("deleted_at", TS),
+)
+
+#: notification routes (RouteConfigured); the notifier folds its own copy from vigil.config
+routes = Table(
+    "routes", metadata,
+    Column("route_id", Text, primary_key=True),
+    Column("site_id", Text),
+    Column("cameras", ARRAY(Text), nullable=False),
+    Column("rule_types", ARRAY(Text), nullable=False),
+    Column("severities", ARRAY(Text), nullable=False),
+    Column("event_types", ARRAY(Text), nullable=False),
+    Column("levels", ARRAY(Integer), nullable=False),
+    Column("channels", ARRAY(Text), nullable=False),
+    Column("recipients", ARRAY(Text), nullable=False),
+    Column("quiet_start", Text),
+    Column("quiet_end", Text),
+    Column("timezone", Text),
+    Column("enabled", Boolean, nullable=False),
     Column("configured_at", TS, nullable=False),
     Column("config_event_id", Text, nullable=False),
     Column("deleted_at", TS),
@@ -484,7 +506,7 @@ schema_migrations = Table(
 
 #: Tables that replay --verify compares (bookkeeping is not part of the read model).
 READ_MODEL_TABLES: tuple[Table, ...] = (
-    sites, edges, cameras, zones, lines, rules, frames, recordings, frame_analyses,
+    sites, edges, cameras, zones, lines, rules, routes, frames, recordings, frame_analyses,
     detections, detection_daily_counts, embeddings, scene_events, alerts, alert_events,
     commands, notifications, health_events, erasures, erased_detections, evidence,
     clips,

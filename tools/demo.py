@@ -264,7 +264,8 @@ def run_demo(args: argparse.Namespace) -> int:
     run_dir = settings.state_dir / "demo" / time.strftime("%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
     print(f"vigil demo: run folder {run_dir}")
-    print("starting the local stack (Kafka, PostgreSQL+pgvector, Triton, object store)...")
+    print("starting the local stack (Kafka, PostgreSQL+pgvector, Triton, object store, "
+          "Alertmanager)...")
     stack = Stack.from_environment(settings)
     stack_env = stack.up()
     kafka = stack.services["kafka"]

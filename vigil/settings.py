@@ -191,11 +191,19 @@ COMPONENT_PREFIXES: tuple[str, ...] = (
     "VIGIL_EDGE_", "VIGIL_INFERENCE_", "VIGIL_SCENE_", "VIGIL_ALERTS_", "VIGIL_HEALTH_",
     "VIGIL_NOTIFY_", "VIGIL_PROJECTOR_", "VIGIL_API_", "VIGIL_DEV_", "VIGIL_BENCH_",
     "VIGIL_FAULTS_", "VIGIL_WORKER_", "VIGIL_TEST_", "VIGIL_DEMO_", "VIGIL_EVIDENCE_",
+    "VIGIL_BACKUP_",
 )
 
 
-def load_settings(env: dict[str, str] | None = None) -> Settings:
-    """Validate the environment into Settings or raise ConfigError naming the field."""
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Validate the environment (or `env`, and then nothing else) into Settings, or raise
+    ConfigError naming the field.
+
+    Given a mapping, the process environment stays out, as in `load_component_settings`:
+    Settings is a BaseSettings and would otherwise fill every field `env` leaves out from
+    the real environment (``tools/bench/e2e.py`` drops VIGIL_TOPIC_PREFIX to get the
+    default prefix, and got the caller's instead)."""
+    cls = Settings if env is None else _without_environment(Settings)
     env = dict(os.environ if env is None else env)
     known = _known_env_names()
     unknown = sorted(
@@ -206,7 +214,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     if unknown:
         raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; known: {sorted(known)}")
     try:
-        return Settings(**{k: v for k, v in env.items() if k in known})  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in env.items() if k in known})  # type: ignore[arg-type]
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()

@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "tools.devstack.cli",  # dev up|status|down|logs
     "vigil_cli.topics",  # topics apply|list
     "vigil_cli.config",  # config apply|validate
+    "vigil_cli.backup",  # backup, restore
     "edge_producer.cli",  # edge run, sim render|serve-rtsp|truth
     "agents.cli",  # worker
     "projections.cli",  # db upgrade, project, replay, audit, erase

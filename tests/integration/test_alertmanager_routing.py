@@ -148,3 +148,51 @@ def test_a_body_that_is_not_alertmanagers_is_refused_with_a_reason(
                       json={"hello": 1})
     assert resp.status_code == 400
     assert "alerts" in resp.json()["message"]
+
+
+def test_the_local_stacks_alertmanager_delivers_a_firing_alert_to_the_notifier(
+        stack: dict[str, str], vigil_env: dict[str, str], tmp_path: Path) -> None:
+    """`vigil dev up` runs Alertmanager with the shipped configuration, pointed at the
+    notifier on 127.0.0.1 (the session's test stack is the same code on test ports): a
+    firing p1 alert posted to it reaches the notifier's receiver and from there the
+    notifier's webhook channel."""
+    import uuid
+
+    from tools.devstack.stack import Stack
+
+    st = Stack.for_tests(Path(stack["VIGIL_STATE_DIR"]))
+    [am] = st.status(["alertmanager"])
+    assert am.state == "up" and am.address.startswith("http://127.0.0.1:"), am
+    hook = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    _Hook.received.clear()
+    env = dict(vigil_env, VIGIL_NOTIFY_METRICS_PORT=str(st.ports.notifier),
+               VIGIL_NOTIFY_WEBHOOKS=f"oncall=http://127.0.0.1:{hook.server_address[1]}/",
+               VIGIL_NOTIFY_SECRET="test-secret")
+    with (tmp_path / "notifier.log").open("wb") as log:
+        notifier = subprocess.Popen([sys.executable, "-m", "vigil_cli", "notifier"], env=env,
+                                    stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        _wait(lambda: httpx.get(f"http://127.0.0.1:{st.ports.notifier}/health/ready")
+              .status_code == 200, 60, "the notifier to be ready")
+        # the stack's Alertmanager keeps its state across sessions: a label of this run
+        # makes the alert a group of its own, sent at once (p1 waits 0 s)
+        probe = f"probe-{uuid.uuid4().hex[:8]}"
+        resp = httpx.post(f"{am.address}/api/v2/alerts",
+                          json=[_alert("VigilServiceDown", "p1", instance=probe)])
+        assert resp.status_code == 200, resp.text
+
+        def mine() -> list[dict[str, Any]]:
+            return [b for _, b in _Hook.received if b.get("labels", {}).get("instance") == probe]
+        _wait(lambda: mine(), 60, "the alert at the notifier's webhook")
+        [body] = mine()[:1]
+        assert (body["kind"], body["priority"], body["status"], body["alertname"]) == \
+            ("ops_alert", "p1", "firing", "VigilServiceDown"), body
+    finally:
+        notifier.terminate()
+        try:
+            notifier.wait(20)
+        except subprocess.TimeoutExpired:
+            notifier.kill()
+        hook.shutdown()

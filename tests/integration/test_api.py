@@ -44,6 +44,7 @@ def world(stack: dict[str, str]) -> Iterator[tuple[World, dict[str, Any]]]:
     try:
         with make_world(stack["KAFKA_BOOTSTRAP"], stack["DATABASE_URL"], prefix) as w:
             ids = seed_world(w)
+            ids["routes"] = seed_routes(w)
             w.add_key("viewer_a", "viewer", ["site-a"])
             w.add_key("operator_a", "operator", ["site-a"])
             w.add_key("viewer_b", "viewer", ["site-b"])
@@ -55,6 +56,29 @@ def world(stack: dict[str, str]) -> Iterator[tuple[World, dict[str, Any]]]:
     finally:
         mp.undo()
         _clear()
+
+
+def seed_routes(w: World) -> dict[str, Any]:
+    """Notification routes of every visibility: one per site, one for all sites, one of
+    no site that names only a site-b camera, and one deleted again."""
+    from schemas.events import EntityDeleted, RouteConfigured
+
+    def route(route_id: str, **kw: Any) -> None:
+        w.send("config", f"route/{route_id}", RouteConfigured.create(
+            producer="seed", occurred_at=T0, route_id=route_id, **kw))
+
+    route("route-a", site_id="site-a", channels=["mail"], recipients=["ops-a@x.example"],
+          severities=["critical"], levels=[0, 1], quiet_start="22:00", quiet_end="06:00",
+          timezone="Europe/Berlin")
+    route("route-b", site_id="site-b", channels=["mail"], recipients=["ops-b@x.example"])
+    route("route-all", channels=["ha"])
+    route("route-bcam", cameras=["cam-b1"], channels=["sms"], recipients=["+4917000000"])
+    route("route-gone", site_id="site-a", channels=["mail"])
+    w.send("config", "route/route-gone", EntityDeleted.create(
+        producer="seed", occurred_at=T0 + timedelta(seconds=1), entity_kind="route",
+        entity_id="route-gone"))
+    w.project()
+    return {"a": "route-a", "b": "route-b"}
 
 
 def _store() -> Any:
@@ -221,6 +245,8 @@ def _matrix(ids: dict[str, Any]) -> list[tuple[str, str, dict[str, Any], set[str
         ("DELETE", "/api/v1/zones/zone-del", {}, {"admin"}, HIDDEN),
         ("DELETE", "/api/v1/lines/line-del", {}, {"admin"}, HIDDEN),
         ("DELETE", "/api/v1/rules/rule-del", {}, {"admin"}, HIDDEN),
+        ("GET", "/api/v1/routes", {}, read, FILTERED),
+        ("GET", f"/api/v1/routes/{ids['routes']['a']}", {}, read, HIDDEN),
         ("PUT", "/api/v1/routes/route-x", {"json": {"channels": ["mail"]}}, {"admin"},
          EVERY_SITE),
         ("DELETE", "/api/v1/routes/route-del", {}, {"admin"}, EVERY_SITE),
@@ -706,6 +732,77 @@ def test_zone_and_rule_validation_and_publishing(client: TestClient,
     w.project()
     zones = client.get("/api/v1/zones?camera=cam-a1", headers=w.auth("viewer_a")).json()
     assert "zone-lobby" in {z["zone_id"] for z in zones["items"]}
+
+
+def test_routes_are_readable_per_site(client: TestClient,
+                                      world: tuple[World, dict[str, Any]]) -> None:
+    w, _ = world
+
+    def ids(role: str) -> set[str]:
+        resp = client.get("/api/v1/routes", headers=w.auth(role))
+        assert resp.status_code == 200, resp.text
+        return {r["route_id"] for r in resp.json()["items"]}
+
+    seeded = {"route-a", "route-b", "route-all", "route-bcam"}
+    assert seeded <= ids("admin") and "route-gone" not in ids("admin")  # deleted
+    assert ids("viewer_a") & seeded == {"route-a", "route-all"}
+    assert ids("viewer_b") & seeded == {"route-b", "route-all", "route-bcam"}
+    one = client.get("/api/v1/routes/route-a", headers=w.auth("viewer_a"))
+    assert one.status_code == 200, one.text
+    body = one.json()
+    assert (body["site_id"], body["channels"], body["recipients"], body["severities"],
+            body["levels"], body["enabled"]) == (
+        "site-a", ["mail"], ["ops-a@x.example"], ["critical"], [0, 1], True)
+    assert body["quiet_hours"] == {"start": "22:00", "end": "06:00",
+                                   "timezone": "Europe/Berlin"}
+    assert client.get("/api/v1/routes/route-all", headers=w.auth("viewer_a")).json()[
+        "quiet_hours"] is None
+    for role, route_id in (("viewer_a", "route-b"), ("viewer_a", "route-bcam"),
+                           ("admin", "route-gone"), ("admin", "nope")):
+        assert _error_shape(client.get(f"/api/v1/routes/{route_id}", headers=w.auth(role)),
+                            404)["details"] == {"route_id": route_id}
+    by_cam = client.get("/api/v1/routes?camera=cam-a1", headers=w.auth("admin")).json()
+    assert {r["route_id"] for r in by_cam["items"]} & seeded == {  # no camera filter: any
+        "route-a", "route-b", "route-all"}
+    by_site = client.get("/api/v1/routes?site=site-b", headers=w.auth("admin")).json()
+    assert {r["route_id"] for r in by_site["items"]} & seeded == {
+        "route-b", "route-all", "route-bcam"}
+    _error_shape(client.get("/api/v1/routes?bogus=1", headers=w.auth("admin")), 400)
+
+    # what the API publishes comes back through the projector, and so does a delete
+    h = w.auth("admin")
+    put = client.put("/api/v1/routes/route-rt", json={
+        "channels": ["mail"], "recipients": ["lead@x.example"], "levels": [1],
+        "site_id": "site-a"}, headers=h)
+    assert put.status_code == 202, put.text
+    w.project()
+    got = client.get("/api/v1/routes/route-rt", headers=w.auth("viewer_a")).json()
+    assert (got["levels"], got["recipients"], got["config_event_id"]) == (
+        [1], ["lead@x.example"], put.json()["event_id"])
+    assert client.delete("/api/v1/routes/route-rt", headers=h).status_code == 202
+    w.project()
+    _error_shape(client.get("/api/v1/routes/route-rt", headers=h), 404)
+
+
+def test_routes_configured_before_the_routes_table_are_backfilled(
+        client: TestClient, world: tuple[World, dict[str, Any]]) -> None:
+    """A deployed projector had folded routes into nothing before migration 0043; the
+    migration makes it read the config topic again, so they appear without a replay."""
+    import psycopg
+
+    from projections.migrate import set_search_path, upgrade
+
+    w, _ = world
+    w.project(consumer_name="deployed")  # its offsets are stored past every route
+    with psycopg.connect(w.dsn) as conn, conn.transaction():  # back to before 0043
+        set_search_path(conn, w.schema)
+        conn.execute("DROP TABLE routes")
+        conn.execute("DELETE FROM schema_migrations WHERE version = 43")
+    assert upgrade(w.dsn, w.schema, w.dim) == ["0043_routes"]
+    w.project(consumer_name="deployed")
+    listed = client.get("/api/v1/routes", headers=w.auth("admin")).json()["items"]
+    assert {"route-a", "route-b", "route-all", "route-bcam"} <= {r["route_id"]
+                                                                for r in listed}
 
 
 def test_routes_validation_and_notification_retry(

@@ -38,7 +38,7 @@ from vigil.logs import REQUIRED_FIELDS
 
 pytestmark = pytest.mark.integration
 
-PROCESSES = ("edge", "worker", "projector", "api", "notifier")
+PROCESSES = ("edge", "worker", "projector", "api", "notifier", "backup")
 
 
 class _Hooks(BaseHTTPRequestHandler):
@@ -87,13 +87,17 @@ def run(stack: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iter
     base.update(stack)
     p = Pipeline(base, tmp_path_factory.mktemp("ops-truth"), ["loiterer"], "opstruth")
     ports = {"worker": int(p.env["VIGIL_WORKER_WEB_PORT"]), "api": int(p.env["VIGIL_API_PORT"]),
-             "projector": free_port(), "notifier": free_port(), "edge": free_port()}
+             "projector": free_port(), "notifier": free_port(), "edge": free_port(),
+             "backup": free_port()}
     p.env.update({
         "VIGIL_LOG_FORMAT": "json",
         "VIGIL_PROJECTOR_METRICS_PORT": str(ports["projector"]),
         "VIGIL_NOTIFY_METRICS_PORT": str(ports["notifier"]),
         "VIGIL_NOTIFY_WEBHOOKS": f"ops=http://127.0.0.1:{hooks.server_address[1]}/hook",
         "VIGIL_NOTIFY_SECRET": "test-secret",
+        # the synthetic probe every 3 s instead of 5 minutes, so the run sees several
+        "VIGIL_PROJECTOR_PROBE_INTERVAL_S": "3",
+        "VIGIL_BACKUP_METRICS_PORT": str(ports["backup"]),
     })
     try:
         p.setup()
@@ -104,7 +108,9 @@ def run(stack: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iter
         # no --until-done: the edge must still be up to be scraped
         p.add("edge", vigil_argv("edge", "run", "--config", str(p.edge_file)))
         p.add("notifier", vigil_argv("notifier"))
-        p.start("worker", "projector", "api", "notifier", "edge")
+        p.add("backup", vigil_argv("backup", str(p.run_dir / "backups"), "--every", "1h",
+                                   "--schema", p.prefix))
+        p.start("worker", "projector", "api", "notifier", "edge", "backup")
         p.wait_for(lambda: p.check_alive(*PROCESSES) or (p.alerts() and _Hooks.received),
                    360, "an alert raised, projected and delivered to the webhook")
         r = Run(p, ports)
@@ -140,6 +146,32 @@ def test_new_operational_metrics_have_samples(run: Run) -> None:
     assert sum(value("notifier", "vigil_alerts_notifications_total")) >= 1
     assert value("projector", "vigil_projector_read_model_age_seconds")[0] >= 0
     assert value("edge", "vigil_edge_state_disk_free_bytes")[0] > 0
+    assert value("backup", "vigil_backup_last_success_timestamp_seconds")[0] > 0
+
+
+def test_synthetic_probe_reaches_the_read_model_and_stays_out_of_operator_views(
+        run: Run) -> None:
+    """The projector's probe frames went through the worker into the read model, their
+    latency is exported, and nothing an operator looks at shows the probe camera."""
+    def samples(name: str) -> dict[str, float]:
+        return {s.labels.get("outcome", ""): s.value
+                for fam in text_string_to_metric_families(run.scraped["projector"])
+                for s in fam.samples if s.name == name}
+    assert samples("vigil_probe_runs_total")["ok"] >= 1
+    latency = samples("vigil_probe_last_latency_seconds")[""]
+    print("synthetic probe: last latency", round(latency, 3), "s over",
+          samples("vigil_probe_latency_seconds_count")[""], "probes, mean",
+          round(samples("vigil_probe_latency_seconds_sum")[""]
+                / samples("vigil_probe_latency_seconds_count")[""], 3), "s")
+    assert 0 < latency < 60  # publish -> worker -> projector -> PostgreSQL, on this box
+    assert samples("vigil_probe_latency_seconds_count")[""] >= 1
+    assert samples("vigil_probe_last_success_timestamp_seconds")[""] > time.time() - 600
+    p = run.pipeline
+    assert p.query("select count(*) from {s}.frame_analyses where camera_id = '_vigil-probe'"
+                   )[0][0] >= 1
+    assert p.query("select count(*) from {s}.cameras where camera_id = '_vigil-probe'"
+                   )[0][0] == 0
+    assert not [a for a in p.alerts() if a["camera_id"] == "_vigil-probe"]
 
 
 def test_every_process_has_health_and_readiness(run: Run) -> None:
@@ -177,7 +209,7 @@ def _json_lines(log: Path) -> list[dict[str, Any]]:
 
 def test_every_log_line_is_structured(run: Run) -> None:
     services = {"edge": "edge", "worker": "worker", "projector": "projector", "api": "api",
-                "notifier": "notifier"}
+                "notifier": "notifier", "backup": "backup"}
     for name in PROCESSES:
         lines = _json_lines(run.pipeline.procs[name].log)
         assert lines, f"{name} wrote no log line"

@@ -1,5 +1,6 @@
 """The notifier end to end with real counterparts: Kafka, the object store, an SMTP server
-(aiosmtpd) and an MQTT broker (mosquitto) with an independent subscriber.
+(aiosmtpd) and an MQTT broker (mosquitto) with an independent subscriber; for the
+annotated snapshot also a Faust worker running the alerts and evidence agents.
 
 Each test has its own topic prefix (routes live on the config topic) and SMTP port; the
 broker is shared by the module. No timing asserts: "late" means "after an outage"."""
@@ -15,9 +16,15 @@ from typing import Any
 
 import pytest
 
-from schemas.events import AlertEscalated, AlertRaised, CameraConfigured, RouteConfigured
+from schemas.events import (
+    AlertEscalated,
+    AlertRaised,
+    CameraConfigured,
+    EvidenceCaptured,
+    RouteConfigured,
+)
 from schemas.producer import EventProducer
-from tests.integration.alerts_support import Reader, free_port, module_env, of_type
+from tests.integration.alerts_support import Reader, Worker, free_port, module_env, of_type
 from tests.integration.notify_support import Mosquitto, NotifierProc, SmtpSink, Subscriber
 
 pytestmark = pytest.mark.integration
@@ -76,14 +83,45 @@ def route(route_id: str, **kw: Any) -> RouteConfigured:
     return RouteConfigured.create(producer="test", route_id=route_id, **kw)
 
 
-def alert(alert_id: str, severity: str = "warning", snapshot: str | None = None
-          ) -> AlertRaised:
+def alert(alert_id: str, severity: str = "warning", snapshot: str | None = None,
+          hit: str | None = None) -> AlertRaised:
+    """A loitering alert; `hit` = the RuleTriggered it was raised from (causation), whose
+    EvidenceCaptured the notifier holds a first email for."""
     now = datetime.now(UTC)
     return AlertRaised.create(
         producer="test", alert_id=alert_id, incident_key=f"cam-1|z1|{alert_id}",
         site_id="site-1", camera_id="cam-1", zone_id="z1", rule_id=f"r-{alert_id}",
         rule_type="loitering", severity=severity, first_evidence_at=now, last_evidence_at=now,
-        snapshot_ref=snapshot, version=1)
+        snapshot_ref=snapshot, version=1, causation_id=hit)
+
+
+def attachment(msg: Any) -> tuple[str, str, bytes] | None:
+    for part in msg.walk():
+        if part.get_filename():
+            return (part.get_filename(), part.get_content_type(),
+                    part.get_payload(decode=True))
+    return None
+
+
+def body_text(msg: Any) -> str:
+    for part in msg.walk():
+        if part.get_content_type() == "text/plain":
+            return str(part.get_payload(decode=True).decode())
+    raise AssertionError("no text/plain part")
+
+
+def read_object(ref: str) -> bytes:
+    from vigil.objects import client, split_ref
+    from vigil.settings import get_settings
+
+    s = get_settings()
+    bucket, key = split_ref(ref, s.bucket_snapshots, s.buckets)
+    resp = client().get_object(bucket, key)
+    try:
+        return bytes(resp.read())
+    finally:
+        resp.close()
+        resp.release_conn()
 
 
 def send_alerts(*events: Any) -> None:
@@ -103,12 +141,14 @@ def test_alert_reaches_email_with_snapshot_and_mqtt(env: dict[str, str], tmp_pat
     sub = Subscriber(broker.port)
     publish_config(route("ops", channels=["mail", "ha"], recipients=["ops@site-1.example"]))
     proc = NotifierProc(notifier_env(env, tmp_path, channels_file(tmp_path, smtp.port,
-                                                                  broker.port)),
+                                                                  broker.port),
+                                     VIGIL_NOTIFY_EVIDENCE_WAIT_S="2"),
                         tmp_path / "notifier.log")
     notes = Reader("notifications")
     try:
         proc.start()
-        ev = alert("a-1", "critical", snapshot=ref)
+        # raised from a rule hit whose evidence never arrives: held 2 s, then the frame
+        ev = alert("a-1", "critical", snapshot=ref, hit="hit-without-evidence")
         send_alerts(ev)
         ((rcpts, msg),) = smtp.wait_for(lambda m: len(m) >= 1, 60)
         assert rcpts == ["ops@site-1.example"]
@@ -127,6 +167,8 @@ def test_alert_reaches_email_with_snapshot_and_mqtt(env: dict[str, str], tmp_pat
         assert text is not None and "https://console.site-1.example/alerts/a-1" in text
         assert "Severity: critical" in text and "Site: site-1" in text
         assert snap == ("a-1.jpg", "image/jpeg", JPEG)
+        assert ("The annotated snapshot was not ready within 2 s of the alert; the camera's "
+                "frame is attached instead.") in " ".join(text.split())
 
         got = sub.wait_for(lambda m: any(t.endswith("/alerts") for t, _, _ in m), 30)
         (topic, body, _), = [(t, b, r) for t, b, r in got if t.endswith("/alerts")]
@@ -251,4 +293,121 @@ def test_sigkill_mid_send_delivers_each_and_confirms_none_twice(env: dict[str, s
     finally:
         proc.stop()
         notes.close()
+        smtp.stop()
+
+
+class _Sender:
+    """What `send_hit` needs of a testkit World: `send` and `producer`."""
+
+    def __init__(self, producer: EventProducer):
+        self.producer = producer
+
+    def send(self, suffix: str, key: str, event: Any) -> Any:
+        self.producer.send(suffix, key, event)
+        return event
+
+
+def test_rule_alert_email_carries_the_annotated_snapshot(env: dict[str, str], tmp_path: Path,
+                                                         broker: Mosquitto) -> None:
+    """A rule hit through the real alerts and evidence agents: the email's attachment is
+    the evidence agent's annotated rendering (the very object in the store), not the
+    frame; MQTT gets the alert too."""
+    from tests.integration.test_evidence_agent import config_events, send_hit
+
+    smtp = SmtpSink(free_port())
+    smtp.start()
+    sub = Subscriber(broker.port)
+    p = EventProducer()
+    for key, ev in config_events("cam-ev"):
+        p.send("config", key, ev)
+    p.send("config", "route/ops", route("ops", channels=["mail", "ha"],
+                                        recipients=["ops@site-ev.example"]))
+    p.flush()
+    worker = Worker({**env, "VIGIL_WORKER_AGENTS": "alerts,evidence",
+                     "VIGIL_WORKER_ID": "notify-evidence"}, tmp_path / "worker.log")
+    # the bound is generous: a loaded machine renders slowly, and the test is about what
+    # is attached, not how fast
+    proc = NotifierProc(notifier_env(env, tmp_path, channels_file(tmp_path, smtp.port,
+                                                                  broker.port),
+                                     VIGIL_NOTIFY_EVIDENCE_WAIT_S="120"),
+                        tmp_path / "notifier.log")
+    evidence = Reader("evidence")
+    try:
+        worker.start()
+        proc.start()
+        hit, _ = send_hit(_Sender(p), "cam-ev")  # type: ignore[arg-type]
+        ((rcpts, msg),) = smtp.wait_for(lambda m: len(m) >= 1, 180)
+        (cap,) = [e for e in evidence.wait_for(lambda e: bool(of_type(e, "EvidenceCaptured")),
+                                               60) if isinstance(e, EvidenceCaptured)]
+        assert cap.rule_event_id == hit.event_id
+        annotated, frame = read_object(cap.annotated_ref), read_object(cap.snapshot_ref)
+        assert annotated != frame
+        assert rcpts == ["ops@site-ev.example"] and msg["X-Vigil-Event-Type"] == "AlertRaised"
+        name, ctype, data = attachment(msg) or ("", "", b"")
+        assert (ctype, data) == ("image/jpeg", annotated)  # the annotated object, byte for byte
+        assert name.endswith("-annotated.jpg")
+        assert "not ready" not in body_text(msg)
+        # the alert names no site; the notifier takes it from the camera's configuration
+        got = sub.wait_for(lambda m: any(t == "vigil/site-ev/cam-ev/alerts" for t, _, _ in m),
+                           30)
+        payload = json.loads(next(b for t, b, _ in got if t == "vigil/site-ev/cam-ev/alerts"))
+        assert payload["rule_id"] == "cam-ev.r" and payload["event_type"] == "AlertRaised"
+        time.sleep(2)  # a second mail (the raw one after the hold) would arrive meanwhile
+        assert len(smtp.messages()) == 1
+    finally:
+        proc.stop()
+        worker.stop()
+        evidence.close()
+        sub.close()
+        smtp.stop()
+
+
+def test_sigkill_while_holding_for_evidence_loses_nothing(env: dict[str, str],
+                                                          tmp_path: Path) -> None:
+    """Killed while an email waits for its annotated snapshot: after the restart the
+    evidence still releases it, once, with the annotated picture."""
+    import sqlite3
+
+    from vigil.objects import store_snapshot
+
+    smtp = SmtpSink(free_port())
+    smtp.start()
+    publish_config(route("ops", channels=["mail"], recipients=["ops@x.example"]))
+    nenv = notifier_env(env, tmp_path, channels_file(tmp_path, smtp.port),
+                        VIGIL_NOTIFY_EVIDENCE_WAIT_S="300")
+    proc = NotifierProc(nenv, tmp_path / "notifier.log")
+    outbox = tmp_path / "outbox.sqlite"
+    try:
+        proc.start()
+        send_alerts(alert("a-held", "critical", hit="hit-held"))
+        end = time.monotonic() + 60
+        while time.monotonic() < end:  # the held row is in the outbox
+            with sqlite3.connect(outbox) as db:
+                if db.execute("SELECT COUNT(*) FROM deliveries WHERE awaits='hit-held' AND "
+                              "status='pending'").fetchone()[0]:
+                    break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("the email was never held for its evidence")
+        proc.kill9()
+        assert smtp.messages() == []
+        ref = store_snapshot(JPEG, f"test/{tmp_path.name}/annotated.jpg")
+        now = datetime.now(UTC)
+        p = EventProducer()
+        p.send("evidence", "cam-1", EvidenceCaptured.create(
+            producer="test", causation_id="hit-held", camera_id="cam-1",
+            rule_event_id="hit-held", rule_id="r-a-held", rule_type="loitering",
+            frame_event_id="f", analysis_event_id="an", frame_at=now, first_evidence_at=now,
+            last_evidence_at=now, width=640, height=480, snapshot_ref=ref,
+            annotated_ref=ref, thumbnail_ref=ref, track_ids=["t1"], detection_ids=["d1"],
+            highlighted_detection_ids=["d1"]))
+        p.flush()
+        proc.start()
+        ((_, msg),) = smtp.wait_for(lambda m: len(m) >= 1, 60)
+        name, _, data = attachment(msg) or ("", "", b"")
+        assert data == JPEG and name == "a-held-annotated.jpg"
+        time.sleep(2)
+        assert len(smtp.messages()) == 1
+    finally:
+        proc.stop()
         smtp.stop()

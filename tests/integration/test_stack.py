@@ -176,7 +176,7 @@ def test_taken_port_names_the_service(tmp_path: Path) -> None:
         squatter.listen()
         taken = squatter.getsockname()[1]
         ports = Ports(_free_port(), _free_port(), _free_port(), _free_port(), _free_port(),
-                      _free_port(), taken)
+                      _free_port(), taken, _free_port(), _free_port())
         st = Stack(tmp_path / "state", ports)
         with pytest.raises(StackError) as err:
             st.up(["s3"])
@@ -188,7 +188,7 @@ def test_taken_port_names_the_service(tmp_path: Path) -> None:
 def test_missing_java_jars_and_triton_say_what_to_do(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ports = Ports(*(_free_port() for _ in range(7)))
+    ports = Ports(*(_free_port() for _ in range(9)))
     st = Stack(tmp_path / "state", ports, kafka_home=str(tmp_path / "no-kafka"),
                triton_venv=tmp_path / "no-venv")
     with pytest.raises(StackError, match=r"kafka: Kafka jars not found .*KAFKA_HOME"):
@@ -201,7 +201,7 @@ def test_missing_java_jars_and_triton_say_what_to_do(
 
 
 def test_external_override_starts_nothing(stack: dict[str, str], tmp_path: Path) -> None:
-    st = Stack(tmp_path / "state", Ports(*(_free_port() for _ in range(7))),
+    st = Stack(tmp_path / "state", Ports(*(_free_port() for _ in range(9))),
                overrides={"KAFKA_BOOTSTRAP": stack["KAFKA_BOOTSTRAP"]})
     env = st.up(["kafka"])
     assert env["KAFKA_BOOTSTRAP"] == stack["KAFKA_BOOTSTRAP"]

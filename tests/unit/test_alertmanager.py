@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
@@ -65,3 +66,21 @@ def test_inhibition_names_real_alerts() -> None:
             if key == "alertname":
                 wanted = value.lstrip("~").strip('"').split("|")
                 assert set(wanted) <= names, wanted
+
+
+def test_the_local_stacks_configuration_is_the_shipped_one_pointed_at_loopback(
+        tmp_path: Path) -> None:
+    """`vigil dev up` (tools/devstack/stack.py) runs Alertmanager with the shipped file,
+    only the notifier's address changed: amtool accepts it, each priority still routes to
+    its receiver, and every receiver sends to 127.0.0.1."""
+    from tools.devstack.stack import SERVICE_ORDER, local_alertmanager_config
+
+    assert "alertmanager" in SERVICE_ORDER
+    local = tmp_path / "alertmanager.yml"
+    local.write_text(local_alertmanager_config(CONFIG.read_text(encoding="utf-8"), 19110))
+    res = _amtool("check-config", str(local))
+    assert res.returncode == 0, res.stdout + res.stderr
+    shipped, cfg = (yaml.safe_load(p.read_text(encoding="utf-8")) for p in (CONFIG, local))
+    assert (cfg["route"], cfg["inhibit_rules"]) == (shipped["route"], shipped["inhibit_rules"])
+    urls = [h["url"] for r in cfg["receivers"] for h in r["webhook_configs"]]
+    assert urls == [f"http://127.0.0.1:19110/alertmanager/p{i}" for i in range(1, 5)]

@@ -17,18 +17,19 @@ from starlette.testclient import TestClient
 from api.app import all_endpoints, create_app
 from api.auth import PERMISSIONS, Principal, hash_key
 from api.common import decode_cursor, encode_cursor, split_ref
-from api.config_routes import PointIn, RuleIn, ZoneIn
+from api.config_routes import RuleIn, ZoneIn
 from api.console.pages import is_console_route
 from api.errors import ApiError
 from api.openapi import build_openapi, openapi_path
 from api.settings import load_api_settings
+from schemas.site_config import PointModel
 from vigil.errors import ConfigError
 from vigil.ratelimit import RateLimiter
 from vigil.settings import load_settings
 
 
-def _poly(*pts: tuple[float, float]) -> list[PointIn]:
-    return [PointIn(x=x, y=y) for x, y in pts]
+def _poly(*pts: tuple[float, float]) -> list[PointModel]:
+    return [PointModel(x=x, y=y) for x, y in pts]
 
 
 def test_polygon_checks() -> None:
@@ -55,8 +56,13 @@ def test_rule_thresholds_and_targets() -> None:
         RuleIn(camera_id="c", rule_type="loitering", zone_id="z", dwell_s=-1)
     with pytest.raises(ValidationError, match="needs line_id"):
         RuleIn(camera_id="c", rule_type="line_crossing")
-    with pytest.raises(ValidationError, match="hysteresis"):
+    with pytest.raises(ValidationError, match="must not exceed min_people"):
         RuleIn(camera_id="c", rule_type="crowd", zone_id="z", min_people=2, clear_below=3)
+    # the site file's bounds (schemas/site_config.py RuleModel): no zero dwell or crowd
+    for zero in ({"dwell_s": 0}, {"min_people": 0, "clear_below": 0}, {"window_s": 0}):
+        with pytest.raises(ValidationError):
+            RuleIn(camera_id="c", rule_type="crowd", zone_id="z", **zero)
+    assert RuleIn(camera_id="c", rule_type="crowd").zone_id is None  # the whole frame
     with pytest.raises(ValidationError):
         RuleIn(camera_id="c", rule_type="loitering", zone_id="z",
                schedule={"kind": "custom", "start": "25:00", "end": "06:00"})

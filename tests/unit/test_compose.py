@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 SPEC = Path(__file__).resolve().parents[1] / "data" / "compose-spec.json"
 
-VIGIL_SERVICES = {"init", "edge", "worker", "notifier", "projector", "api"}
+VIGIL_SERVICES = {"init", "edge", "worker", "notifier", "projector", "api", "backup"}
 INFRA_SERVICES = {"kafka", "schema-registry", "postgres", "minio", "triton", "prometheus",
                   "grafana", "alertmanager", "postgres-exporter", "node-exporter"}
 #: Host paths outside the repository that a service may bind-mount: only the host's root,

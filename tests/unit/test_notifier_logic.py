@@ -23,6 +23,7 @@ from schemas.events import (
     AlertEscalated,
     AlertRaised,
     AlertRepeated,
+    EvidenceCaptured,
     RetryNotification,
     RouteConfigured,
 )
@@ -361,6 +362,154 @@ def test_rate_limited_rows_wait_without_spending_an_attempt(tmp_path: Path) -> N
         assert waiting.next_at > clock.t
 
     asyncio.run(go())
+
+
+class FakeMail(FakeChannel):
+    attaches_snapshot = True
+
+
+def rule_alert(alert_id: str = "a1", hit: str = "hit-1") -> AlertRaised:
+    """A rule alert as the alerts agent raises it: caused by the RuleTriggered `hit`."""
+    return AlertRaised.create(
+        producer="t", occurred_at=T0, causation_id=hit, alert_id=alert_id,
+        incident_key=f"cam-1|z|{alert_id}", site_id="s1", camera_id="cam-1", zone_id="z",
+        rule_id="r", rule_type="loitering", severity="warning", first_evidence_at=T0,
+        last_evidence_at=T0, snapshot_ref="snapshots/cam-1/frame.jpg", version=1)
+
+
+def captured(hit: str = "hit-1", at: datetime = T0) -> EvidenceCaptured:
+    return EvidenceCaptured.create(
+        producer="t", occurred_at=at, causation_id=hit, camera_id="cam-1",
+        rule_event_id=hit, rule_id="r", rule_type="loitering", frame_event_id="f",
+        analysis_event_id="an", frame_at=at, first_evidence_at=at, last_evidence_at=at,
+        width=640, height=480, snapshot_ref=f"snapshots/ev/{hit}/frame.jpg",
+        annotated_ref=f"snapshots/ev/{hit}/annotated.jpg",
+        thumbnail_ref=f"snapshots/ev/{hit}/thumbnail.jpg", track_ids=["t1"],
+        detection_ids=["d1"], highlighted_detection_ids=["d1"])
+
+
+def test_first_email_waits_for_the_annotated_snapshot_then_goes(tmp_path: Path) -> None:
+    mail, hook = FakeMail("mail"), FakeChannel("hook")
+    n, clock, _ = notifier(tmp_path, {"mail": mail, "hook": hook},
+                           [route("ops", channels=["mail", "hook"], recipients=["a@x"])],
+                           evidence_wait_s=5, evidence_keep_s=3600)
+    clock.t = T0.timestamp() + 1
+
+    async def go() -> None:
+        n.intake(rule_alert())
+        await _settle(n)
+        assert [m.recipient for m in hook.sent] == ["a@x"]  # no picture: no wait
+        assert mail.sent == []  # held for the evidence
+        clock.t += 2
+        assert n.evidence(captured()) == 1
+        await _settle(n)
+        (m,) = mail.sent
+        assert (m.snapshot_ref, m.annotated) == ("snapshots/ev/hit-1/annotated.jpg", True)
+        # a later email of the alert has the annotated snapshot at once
+        n.intake(AlertEscalated.create(producer="t", alert_id="a1", incident_key="cam-1|z|a1",
+                                       level=1, deadline_at=T0, version=2))
+        await _settle(n)
+        assert [x.annotated for x in mail.sent] == [True, True]
+
+    asyncio.run(go())
+
+
+def test_evidence_late_past_the_bound_sends_the_frame_and_says_so(tmp_path: Path) -> None:
+    mail = FakeMail("mail")
+    n, clock, _ = notifier(tmp_path, {"mail": mail},
+                           [route("ops", channels=["mail"], recipients=["a@x"])],
+                           evidence_wait_s=5)
+    clock.t = T0.timestamp()
+
+    async def go() -> None:
+        n.intake(rule_alert())
+        clock.t += 4.9
+        await _settle(n)
+        assert mail.sent == []
+        clock.t += 0.2
+        await _settle(n)
+        (m,) = mail.sent
+        assert (m.snapshot_ref, m.annotated, m.evidence_wait_s) == (
+            "snapshots/cam-1/frame.jpg", False, 5)
+        assert n.evidence(captured()) == 0  # too late for this one; nothing sent twice
+        await _settle(n)
+        assert len(mail.sent) == 1
+
+    asyncio.run(go())
+    from agents.notify_email import EmailChannel
+
+    text = asyncio.run(EmailChannel.build(_email(), mail.sent[0])).get_body().get_content()
+    assert "annotated snapshot was not ready within 5 s" in text
+    assert "camera's frame is attached instead" in text
+
+
+def _email() -> object:
+    from agents.notify_channels import EmailConfig
+    from agents.notify_email import EmailChannel
+
+    async def fetch(ref: str) -> tuple[bytes, str]:
+        return b"\xff\xd8jpeg", ref.rsplit("/", 1)[-1]
+
+    return EmailChannel(EmailConfig(name="mail"), Templates(), fetch)
+
+
+def test_evidence_before_the_alert_and_health_alerts_never_wait(tmp_path: Path) -> None:
+    mail = FakeMail("mail")
+    n, clock, _ = notifier(tmp_path, {"mail": mail},
+                           [route("ops", channels=["mail"], recipients=["a@x"])],
+                           evidence_wait_s=5)
+    clock.t = T0.timestamp()
+    n.evidence(captured("hit-early"))
+    n.intake(rule_alert("a-early", "hit-early"))
+    health = AlertRaised.create(
+        producer="t", occurred_at=T0, causation_id="off-1", alert_id="a-edge",
+        incident_key="edge|e1|offline", camera_id="edge:e1", rule_id="edge_offline",
+        rule_type="edge_offline", severity="critical", first_evidence_at=T0,
+        last_evidence_at=T0, version=1)
+    n.intake(health)
+    asyncio.run(_settle(n))
+    assert {m.payload["alert_id"]: m.annotated for m in mail.sent} == {
+        "a-early": True, "a-edge": False}
+
+
+def test_a_crash_while_holding_loses_nothing(tmp_path: Path) -> None:
+    mail = FakeMail("mail")
+    n, clock, _ = notifier(tmp_path, {"mail": mail},
+                           [route("ops", channels=["mail"], recipients=["a@x"])],
+                           evidence_wait_s=5)
+    clock.t = T0.timestamp()
+    alert = rule_alert()
+    n.intake(alert)
+    n.outbox.close()  # the process dies while the mail is held
+    again, clock2, _ = notifier(tmp_path, {"mail": mail},
+                                [route("ops", channels=["mail"], recipients=["a@x"])],
+                                evidence_wait_s=5)
+    clock2.t = clock.t + 1
+    assert again.intake(alert) == 0  # the replayed alert adds nothing
+    assert again.evidence(captured()) == 1  # the replayed evidence releases the held row
+    asyncio.run(_settle(again))
+    (m,) = mail.sent
+    assert m.annotated and again.outbox.rows()[0].status == "sent"
+
+
+def test_a_rule_alert_without_site_gets_its_cameras_site(tmp_path: Path) -> None:
+    """The alerts agent raises rule alerts without site_id; the camera's configuration
+    names it, and the message (MQTT topic, templates) must not lose it to a None."""
+    from schemas.events import CameraConfigured
+
+    mail = FakeChannel("mail")
+    n, _, _ = notifier(tmp_path, {"mail": mail},
+                       [route("ops", channels=["mail"], recipients=["a@x"])])
+    n.apply_config("camera/cam-1", CameraConfigured.create(
+        producer="t", camera_id="cam-1", site_id="site-9", edge_id="e", name="c"))
+    a = rule_alert()
+    a = AlertRaised.create(**{**{f: getattr(a, f) for f in (
+        "occurred_at", "alert_id", "incident_key", "camera_id", "zone_id", "rule_id",
+        "rule_type", "severity", "first_evidence_at", "last_evidence_at", "version")},
+        "producer": "t", "site_id": None})
+    n.intake(a)
+    (row,) = n.outbox.rows()
+    assert row.message["payload"]["site_id"] == "site-9"
 
 
 def test_templates_render_per_event_type_and_overrides(tmp_path: Path) -> None:

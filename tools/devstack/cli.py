@@ -29,6 +29,9 @@ def _up(args: argparse.Namespace) -> int:
         pid = f"pid {st.pid}" if st.pid else st.state
         print(f"{st.name:<9} {st.address:<52} {pid}")
     print(f"stack ready in {took:.1f}s; state in {stack.state_dir}")
+    if not args.services or "alertmanager" in args.services:
+        print(f"alertmanager delivers to the notifier at 127.0.0.1:{stack.ports.notifier}: "
+              f"run it with VIGIL_NOTIFY_METRICS_PORT={stack.ports.notifier}")
     print("point Vigil at it with:  eval \"$(vigil dev env)\"")
     if args.print_env:
         for k, v in env.items():
@@ -81,7 +84,8 @@ def _env(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    dev = sub.add_parser("dev", help="run the local stack (Kafka, PostgreSQL, Triton, S3)")
+    dev = sub.add_parser(
+        "dev", help="run the local stack (Kafka, PostgreSQL, Triton, S3, Alertmanager)")
     dsub = dev.add_subparsers(dest="dev_command", required=True, metavar="ACTION")
     names = f"services (default all: {', '.join(SERVICE_ORDER)})"
 

@@ -1,4 +1,5 @@
-"""The local stack: Kafka, PostgreSQL+pgvector, Triton and an S3 object store, natively.
+"""The local stack: Kafka, PostgreSQL+pgvector, Triton, an S3 object store and
+Alertmanager, natively.
 
 `Stack.up()` starts whatever is not running yet, waits until every service really answers
 (a Kafka metadata request, ``SELECT 1`` with the vector extension, every Triton model
@@ -16,7 +17,12 @@ registries (PyPI, Maven Central, Debian), so each service comes from one of them
 - S3Proxy (``org.gaul:s3proxy`` from Maven Central, ``infra/s3proxy/pom.xml``) on its
   filesystem backend, because MinIO's server is not published on any registry we can
   reach: objects are files under the state folder and survive restarts; presigned URLs
-  and multipart uploads work as against MinIO or AWS.
+  and multipart uploads work as against MinIO or AWS;
+- Alertmanager from Debian's ``prometheus-alertmanager`` with the repository's
+  configuration (``infra/alertmanager/alertmanager.yml``), its receivers pointed at the
+  notifier on 127.0.0.1 (``Ports.notifier``: run ``vigil notifier`` with
+  ``VIGIL_NOTIFY_METRICS_PORT`` set to it), so an alert posted to it reaches on-call
+  through the notifier's channels as in production.
 
 Each service can be replaced by an existing one through the usual variable
 (``KAFKA_BOOTSTRAP``, ``DATABASE_URL``, ``TRITON_URL``, ``S3_ENDPOINT``); then nothing is
@@ -90,12 +96,16 @@ class Ports:
     triton_grpc: int
     triton_metrics: int
     s3: int
+    alertmanager: int
+    #: not a service of the stack: the notifier's ops port, where the stack's
+    #: Alertmanager delivers (``VIGIL_NOTIFY_METRICS_PORT`` of the notifier you run)
+    notifier: int
 
 
-DEV_PORTS = Ports(19092, 19093, 15432, 18000, 18001, 18002, 19000)
+DEV_PORTS = Ports(19092, 19093, 15432, 18000, 18001, 18002, 19000, 19193, 19110)
 #: Below 32768 on purpose: Linux hands out 32768-60999 as ephemeral client ports, so a
 #: server port in that range can be held by any outgoing connection when the stack starts.
-TEST_PORTS = Ports(27092, 27093, 27432, 27000, 27001, 27002, 27900)
+TEST_PORTS = Ports(27092, 27093, 27432, 27000, 27001, 27002, 27900, 27193, 27110)
 PORTS_FILE = "ports.json"
 
 
@@ -804,14 +814,87 @@ class ObjectStore(Service):
                 client.make_bucket(bucket)
 
 
+# ---------------------------------------------------------------------- Alertmanager
+
+ALERTMANAGER_CONFIG = PROJECT_ROOT / "infra" / "alertmanager" / "alertmanager.yml"
+#: Where the shipped configuration's receivers send (the notifier service of compose).
+COMPOSE_NOTIFIER = "http://notifier:9110"
+
+
+def local_alertmanager_config(text: str, notifier_port: int) -> str:
+    """The shipped Alertmanager configuration with its receivers pointed at a notifier
+    on 127.0.0.1:`notifier_port`; routes, grouping and inhibition stay as shipped."""
+    import yaml
+
+    cfg = yaml.safe_load(text)
+    local = f"http://127.0.0.1:{notifier_port}"
+    for receiver in cfg.get("receivers", []):
+        for hook in receiver.get("webhook_configs", []):
+            if not hook["url"].startswith(COMPOSE_NOTIFIER + "/"):
+                raise StackError("alertmanager", f"receiver {receiver['name']} sends to "
+                                 f"{hook['url']}, not to the notifier ({COMPOSE_NOTIFIER})")
+            hook["url"] = local + hook["url"][len(COMPOSE_NOTIFIER):]
+    return str(yaml.safe_dump(cfg, sort_keys=False))
+
+
+class Alertmanager(Service):
+    """Debian's prometheus-alertmanager with the repository's configuration, on
+    127.0.0.1 only (web port; the HA cluster listener is switched off)."""
+
+    name = "alertmanager"
+    timeout = 30.0
+
+    @property
+    def external(self) -> str | None:
+        return None
+
+    def ports(self) -> list[int]:
+        return [self.stack.ports.alertmanager]
+
+    def address(self) -> str:
+        return f"http://127.0.0.1:{self.stack.ports.alertmanager}"
+
+    def env(self) -> dict[str, str]:
+        return {}  # no Vigil process talks to Alertmanager; Prometheus and on-call do
+
+    def binary(self) -> str | None:
+        return shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+
+    def prepare(self) -> None:
+        if self.binary() is None:
+            raise StackError(self.name, "prometheus-alertmanager is missing: apt-get "
+                             "install prometheus-alertmanager (infra/apt-packages.txt)")
+        (self.dir / "data").mkdir(parents=True, exist_ok=True)
+        (self.dir / "alertmanager.yml").write_text(local_alertmanager_config(
+            ALERTMANAGER_CONFIG.read_text(), self.stack.ports.notifier))
+
+    def command(self) -> tuple[list[str], dict[str, str], Path, str | None]:
+        argv = [self.binary() or "prometheus-alertmanager",
+                f"--config.file={self.dir / 'alertmanager.yml'}",
+                f"--storage.path={self.dir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.stack.ports.alertmanager}",
+                "--cluster.listen-address="]
+        return argv, dict(os.environ), self.dir, None
+
+    def probe(self) -> str | None:
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"{self.address()}/-/ready", timeout=3) as resp:
+                return None if resp.status == 200 else f"/-/ready answered {resp.status}"
+        except (urllib.error.URLError, OSError) as exc:
+            return f"/-/ready failed: {exc}"
+
+
 # ----------------------------------------------------------------------------- stack
 
-SERVICE_ORDER = ("postgres", "kafka", "s3", "triton")
+SERVICE_ORDER = ("postgres", "kafka", "s3", "triton", "alertmanager")
 OVERRIDE_VARS = ("KAFKA_BOOTSTRAP", "DATABASE_URL", "TRITON_URL", "S3_ENDPOINT")
 
 
 class Stack:
-    """The four services under one state folder, on one set of ports."""
+    """The services under one state folder, on one set of ports."""
 
     def __init__(
         self,
@@ -843,6 +926,7 @@ class Stack:
         self.services: dict[str, Service] = {
             "postgres": Postgres(self), "kafka": Kafka(self),
             "s3": ObjectStore(self), "triton": Triton(self),
+            "alertmanager": Alertmanager(self),
         }
 
     @classmethod

@@ -65,6 +65,9 @@ class ScenarioResult:
     escalations_missed: int = 0
     escalations_doubled: int = 0
     recovery_s: list[float] = field(default_factory=list)
+    #: what a recovery should take (restart scenarios: from the process being up again
+    #: to its partitions processing); a longer one is reported, not judged a failure
+    recovery_target_s: float | None = None
     faults: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
@@ -130,6 +133,36 @@ class Proc:
         except ValueError:
             return None
         return stamp.astimezone(UTC)  # naive = local time, as the log wrote it
+
+    def logged_at(self, marker: bytes) -> datetime | None:
+        """When the last start first logged a line containing `marker`, or None."""
+        try:
+            text = self.log.read_bytes()
+        except FileNotFoundError:
+            return None
+        last = text.rfind(b"=== fault harness: start #")
+        line = next((ln for ln in text[max(last, 0):].splitlines() if marker in ln), None)
+        try:
+            return None if line is None else datetime.strptime(
+                line[:23].decode(), "%Y-%m-%d %H:%M:%S,%f").astimezone(UTC)
+        except (ValueError, UnicodeDecodeError):
+            return None
+
+    def up_at(self) -> datetime | None:
+        """When the last start logged its first timestamped line (the process is up:
+        imported, configured, logging), or None while it has not."""
+        try:
+            text = self.log.read_bytes()
+        except FileNotFoundError:
+            return None
+        last = text.rfind(b"=== fault harness: start #")
+        for line in text[max(last, 0):].splitlines()[1:]:
+            try:
+                stamp = datetime.strptime(line[:23].decode(), "%Y-%m-%d %H:%M:%S,%f")
+            except (ValueError, UnicodeDecodeError):
+                continue  # Faust's banner, a traceback line
+            return stamp.astimezone(UTC)
+        return None
 
     def kill(self) -> None:
         """SIGKILL the process (its own session, by PGID = its PID) and reap it."""
@@ -207,8 +240,9 @@ class Pipeline:
         from schemas.topics import apply_topics
         from tools.demo import build_site
 
-        # Rules carry their own escalation_s, which wins over VIGIL_ALERTS_ESCALATION_S:
-        # give them the suite's short one, so escalations come due within a run.
+        # A scenario rule may set its own escalation_s, which wins over
+        # VIGIL_ALERTS_ESCALATION_S: give every rule the suite's short one, so
+        # escalations come due within a run.
         site_file, edge_file, expected = build_site(
             self.scenario_paths, self.run_dir, realtime=self.realtime,
             rule_defaults={"escalation_s": ESCALATION_S})

@@ -43,7 +43,8 @@ _OFF = _port_offset()
 #: Below 32768 (not ephemeral) and apart from the dev (19xxx) and test (27xxx) stacks.
 PORTS = Ports(kafka=28092 + _OFF, kafka_controller=28093 + _OFF, postgres=28432 + _OFF,
               triton_http=28000 + _OFF, triton_grpc=28001 + _OFF,
-              triton_metrics=28002 + _OFF, s3=28900 + _OFF)
+              triton_metrics=28002 + _OFF, s3=28900 + _OFF,
+              alertmanager=28193 + _OFF, notifier=28110 + _OFF)
 PROXIED_LISTENER_PORT = 28094 + _OFF
 PROXY_PORT = 28095 + _OFF
 

@@ -73,15 +73,17 @@ class World:
         self.producer.send(suffix, key, event)
         return event
 
-    def project(self, max_seconds: float = 60.0) -> None:
-        """Fold everything produced so far into the schema, with the real projector."""
+    def project(self, max_seconds: float = 60.0, consumer_name: str | None = None) -> None:
+        """Fold everything produced so far into the schema, with the real projector (a
+        fresh consumer reading every topic from its start, unless `consumer_name` names
+        one whose stored offsets it resumes from, as a deployed projector does)."""
         from projections.projector import Projector
         from projections.settings import ProjectorSettings
 
         assert self.producer.flush(30) == 0, "events not delivered"
         proj = Projector(dsn=self.dsn, schema=self.schema, prefix=self.prefix,
                          settings=ProjectorSettings(embedding_dim=self.dim), stop_at="end",
-                         consumer_name=f"api-test-{uuid.uuid4().hex[:6]}")
+                         consumer_name=consumer_name or f"api-test-{uuid.uuid4().hex[:6]}")
         try:
             proj.run(max_seconds=max_seconds)
         finally:

@@ -93,8 +93,10 @@ function queuePage() {
 
   function nextEscalation(a) {
     const rule = rules.get(a.rule_id);
-    if (!OPEN_STATES.has(a.state) || !rule) return null;
-    if (rule.max_escalation_level !== undefined && a.level >= rule.max_escalation_level) return null;
+    // escalation_s null: the site-wide policy (VIGIL_ALERTS_*) applies, which the console
+    // does not know, so no countdown rather than a wrong one
+    if (!OPEN_STATES.has(a.state) || !rule || rule.escalation_s == null) return null;
+    if (rule.max_escalation_level != null && a.level >= rule.max_escalation_level) return null;
     const from = new Date(a.escalated_at || a.raised_at).getTime();
     return from + rule.escalation_s * 1000;
   }
