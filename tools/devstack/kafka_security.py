@@ -184,11 +184,12 @@ def service_topics(prefix: str) -> dict[str, dict[str, tuple[str, ...]]]:
     and the access record (and operators' RetryNotification on notifications), reads no
     topic, and may only describe the projected ones (their offsets: `/health/deep`
     compares them with the projector's to tell a stale read model); the projector reads
-    every public topic and writes only dead letters; the notifier reads alerts, its
-    routes on config and retry commands on notifications, and writes notification
-    outcomes. The worker (Faust) reads and writes the processing topics (evidence and
-    clips included: the clips agent reads recordings to cut a clip) and owns everything
-    under its application id (changelogs, repartitions)."""
+    every public topic and writes only dead letters; the notifier reads alerts, the
+    evidence that names an alert's annotated snapshot, its routes on config and retry
+    commands on notifications, and writes notification outcomes. The worker (Faust)
+    reads and writes the processing topics (evidence and clips included: the clips agent
+    reads recordings to cut a clip) and owns everything under its application id
+    (changelogs, repartitions)."""
     from schemas.topics import CATALOG
 
     public = tuple(t.suffix for t in CATALOG if t.public)
@@ -198,7 +199,7 @@ def service_topics(prefix: str) -> dict[str, dict[str, tuple[str, ...]]]:
         "api": {"read": (), "write": ("commands", "config", "access", "notifications",
                                       "dlq"), "describe": public},
         "projector": {"read": public, "write": ("dlq",), "describe": ()},
-        "notifier": {"read": ("alerts", "config", "notifications"),
+        "notifier": {"read": ("alerts", "evidence", "config", "notifications"),
                      "write": ("notifications", "dlq"), "describe": ()},
         "worker": {"read": ("frames", "heartbeats", "recordings", "detections",
                             "embeddings", "scene", "evidence", "clip-retry", "alerts",
