@@ -91,7 +91,8 @@ def create_app(
     without it image search answers 503.
     """
     api = api_settings or load_api_settings()
-    schema = read_schema or get_read_model_settings().schema_name
+    read_model = get_read_model_settings()
+    schema = read_schema or read_model.schema_name
     metrics = ApiMetrics()
     keys = KeyStore(db_engine, api.keys_schema, cache_s=api.key_cache_s)
     users = UserStore(db_engine, api.keys_schema, session_ttl_s=api.session_ttl_s,
@@ -108,7 +109,7 @@ def create_app(
         limiter=RateLimiter(api.rate_limit_per_s, api.rate_limit_burst),
         anon_limiter=RateLimiter(api.anon_rate_limit_per_s, api.anon_rate_limit_burst),
         metrics=metrics, object_store=object_store, embed_image=embed_image,
-        users=users,
+        users=users, embedding_retention_h=read_model.embedding_retention_h,
     )
     deps.extra["access"] = access.AccessRecorder(producer, metrics.access_records_failed)
     if triton_probe is not None:

@@ -71,6 +71,8 @@ class Deps:
     embed_image: Callable[[bytes], Any] | None = None
     #: Console users and sessions (`api.users.UserStore`); None = no console login.
     users: Any = None
+    #: Appearance search reaches this far back at most (VIGIL_PROJECTOR_EMBEDDING_RETENTION_H).
+    embedding_retention_h: float = 72.0
     extra: dict[str, Any] = field(default_factory=dict)
     #: Threads allowed into the database at once: one per pooled connection, so no
     #: thread holds the GIL only to wait for a connection (see `read`).

@@ -1,7 +1,16 @@
 """Appearance search: pgvector nearest neighbours (cosine) by detection id or by image.
 
 Embeddings are personal data: they go into the query and never come out of the API;
-results carry the detection, camera, time and distance only. Searching from an uploaded
+results carry the detection, camera, time and distance only, and nothing older than
+VIGIL_PROJECTOR_EMBEDDING_RETENTION_H is searched (retention drops whole days, so older
+rows can still be on disk).
+
+The table is partitioned by day with one HNSW graph per day (docs/architecture.md,
+"Appearance embeddings"): the time window prunes the query to its days, and PostgreSQL
+merges the per-day index scans (a Merge Append of HNSW scans, each in distance order) into
+the global top k. ``hnsw.iterative_scan = strict_order`` keeps each day's scan going past
+its first candidates when filters (cameras, the key's sites) reject them, in exact distance
+order, which the merge needs. Searching from an uploaded
 image runs it through Triton's ``appearance_embedder``; with Triton away the search
 answers 503 rather than hanging or guessing.
 """
@@ -9,8 +18,8 @@ answers 503 rather than hanging or guessing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from datetime import datetime
+from collections.abc import Awaitable, Callable, Collection
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -57,34 +66,78 @@ class SearchResult(BaseModel):
 _FROM = embeddings.outerjoin(cameras, cameras.c.camera_id == embeddings.c.camera_id)
 
 
+def searchable_since(retention_h: float, since: datetime | None,
+                     now: datetime | None = None) -> datetime:
+    """The oldest time a search may reach: the window's start, never past retention."""
+    oldest = (now or datetime.now(UTC)) - timedelta(hours=retention_h)
+    return oldest if since is None or since < oldest else since
+
+
+def neighbours_statement(vector: list[float], k: int, *, since: datetime,
+                         until: datetime | None = None, camera: list[str] | None = None,
+                         exclude: str | None = None,
+                         sites: Collection[str] | None = None) -> sa.Select[Any]:
+    """Top-k cosine neighbours of `vector` in [since, until) on cameras of `sites` (None:
+    any); the API's statement, and the bench runs the very same one.
+
+    The top k are taken from the embeddings alone, and only those k rows are joined to
+    their cameras: with the join inside, the planner may hash-join the whole window and
+    sort it (an exact scan of every vector) rather than merge the day graphs' ordered
+    scans. The site restriction is therefore a camera-id filter on the scan itself, so
+    each day's iterative scan goes on until it has k rows that pass."""
+    distance = embeddings.c.embedding.cosine_distance(vector)
+    nn = (sa.select(embeddings.c.detection_id, embeddings.c.camera_id,
+                    embeddings.c.occurred_at, embeddings.c.frame_sequence,
+                    distance.label("distance"))
+          .where(embeddings.c.occurred_at >= since))
+    if sites is not None:
+        nn = nn.where(embeddings.c.camera_id.in_(
+            sa.select(cameras.c.camera_id).where(cameras.c.site_id.in_(sorted(sites)))))
+    if exclude:
+        nn = nn.where(embeddings.c.detection_id != exclude)
+    if camera:
+        nn = nn.where(embeddings.c.camera_id.in_(camera))
+    if until:
+        nn = nn.where(embeddings.c.occurred_at < until)
+    top = nn.order_by(distance).limit(k).subquery("nn")
+    return (sa.select(top.c.detection_id, top.c.camera_id, cameras.c.site_id,
+                      top.c.occurred_at, top.c.frame_sequence, top.c.distance)
+            .select_from(top.outerjoin(cameras, cameras.c.camera_id == top.c.camera_id))
+            .order_by(top.c.distance, top.c.detection_id))
+
+
+def run_search(conn: sa.Connection, stmt: sa.Select[Any], k: int, ef: int
+               ) -> list[sa.Row[Any]]:
+    """Run a `neighbours_statement` with the HNSW scan settings it needs.
+
+    Set for the session, not the transaction: the API's connections autocommit, so a
+    transaction-local setting would be gone before the search runs. Every search sets
+    both first, so a value left on a pooled connection never decides another search."""
+    conn.execute(sa.text("SELECT set_config('hnsw.ef_search', :ef, false), "
+                         "set_config('hnsw.iterative_scan', 'strict_order', false)"),
+                 {"ef": str(max(ef, k))})
+    return list(conn.execute(stmt).all())
+
+
 async def _neighbours(request: Request, query: SearchQuery, vector: list[float],
                       exclude: str | None) -> list[Match]:
     principal = principal_of(request)
-    k = min(query.k, deps_of(request).api.max_k)
-    distance = embeddings.c.embedding.cosine_distance(vector)
-    stmt = (sa.select(embeddings.c.detection_id, embeddings.c.camera_id, cameras.c.site_id,
-                      embeddings.c.occurred_at, embeddings.c.frame_sequence,
-                      distance.label("distance"))
-            .select_from(_FROM)
-            .where(site_filter(principal, cameras.c.site_id)))
-    if exclude:
-        stmt = stmt.where(embeddings.c.detection_id != exclude)
-    if query.camera:
-        stmt = stmt.where(embeddings.c.camera_id.in_(query.camera))
-    if query.since:
-        stmt = stmt.where(embeddings.c.occurred_at >= query.since)
-    if query.until:
-        stmt = stmt.where(embeddings.c.occurred_at < query.until)
-    stmt = stmt.order_by(distance).limit(k)
-    rows = await deps_of(request).read(lambda conn: conn.execute(stmt).all())
+    deps = deps_of(request)
+    k = min(query.k, deps.api.max_k)
+    stmt = neighbours_statement(
+        vector, k, since=searchable_since(deps.embedding_retention_h, query.since),
+        until=query.until, camera=query.camera, exclude=exclude, sites=principal.sites)
+    rows = await deps.read(lambda conn: run_search(conn, stmt, k, deps.api.search_ef))
     return [Match.model_validate(r._mapping) for r in rows]
 
 
 async def search_by_detection(request: Request, query: ByDetectionQuery) -> Response:
     check_range(query.since, query.until)
     principal = principal_of(request)
+    oldest = searchable_since(deps_of(request).embedding_retention_h, None)
     stmt = (sa.select(embeddings.c.embedding, embeddings.c.model).select_from(_FROM)
             .where(embeddings.c.detection_id == query.detection_id,
+                   embeddings.c.occurred_at >= oldest,
                    site_filter(principal, cameras.c.site_id)))
     row = await deps_of(request).read(lambda conn: conn.execute(stmt).first())
     if row is None:

@@ -33,7 +33,10 @@ class ApiSettings(BaseSettings):
     default_page_size: int = Field(50, ge=1)
     max_page_size: int = Field(500, ge=1)
     #: Nearest neighbours returned by appearance search at most.
-    max_k: int = Field(100, ge=1)
+    max_k: int = Field(100, ge=1, le=1000)
+    #: HNSW candidate list of appearance search (``hnsw.ef_search``, raised to k when k is
+    #: larger): recall against time (docs/benchmarks.md has both at k = 20).
+    search_ef: int = Field(64, ge=10, le=1000)
     #: Presigned snapshot URLs expire quickly: they are bearer credentials.
     presign_expiry_s: int = Field(300, ge=1, le=3600)
     #: Longest time range of one recordings listing and of one export (seconds).

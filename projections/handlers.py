@@ -22,7 +22,7 @@ import json
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from projections.access_log import FIELDS as ACCESS_FIELDS
@@ -45,10 +45,12 @@ class Position:
 
 
 class PackedVector(bytes):
-    """A vector in pgvector's binary wire form (uint16 dim, uint16 0, float4 big-endian).
+    """A vector in pgvector's binary wire form of ``halfvec`` (uint16 dim, uint16 0, then
+    IEEE half-precision values, big-endian).
 
     Packing 192 floats costs ~4 us; formatting them as text (the other wire form) ~150 us,
-    which was the largest single cost of a replay of an embedding-heavy log.
+    which was the largest single cost of a replay of an embedding-heavy log. Packing to
+    half precision here is the same rounding the server's float4 -> halfvec cast does.
     """
 
 
@@ -59,10 +61,10 @@ def pack_vector(values: list[float]) -> PackedVector:
     n = len(values)
     fmt = _VECTOR_FORMATS.get(n)
     if fmt is None:
-        fmt = _VECTOR_FORMATS.setdefault(n, struct.Struct(f">HH{n}f"))
+        fmt = _VECTOR_FORMATS.setdefault(n, struct.Struct(f">HH{n}e"))
     try:
         return PackedVector(fmt.pack(n, 0, *values))
-    except (struct.error, OverflowError) as exc:  # beyond float4: pgvector would refuse it
+    except (struct.error, OverflowError) as exc:  # beyond half precision (|x| > 65504)
         raise HandlerError(f"embedding value out of range: {exc}") from exc
 
 
@@ -95,6 +97,8 @@ class Batch:
     last_heartbeat: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     #: Months touched by detections, so their partitions exist before the insert.
     months: set[date] = field(default_factory=set)
+    #: UTC days touched by embeddings (daily partitions), likewise.
+    days: set[date] = field(default_factory=set)
     events: int = 0
 
     def append(self, table: str, row: tuple[Any, ...]) -> None:
@@ -169,6 +173,8 @@ def fold_appearance_embedded(b: Batch, e: ev.AppearanceEmbedded, p: Position, di
     if len(e.vector) != dim:
         raise HandlerError(f"embedding has {len(e.vector)} dimensions, the read model {dim}")
     vec = pack_vector(e.vector)
+    at = e.occurred_at.astimezone(UTC)
+    b.days.add(date(at.year, at.month, at.day))
     b.append("embeddings", (e.detection_id, e.event_id, e.camera_id, e.frame_sequence,
                             e.occurred_at, e.model, vec, p.partition, p.offset))
 

@@ -2,7 +2,7 @@
 
 Why not Alembic: every read-model schema (live, replay targets, one per test) must be
 built by the same DDL, and the DDL includes things Alembic autogenerate cannot express
-(monthly partitions, HNSW index options, a configurable vector dimension). A dozen lines
+(monthly and daily partitions, HNSW index options, a configurable vector dimension). A dozen lines
 that run ``migrations/NNNN_name.sql`` in order inside ``search_path = <schema>, public``
 keep the DDL readable as SQL and need no extra dependency. Each file runs in its own
 transaction with its ``schema_migrations`` row; an edited, already-applied file is an
@@ -15,7 +15,7 @@ import hashlib
 import logging
 import re
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -57,8 +57,10 @@ def set_search_path(conn: psycopg.Connection, schema: str) -> None:
     conn.execute(sql.SQL("SET search_path TO {}, public").format(sql.Identifier(schema)))
 
 
-def upgrade(dsn: str, schema: str, embedding_dim: int) -> list[str]:
-    """Bring `schema` up to the newest migration; returns the names applied now."""
+def upgrade(dsn: str, schema: str, embedding_dim: int, target: int | None = None
+            ) -> list[str]:
+    """Bring `schema` up to the newest migration (or to version `target`, for tests of a
+    migration); returns the names applied now."""
     applied_now: list[str] = []
     with psycopg.connect(dsn, autocommit=True) as conn:
         # Extensions are database-wide; keep `vector` in public so every schema sees it.
@@ -75,6 +77,8 @@ def upgrade(dsn: str, schema: str, embedding_dim: int) -> list[str]:
             v: c for v, c in conn.execute("SELECT version, checksum FROM schema_migrations")
         }
         for mig in load_migrations():
+            if target is not None and mig.version > target:
+                break
             if mig.version in done:
                 if done[mig.version] != mig.checksum:
                     raise VigilError(
@@ -95,10 +99,14 @@ def upgrade(dsn: str, schema: str, embedding_dim: int) -> list[str]:
         ).fetchone()
         if have and have[0] != embedding_dim:
             raise ConfigError(
-                f"schema {schema!r} stores vector({have[0]}) embeddings but "
+                f"schema {schema!r} stores halfvec({have[0]}) embeddings but "
                 f"VIGIL_PROJECTOR_EMBEDDING_DIM={embedding_dim}; a new migration is needed"
             )
-        ensure_partitions(conn, date.today(), ahead=2)
+        today = datetime.now(UTC).date()
+        ensure_partitions(conn, today, ahead=2)
+        if conn.execute("SELECT relkind FROM pg_class WHERE oid = 'embeddings'::regclass"
+                        ).fetchone() == ("p",):  # partitioned by day (0044 on)
+            ensure_embedding_partitions(conn, today, ahead=EMBEDDING_DAYS_AHEAD)
     if applied_now:
         log.info("migrations applied", extra={"schema": schema, "applied": applied_now})
     return applied_now
@@ -136,6 +144,51 @@ def ensure_partitions(conn: psycopg.Connection, day: date, ahead: int = 0) -> li
                 sql.Identifier(name),
                 sql.Literal(f"{lo.isoformat()} 00:00:00+00"),
                 sql.Literal(f"{hi.isoformat()} 00:00:00+00"),
+            )
+        )
+        created.append(name)
+    return created
+
+
+#: Daily embeddings partitions are created this many days ahead (by `upgrade` and by every
+#: retention run); the writer creates a missing day on demand as well.
+EMBEDDING_DAYS_AHEAD = 2
+
+
+def embedding_partition_name(day: date) -> str:
+    return f"embeddings_d{day.year:04d}{day.month:02d}{day.day:02d}"
+
+
+def embedding_partitions(conn: psycopg.Connection) -> list[tuple[str, date]]:
+    """(name, day) of every embeddings partition, oldest first (search_path set)."""
+    rows = conn.execute(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = 'embeddings'::regclass").fetchall()
+    out = []
+    for (name,) in rows:
+        if name.startswith("embeddings_d") and len(name) == 20 and name[12:].isdigit():
+            out.append((name, date(int(name[12:16]), int(name[16:18]), int(name[18:20]))))
+    return sorted(out, key=lambda r: r[1])
+
+
+def ensure_embedding_partitions(conn: psycopg.Connection, day: date, ahead: int = 0
+                                ) -> list[str]:
+    """Create the embeddings partitions of `day` and the `ahead` days after it (UTC days;
+    search_path set to the read-model schema). Idempotent. Each new partition gets the
+    parent's indexes, the HNSW graph included, when the parent has them (not during a
+    replay's bulk load, which builds them per day itself)."""
+    created = []
+    for i in range(ahead + 1):
+        lo = day + timedelta(days=i)
+        name = embedding_partition_name(lo)
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} PARTITION OF embeddings "
+                "FOR VALUES FROM ({}) TO ({})"
+            ).format(
+                sql.Identifier(name),
+                sql.Literal(f"{lo.isoformat()} 00:00:00+00"),
+                sql.Literal(f"{(lo + timedelta(days=1)).isoformat()} 00:00:00+00"),
             )
         )
         created.append(name)

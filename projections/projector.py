@@ -135,6 +135,10 @@ class RunStats:
     index_s: float = 0.0
     hnsw_s: float = 0.0
     btree_s: float = 0.0
+    #: embeddings days whose HNSW graph was built during the load, and those seconds
+    #: (they overlap load_s; hnsw_s is what was left after the load)
+    days_indexed_during_load: int = 0
+    hnsw_during_load_s: float = 0.0
 
 
 @dataclass
@@ -158,7 +162,8 @@ class Projector:
                  producer: EventProducer | None = None, group_id: str | None = None,
                  kafka_overrides: dict[str, Any] | None = None,
                  partitions: list[tuple[str, int]] | None = None, shard: str = "",
-                 fast_commit: bool = False) -> None:
+                 fast_commit: bool = False,
+                 on_committed: Callable[[list[Any]], None] | None = None) -> None:
         self.dsn = dsn
         self.schema = schema
         self.prefix = prefix
@@ -176,6 +181,8 @@ class Projector:
         #: synchronous_commit=off: a commit lost in a server crash takes its offsets with
         #: it, so the batch is simply read again — used by rebuilds, where it pays most
         self._fast_commit = fast_commit
+        #: called with the items of every committed batch (a replay's progress report)
+        self._on_committed = on_committed
         self._stored: dict[tuple[str, int], int] = {}
         self._stopping = False
         self._conn: psycopg.Connection | None = None
@@ -560,6 +567,8 @@ class Projector:
                 EVENTS.labels(short).inc()
         for d in dead:
             DEAD.labels(d.pos.topic.rsplit(".", 1)[-1]).inc()
+        if self._on_committed is not None:
+            self._on_committed(items)
 
     def _dead_letter(self, it: _Item) -> None:
         if it.dead_lettered:

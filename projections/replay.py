@@ -14,24 +14,28 @@ left out of the comparison and counted per table.
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing
 import os
+import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 from confluent_kafka import Consumer, TopicPartition
 from psycopg import sql
 
-from projections.migrate import set_search_path, upgrade
+from projections.migrate import embedding_partitions, set_search_path, upgrade
 from projections.offsets import load_offsets
 from projections.projector import Projector, RunStats
 from projections.settings import ProjectorSettings
+from schemas import events as ev
 from schemas import tables
 from vigil.errors import VigilError
 from vigil.kafka import consumer_config
@@ -93,27 +97,44 @@ def rebuild(dsn: str, prefix: str, settings: ProjectorSettings, schema: str, *,
     stats = RunStats()
     started = time.perf_counter()
     timing: dict[str, float] = {}
+    privacy = [tp for tp in plan.targets if tp[0] == f"{prefix}.privacy"]
+    rest = [tp for tp in plan.targets if tp not in privacy]
+    shards = _split(rest, plan.sizes, n_workers,
+                    PARALLEL_MIN_MESSAGES if parallel_min is None else parallel_min)
+    overlap = indexes and index_overlap(settings.replay_index_overlap, max(1, len(shards)))
+    # one slot per shard: how far in event time its embeddings partitions are loaded
+    marks = multiprocessing.get_context("spawn").Array("d", [-math.inf] * max(1, len(shards)),
+                                                       lock=False)
     with bulk_load(dsn, schema, settings.replay_index_mem_mb, restore=indexes, timing=timing,
-                   index_workers=settings.replay_index_workers):
-        privacy = [tp for tp in plan.targets if tp[0] == f"{prefix}.privacy"]
-        rest = [tp for tp in plan.targets if tp not in privacy]
-        if privacy:
-            _merge(stats, _run_shard(dsn, prefix, settings, schema, consumer_name, privacy,
-                                     plan.targets, "p"))
-        shards = _split(rest, plan.sizes, n_workers,
-                        PARALLEL_MIN_MESSAGES if parallel_min is None else parallel_min)
-        if len(shards) <= 1:
-            for shard in shards:
-                _merge(stats, _run_shard(dsn, prefix, settings, schema, consumer_name, shard,
-                                         plan.targets, "0"))
-        else:
-            ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=len(shards), mp_context=ctx) as pool:
-                futures = [pool.submit(_run_shard, dsn, prefix, settings, schema,
-                                       consumer_name, shard, plan.targets, str(i))
-                           for i, shard in enumerate(shards)]
-                for fut in futures:
-                    _merge(stats, fut.result())
+                   index_workers=settings.replay_index_workers) as dropped:
+        indexer = None
+        hnsw = [d for _n, d in dropped if " USING hnsw " in d and _on_embeddings(d)]
+        if overlap and hnsw:
+            indexer = DayIndexer(dsn, schema, hnsw[0], settings.replay_index_mem_mb,
+                                 lambda: min(marks))
+            indexer.start()
+        try:
+            if privacy:
+                _merge(stats, _run_shard(dsn, prefix, settings, schema, consumer_name,
+                                         privacy, plan.targets, "p"))
+            if len(shards) <= 1:
+                for shard in shards:
+                    _merge(stats, _run_shard(dsn, prefix, settings, schema, consumer_name,
+                                             shard, plan.targets, "0", marks, 0))
+            else:
+                ctx = multiprocessing.get_context("spawn")
+                with ProcessPoolExecutor(max_workers=len(shards), mp_context=ctx,
+                                         initializer=_share_marks, initargs=(marks,)) as pool:
+                    futures = [pool.submit(_run_shard, dsn, prefix, settings, schema,
+                                           consumer_name, shard, plan.targets, str(i), None, i)
+                               for i, shard in enumerate(shards)]
+                    for fut in futures:
+                        _merge(stats, fut.result())
+        finally:
+            if indexer is not None:
+                indexer.finish()
+                stats.days_indexed_during_load = len(indexer.built)
+                stats.hnsw_during_load_s = sum(indexer.built.values())
         timing["load_s"] = time.perf_counter() - started
     stats.workers = max(1, len(shards))
     stats.load_s = timing["load_s"]
@@ -124,8 +145,133 @@ def rebuild(dsn: str, prefix: str, settings: ProjectorSettings, schema: str, *,
                                     "workers": stats.workers, "load_s": round(stats.load_s, 2),
                                     "index_s": round(stats.index_s, 2),
                                     "hnsw_s": round(stats.hnsw_s, 2),
-                                    "btree_s": round(stats.btree_s, 2)})
+                                    "btree_s": round(stats.btree_s, 2),
+                                    "days_indexed_during_load": stats.days_indexed_during_load,
+                                    "hnsw_during_load_s": round(stats.hnsw_during_load_s, 2)})
     return stats
+
+
+def index_overlap(mode: str, load_processes: int) -> bool:
+    """Build finished days' HNSW graphs during the load? "auto": when the cores outnumber
+    the load's consumer processes, so the build takes a core the load leaves idle. Each
+    consumer keeps its own PostgreSQL backend busy as well, so on a machine with no core
+    to spare the build only slows the load down (measured on the bench, one graph built
+    during the load took 243 s instead of 169 s after it, README "Replay and verify")."""
+    if mode == "on":
+        return True
+    if mode == "off":
+        return False
+    return (os.cpu_count() or 1) > load_processes
+
+
+def _on_embeddings(ddl: str) -> bool:
+    return ".embeddings USING " in ddl.replace(" ON ONLY ", " ON ", 1)
+
+
+class DayIndexer(threading.Thread):
+    """Builds the HNSW graph of every embeddings day the load has passed, one day at a
+    time on its own connection, while the later days load (`rebuild`).
+
+    "Passed" is the load's event-time watermark: every consumer reports how far its
+    embeddings partitions got (each partition is in event order, as produced), and a day
+    is built once the slowest is `SLACK_S` past its end. An embedding that arrives even
+    later is simply inserted into that day's graph. The parent table's index, created
+    after the load, takes over (attaches) these graphs and builds the remaining days.
+    """
+
+    #: seconds past a day's end before it counts as loaded (late embeddings)
+    SLACK_S = 300.0
+
+    def __init__(self, dsn: str, schema: str, parent_ddl: str, mem_mb: int,
+                 watermark: Callable[[], float]) -> None:
+        super().__init__(name="replay-day-indexer", daemon=True)
+        self.dsn, self.schema, self.mem_mb = dsn, schema, mem_mb
+        # "CREATE INDEX embeddings_hnsw ON ONLY s.embeddings USING hnsw (...) WITH (...)"
+        self.method = parent_ddl[parent_ddl.index(" USING "):]
+        self.watermark = watermark
+        #: partition -> seconds its graph took
+        self.built: dict[str, float] = {}
+        self._done = threading.Event()
+        self.error: BaseException | None = None
+
+    def finish(self) -> None:
+        """The load is over: finish the build under way (if any) and stop."""
+        self._done.set()
+        self.join()
+        if self.error is not None:  # the final index build covers the days left
+            log.warning("day index build failed during the load",
+                        extra={"schema": self.schema, "error": str(self.error)[:300]})
+
+    def run(self) -> None:
+        try:
+            with psycopg.connect(self.dsn, autocommit=True) as conn:
+                set_search_path(conn, self.schema)
+                conn.execute(sql.SQL("SET maintenance_work_mem = {}").format(
+                    sql.Literal(f"{int(self.mem_mb)}MB")))
+                # the load's consumers have the other cores
+                conn.execute("SET max_parallel_maintenance_workers = 0")
+                while not self._done.wait(0.5):
+                    self._build_passed(conn)
+        except BaseException as exc:
+            self.error = exc
+
+    def _build_passed(self, conn: psycopg.Connection) -> None:
+        mark = self.watermark()
+        for name, day in embedding_partitions(conn):
+            end = datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() + 86_400
+            if name in self.built or end + self.SLACK_S > mark:
+                continue
+            if self._done.is_set():
+                return
+            t = time.perf_counter()
+            conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {}.{}").format(
+                sql.Identifier(f"{name}_embedding_idx"), sql.Identifier(self.schema),
+                sql.Identifier(name)).as_string(conn).encode() + self.method.encode())
+            self.built[name] = time.perf_counter() - t
+            log.info("day index built during the load", extra={
+                "schema": self.schema, "partition": name, "s": round(self.built[name], 2)})
+
+
+#: this worker process's watermark slots (`_share_marks`, set once per process)
+_MARKS: Sequence[float] | None = None
+
+
+def _share_marks(marks: Sequence[float]) -> None:
+    global _MARKS
+    _MARKS = marks
+
+
+class _Watermark:
+    """A replay consumer's progress in event time over its embeddings partitions: the
+    oldest of their newest committed embeddings, +inf once all are at their target."""
+
+    def __init__(self, partitions: list[tuple[str, int]], targets: dict[tuple[str, int], int],
+                 marks: Sequence[float] | None, slot: int) -> None:
+        self.pending = {tp: -math.inf for tp in partitions if tp[0].endswith(".embeddings")}
+        self.targets = targets
+        self.marks, self.slot = marks, slot
+        self._publish()
+
+    def __call__(self, items: list[Any]) -> None:
+        for it in items:
+            tp = (it.pos.topic, it.pos.partition)
+            if tp not in self.pending:
+                continue
+            if it.pos.offset + 1 >= self.targets.get(tp, 0):
+                del self.pending[tp]
+            elif isinstance(it.event, ev.AppearanceEmbedded):
+                at = it.event.occurred_at.timestamp()
+                if at > self.pending[tp]:
+                    self.pending[tp] = at
+        self._publish()
+
+    def done(self) -> None:
+        self.pending.clear()
+        self._publish()
+
+    def _publish(self) -> None:
+        if self.marks is not None:
+            self.marks[self.slot] = min(self.pending.values(), default=math.inf)  # type: ignore[index]
 
 
 @dataclass
@@ -179,16 +325,21 @@ def _split(tps: list[tuple[str, int]], sizes: dict[tuple[str, int], int], n: int
 
 def _run_shard(dsn: str, prefix: str, settings: ProjectorSettings, schema: str,
                consumer_name: str, partitions: list[tuple[str, int]],
-               targets: dict[tuple[str, int], int], shard: str) -> RunStats:
-    """One rebuild consumer over `partitions` (runs in a worker process or in-line)."""
+               targets: dict[tuple[str, int], int], shard: str,
+               marks: Sequence[float] | None = None, slot: int = 0) -> RunStats:
+    """One rebuild consumer over `partitions` (runs in a worker process or in-line); it
+    reports its event-time progress into `marks[slot]` (in a worker: the process's
+    shared slots) for the `DayIndexer`."""
+    mark = _Watermark(partitions, targets, marks if marks is not None else _MARKS, slot)
     proj = Projector(dsn=dsn, schema=schema, prefix=prefix, settings=settings,
                      consumer_name=consumer_name, partitions=partitions,
                      stop_at={tp: targets[tp] for tp in partitions}, shard=f":{shard}",
                      group_id=f"{prefix}.replay.{schema}.{shard}.{uuid.uuid4().hex[:8]}",
-                     fast_commit=True)
+                     fast_commit=True, on_committed=mark)
     try:
         return proj.run()
     finally:
+        mark.done()
         proj.close()
 
 
@@ -212,7 +363,7 @@ def index_build_workers(configured: int) -> int:
 @contextmanager
 def bulk_load(dsn: str, schema: str, index_mem_mb: int, *, restore: bool = True,
               timing: dict[str, float] | None = None,
-              index_workers: int = 0) -> Iterator[None]:
+              index_workers: int = 0) -> Iterator[list[tuple[str, str]]]:
     """Drop the secondary indexes of `schema` for a bulk load and build them once after.
 
     Maintaining a dozen B-trees and an HNSW graph row by row is most of PostgreSQL's work
@@ -222,10 +373,9 @@ def bulk_load(dsn: str, schema: str, index_mem_mb: int, *, restore: bool = True,
     deduplicate. The indexes are restored also when the load fails, so the schema is
     never left without them.
 
-    The builds run after the load, not during it: starting the HNSW build on its own
-    connection as soon as the embeddings were in, while the other topics loaded, was
-    measured on the bench's 1 M events: the graph then took 243 s instead of 169 s and
-    the replay 297 s in all, because the load already keeps both cores busy.
+    Yields the dropped (name, definition) pairs. Building a partitioned index attaches
+    a partition's equivalent index when it already has one, so the days `rebuild` built
+    during the load (`DayIndexer`) are not built again.
     """
     with psycopg.connect(dsn, autocommit=True) as conn:
         defs = conn.execute(
@@ -239,7 +389,7 @@ def bulk_load(dsn: str, schema: str, index_mem_mb: int, *, restore: bool = True,
             conn.execute(sql.SQL("DROP INDEX {}.{}").format(sql.Identifier(schema),
                                                            sql.Identifier(name)))
     try:
-        yield
+        yield defs
     finally:
         if restore and defs:
             started = time.perf_counter()

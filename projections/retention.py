@@ -1,8 +1,12 @@
 """Retention of embeddings and detections: personal data expires, history shrinks to counts.
 (One policy of projections/retention_policies.py; `vigil db retention` runs them all.)
 
-- embeddings older than VIGIL_PROJECTOR_EMBEDDING_RETENTION_H (72 h) are deleted
-  (appearance descriptors are personal data; the Kafka topic keeps them 72 h too);
+- embeddings: a daily partition entirely older than VIGIL_PROJECTOR_EMBEDDING_RETENTION_H
+  (72 h) is dropped whole, its HNSW graph with it (appearance descriptors are personal
+  data; the Kafka topic keeps them 72 h too). Deleting rows out of a graph instead would
+  leave it to VACUUM to repair, the costliest thing one can ask of an HNSW index; a row
+  therefore stays on disk up to a day past 72 h, and the API never serves it then
+  (api/search.py). Days ahead are created here too;
 - detection partitions (months) entirely older than VIGIL_PROJECTOR_DETECTION_RETENTION_DAYS
   are folded into ``detection_daily_counts`` and dropped, in one transaction per month,
   so a crash never loses a month's counts nor counts it twice;
@@ -18,7 +22,13 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from projections.migrate import ensure_partitions, set_search_path
+from projections.migrate import (
+    EMBEDDING_DAYS_AHEAD,
+    embedding_partitions,
+    ensure_embedding_partitions,
+    ensure_partitions,
+    set_search_path,
+)
 from projections.settings import ProjectorSettings
 
 log = logging.getLogger(__name__)
@@ -42,10 +52,8 @@ def expire_detections_and_embeddings(conn: psycopg.Connection, ps: ProjectorSett
                                      now: datetime) -> dict[str, Any]:
     """The embeddings and detections policy (projections/retention_policies.py), on a
     connection whose search_path is the read-model schema."""
-    report: dict[str, Any] = {"dropped_partitions": []}
-    cutoff = now - timedelta(hours=ps.embedding_retention_h)
-    report["embeddings_deleted"] = conn.execute(
-        "DELETE FROM embeddings WHERE occurred_at < %s", (cutoff,)).rowcount
+    report: dict[str, Any] = {"dropped_partitions": [],
+                              **expire_embeddings(conn, ps.embedding_retention_h, now)}
     det_cutoff = now - timedelta(days=ps.detection_retention_days)
     for name, upper in _partitions(conn):
         if upper > det_cutoff:
@@ -63,6 +71,38 @@ def expire_detections_and_embeddings(conn: psycopg.Connection, ps: ProjectorSett
     with conn.transaction():
         report["partitions_ensured"] = ensure_partitions(
             conn, date(now.year, now.month, 1), ahead=ps.partitions_ahead)
+    return report
+
+
+def expire_embeddings(conn: psycopg.Connection, retention_h: float, now: datetime
+                      ) -> dict[str, Any]:
+    """Drop every embeddings partition whose whole day is older than `retention_h`, and
+    create the days ahead. One short transaction per partition: DROP takes the parent's
+    lock, so a lock wait is bounded (a partition left for the next run is reported)."""
+    cutoff = now - timedelta(hours=retention_h)
+    dropped, busy, rows = [], [], 0
+    for name, day in embedding_partitions(conn):
+        if datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1) > cutoff:
+            continue
+        try:
+            with conn.transaction():
+                conn.execute("SET LOCAL lock_timeout = '10s'")
+                est = conn.execute("SELECT reltuples::bigint FROM pg_class "
+                                   "WHERE oid = %s::regclass", (name,)).fetchone()
+                conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
+        except psycopg.errors.LockNotAvailable:
+            busy.append(name)
+            continue
+        dropped.append(name)
+        rows += max(0, int(est[0])) if est else 0
+    with conn.transaction():
+        ahead = ensure_embedding_partitions(conn, now.astimezone(UTC).date(),
+                                            ahead=EMBEDDING_DAYS_AHEAD)
+    report: dict[str, Any] = {"embeddings_dropped_partitions": dropped,
+                              "embeddings_rows_dropped_estimate": rows,
+                              "embeddings_partitions_ensured": ahead}
+    if busy:
+        report["embeddings_partitions_busy"] = busy
     return report
 
 

@@ -6,6 +6,7 @@ The read model's location and staleness limit, which the API needs too, are decl
 from __future__ import annotations
 
 from functools import cache
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -18,10 +19,9 @@ class ProjectorSettings(ReadModelSettings):
     model_config = SettingsConfigDict(env_prefix="VIGIL_PROJECTOR_", extra="forbid", frozen=True,
                                       populate_by_name=True)
 
-    #: Dimension of the appearance embeddings column (the embedder's output size).
-    embedding_dim: int = Field(192, ge=1, le=16000)  # appearance_embedder output
-    #: Embeddings are personal data: rows older than this are deleted by retention.
-    embedding_retention_h: float = Field(72.0, gt=0)
+    #: Dimension of the appearance embeddings column (the embedder's output size); an
+    #: HNSW index on halfvec takes at most 4,000 dimensions.
+    embedding_dim: int = Field(192, ge=1, le=4000)  # appearance_embedder output
     #: Recorded video segments are deleted this many days after they were stored
     #: (projections/recording_retention.py, one policy of retention_policies.py).
     recording_retention_days: float = Field(30.0, gt=0)
@@ -54,6 +54,10 @@ class ProjectorSettings(ReadModelSettings):
     #: Parallel maintenance workers of those index builds (0 = one fewer than the cores:
     #: the leader process builds too).
     replay_index_workers: int = Field(0, ge=0, le=64)
+    #: Build each finished day's HNSW graph while the next days load: "auto" does when a
+    #: core is left over by the load's consumers, "on" always, "off" never (all graphs
+    #: then after the load, docs/architecture.md "Appearance embeddings").
+    replay_index_overlap: Literal["auto", "on", "off"] = "auto"
     #: The synthetic end-to-end probe (projections/probe.py): one test frame through the
     #: pipeline to the read model this often (s); 0 = off. Exported on the metrics port.
     probe_interval_s: float = Field(300.0, ge=0)

@@ -16,7 +16,7 @@ from psycopg.adapt import Dumper
 from psycopg.pq import Format
 
 from projections.handlers import Batch, PackedVector
-from projections.migrate import ensure_partitions
+from projections.migrate import ensure_embedding_partitions, ensure_partitions
 
 #: Column lists of the insert-only tables, in handler tuple order.
 APPEND_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -86,7 +86,7 @@ BINARY_COPY = frozenset({"frames", "frame_analyses", "detections", "embeddings"}
 
 
 class _PackedVectorDumper(Dumper):
-    """Passes a `PackedVector` through as the binary value of the `vector` column."""
+    """Passes a `PackedVector` through as the binary value of the `halfvec` column."""
 
     format = Format.BINARY
 
@@ -284,6 +284,7 @@ class Writer:
     def __init__(self, partitions_ahead: int = 2) -> None:
         self.partitions_ahead = partitions_ahead
         self._months: set[date] = set()
+        self._days: set[date] = set()
         self._stages: set[str] = set()
         #: per binary staging table, the type oids of the copied columns
         self._stage_types: dict[str, list[int]] = {}
@@ -291,17 +292,22 @@ class Writer:
     def reset(self) -> None:
         """Forget cached partitions and staging tables (after a reconnect or rollback)."""
         self._months.clear()
+        self._days.clear()
         self._stages.clear()
         self._stage_types.clear()
 
     def write(self, conn: psycopg.Connection, batch: Batch) -> None:
         new_months = sorted(batch.months - self._months)
-        if new_months:  # replay workers run in parallel: one creates, the others wait
+        new_days = sorted(batch.days - self._days)
+        if new_months or new_days:  # replay workers run in parallel: one creates, the
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('vigil-partitions:' "
-                         "|| current_schema()))")
+                         "|| current_schema()))")  # others wait
         for month in new_months:
             ensure_partitions(conn, month, ahead=self.partitions_ahead)
+        for day in new_days:  # normally created ahead already (retention, upgrade)
+            ensure_embedding_partitions(conn, day)
         self._months |= batch.months
+        self._days |= batch.days
         for table in APPEND_ORDER:
             rows = batch.appends.get(table)
             if rows:
@@ -352,7 +358,7 @@ class Writer:
     def _column_types(conn: psycopg.Connection, stage: str, cols: tuple[str, ...]
                       ) -> list[int]:
         """Type oids of `cols` of the staging table; registers the vector dumper for this
-        connection when one of them is pgvector's `vector`."""
+        connection when one of them is pgvector's `halfvec`."""
         rows = conn.execute(
             "SELECT a.attname, a.atttypid::int, t.typname FROM pg_attribute a "
             "JOIN pg_type t ON t.oid = a.atttypid "
@@ -360,7 +366,7 @@ class Writer:
             "AND a.attnum > 0 AND NOT a.attisdropped", (f"pg_temp.{stage}",)).fetchall()
         by_name = {name: (oid, typname) for name, oid, typname in rows}
         for oid, typname in by_name.values():
-            if typname == "vector":
+            if typname == "halfvec":
                 dumper = type("PackedVectorDumper", (_PackedVectorDumper,), {"oid": oid})
                 conn.adapters.register_dumper(PackedVector, dumper)
         return [by_name[c][0] for c in cols]

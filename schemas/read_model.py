@@ -2,7 +2,8 @@
 
 The projector writes the read model and the API reads it, so the few settings both need
 (``VIGIL_PROJECTOR_SCHEMA``, ``VIGIL_PROJECTOR_CONSUMER``,
-``VIGIL_PROJECTOR_READ_MODEL_STALE_S``) are declared here, once, in the contract layer;
+``VIGIL_PROJECTOR_READ_MODEL_STALE_S``, ``VIGIL_PROJECTOR_EMBEDDING_RETENTION_H``) are
+declared here, once, in the contract layer;
 `projections.settings.ProjectorSettings` extends them with the projector's own knobs.
 """
 
@@ -40,6 +41,10 @@ class ReadModelSettings(BaseSettings):
     #: /health/ready (projector) and /health/deep (API) fail once the read model has not
     #: been caught up with Kafka for this long (s).
     read_model_stale_s: float = Field(120.0, gt=0)
+    #: Embeddings are personal data, searchable for this long (h). Retention drops whole
+    #: daily partitions once they are entirely older, so a row can stay on disk up to a
+    #: day longer; the API's appearance search never returns or uses it past this age.
+    embedding_retention_h: float = Field(72.0, gt=0)
 
     @field_validator("schema_name")
     @classmethod

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from pgvector.sqlalchemy import Vector
+from pgvector.sqlalchemy import HALFVEC
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -259,16 +259,17 @@ detection_daily_counts = Table(
     Column("frames", BigInteger, nullable=False),
 )
 
-#: Appearance descriptors; the column is vector(VIGIL_PROJECTOR_EMBEDDING_DIM), HNSW cosine.
+#: Appearance descriptors: halfvec(VIGIL_PROJECTOR_EMBEDDING_DIM), partitioned by UTC day,
+#: one HNSW cosine graph per day (migration 0044, docs/architecture.md).
 embeddings = Table(
     "embeddings", metadata,
     Column("detection_id", Text, primary_key=True),
     Column("event_id", Text, nullable=False),
     Column("camera_id", Text, nullable=False),
     Column("frame_sequence", BigInteger, nullable=False),
-    Column("occurred_at", TS, nullable=False),
+    Column("occurred_at", TS, primary_key=True),
     Column("model", Text, nullable=False),
-    Column("embedding", Vector(), nullable=False),
+    Column("embedding", HALFVEC(), nullable=False),
     *_log_position(nullable=True),
 )
 

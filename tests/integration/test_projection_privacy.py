@@ -11,7 +11,13 @@ import psycopg
 import pytest
 
 from projections.erasure import _minio
-from projections.migrate import ensure_partitions, set_search_path, upgrade
+from projections.migrate import (
+    embedding_partitions,
+    ensure_embedding_partitions,
+    ensure_partitions,
+    set_search_path,
+    upgrade,
+)
 from projections.projector import Projector
 from projections.replay import drop_schema
 from projections.retention import run_retention
@@ -72,7 +78,7 @@ def _project(schema: str) -> None:
     proj.close()
 
 
-def test_retention_expires_embeddings_and_folds_old_months_into_counts(
+def test_retention_drops_only_expired_embedding_days_and_folds_old_months_into_counts(
     topic_prefix: str,
 ) -> None:
     dsn = get_settings().database_dsn
@@ -88,14 +94,25 @@ def test_retention_expires_embeddings_and_folds_old_months_into_counts(
             for i, at in enumerate([old, old, old + timedelta(days=1), now]):
                 c.execute("INSERT INTO detections VALUES (%s, %s, %s, NULL, 'cam', 1, "
                           "'person', 0.9, 0, 0, 1, 1, false, false)", (f"d{i}", at, f"e{i}"))
-            for i, at in enumerate([now - timedelta(hours=80), now - timedelta(hours=1)]):
+            ensure_embedding_partitions(c, date(2026, 11, 18), ahead=5)
+            # 11-19 ends 88 h before `now`, 11-20 ends 60 h before it (partly expired:
+            # kept whole), 11-23 is today
+            times = [datetime(2026, 11, 19, 3, tzinfo=UTC), datetime(2026, 11, 19, 23, tzinfo=UTC),
+                     datetime(2026, 11, 20, 1, tzinfo=UTC), now - timedelta(hours=1)]
+            for i, at in enumerate(times):
                 c.execute("INSERT INTO embeddings VALUES (%s, 'e', 'cam', 1, %s, 'm', "
                           "'[1,2,3,4]')", (f"d{i}", at))
         report = run_retention(dsn, schema, ProjectorSettings(embedding_dim=4), now=now)
-        assert report["embeddings_deleted"] == 1
+        assert report["embeddings_dropped_partitions"] == ["embeddings_d20261118",
+                                                           "embeddings_d20261119"]
         assert report["dropped_partitions"] == ["detections_y2025m03"]
         with psycopg.connect(dsn) as c:
             set_search_path(c, schema)
+            assert [r[0] for r in c.execute("SELECT detection_id FROM embeddings ORDER BY 1")
+                    ] == ["d2", "d3"]
+            days = [d for _, d in embedding_partitions(c)]
+            assert days[0] == date(2026, 11, 20)  # the first not wholly expired day
+            assert date(2026, 11, 25) in days  # created ahead of `now`
             counts = c.execute("SELECT day, detections, frames FROM detection_daily_counts "
                                "ORDER BY day").fetchall()
             assert counts == [(date(2025, 3, 10), 2, 2), (date(2025, 3, 11), 1, 1)]

@@ -146,12 +146,14 @@ def test_verify_offsets_match_tolerates_partitions_emptied_by_retention() -> Non
     assert not _offsets_match(live, {("t", 0): 9, ("t", 1): 5}, {})
 
 
-def test_pack_vector_is_pgvector_binary_and_rejects_out_of_range() -> None:
+def test_pack_vector_is_pgvector_halfvec_binary_and_rejects_out_of_range() -> None:
     import struct
 
     from projections.handlers import HandlerError, pack_vector
 
     packed = pack_vector([0.5, -1.0, 2.0])
-    assert packed == struct.pack(">HH3f", 3, 0, 0.5, -1.0, 2.0)
-    with pytest.raises(HandlerError):
-        pack_vector([1e300])
+    assert packed == struct.pack(">HH3e", 3, 0, 0.5, -1.0, 2.0)
+    # 0x3800 is 0.5 in IEEE half precision: the server reads these bits as they are
+    assert packed[4:6] == bytes.fromhex("3800")
+    with pytest.raises(HandlerError):  # beyond half precision's 65504
+        pack_vector([70000.0])

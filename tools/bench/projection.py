@@ -7,8 +7,12 @@ unindexed, unpartitioned table, measured in the same run — the ceiling of what
 PostgreSQL can ingest here.
 
 Replay: an embedding-heavy log of ``VIGIL_BENCH_REPLAY_EVENTS`` events (default 1,000,000;
-100,000 with --quick) plus the two workloads above is rebuilt from offset 0 by
-`replay_into` (parallel consumers, indexes built after the load). Same-run comparison:
+100,000 with --quick), 64 cameras over 72 h (so the embeddings fill four daily
+partitions), plus the two workloads above is rebuilt from offset 0 by `replay_into`
+(parallel consumers, indexes built per day after the load, or during it where a core is
+free). The rebuilt schema is then searched, and its oldest full day dropped, by
+`tools.bench.appearance` (search latency and recall at k = 20, retention drop time);
+the same module compares vector with halfvec on clustered vectors. Same-run comparison:
 the previous way of rebuilding (one consumer, B-tree indexes updated row by row, only
 HNSW built after the load; with today's writer, so the packed vectors and binary COPY
 help both) against `replay_into`, both over the first
@@ -32,8 +36,13 @@ from projections.projector import Projector, projected_suffixes
 from projections.replay import drop_schema, replay_into
 from projections.settings import ProjectorSettings
 from schemas import events as ev
+from tools.bench import appearance
 from tools.bench.runner import BenchResult
 from tools.bench.workload import T0, mixed_workload, publish, replay_log
+
+#: the replay log's span and cameras: the appearance search target's 72 h of 64 cameras
+REPLAY_SPAN_S = 72 * 3600
+REPLAY_CAMERAS = 64
 
 
 def _detections_workload(frames: int, per_frame: int, cameras: int = 8
@@ -82,6 +91,8 @@ def _baseline_replay(dsn: str, prefix: str, ps: ProjectorSettings, schema: str,
         set_search_path(conn, schema)
         hnsw = conn.execute("SELECT indexdef FROM pg_indexes WHERE schemaname = %s AND "
                             "indexname = 'embeddings_hnsw'", (schema,)).fetchone()[0]
+        # a partitioned index reads "ON ONLY parent", which would build no partition's
+        hnsw = hnsw.replace(" ON ONLY ", " ON ", 1)
         conn.execute("DROP INDEX embeddings_hnsw")
     proj = Projector(dsn=dsn, schema=schema, prefix=prefix, settings=ps,
                      consumer_name="replay", stop_at=targets,
@@ -109,6 +120,7 @@ def run(quick: bool = False) -> BenchResult:
     s = get_settings()
     dsn = s.database_dsn
     schema, replay_schema, base_schema = prefix, f"{prefix}_replay", f"{prefix}_base"
+    quant_schema = f"{prefix}_quant"
     replay_n = int(os.environ.get("VIGIL_BENCH_REPLAY_EVENTS",
                                   100_000 if quick else 1_000_000))
     baseline_n = int(os.environ.get("VIGIL_BENCH_REPLAY_BASELINE_EVENTS",
@@ -150,7 +162,7 @@ def run(quick: bool = False) -> BenchResult:
         mixed = mixed_workload(seed=11, cameras=4, frames_per_camera=20, alerts=8)
         publish(mixed)
         t = time.perf_counter()
-        publish(replay_log(replay_n))
+        publish(replay_log(replay_n, cameras=REPLAY_CAMERAS, span_s=REPLAY_SPAN_S))
         seed_s = time.perf_counter() - t
         total_events = len(items) + len(mixed) + replay_n
         t = time.perf_counter()
@@ -158,6 +170,15 @@ def run(quick: bool = False) -> BenchResult:
         replay_s = time.perf_counter() - t
         assert stats.messages >= total_events, (stats.messages, total_events)
         total_events = stats.messages  # replay_log rounds up to whole frames
+        # Appearance search over what the replay built (72 h x 64 cameras), then the
+        # retention drop of one full day of it, then vector vs halfvec.
+        search = appearance.search(dsn, s.database_url, replay_schema, since=T0,
+                                   until=T0 + timedelta(seconds=REPLAY_SPAN_S + 1),
+                                   queries=100 if quick else 200)
+        drop = appearance.retention_drop(dsn, replay_schema)
+        quant = appearance.quantization(dsn, quant_schema,
+                                        persons=400 if quick else 2000)
+        drop_schema(dsn, quant_schema)
         # Same-run comparison at equal size (the HNSW build grows faster than linearly,
         # so rates of logs of different sizes do not compare): the previous rebuild and
         # this one over the same prefix of the log.
@@ -173,6 +194,7 @@ def run(quick: bool = False) -> BenchResult:
         drop_schema(dsn, schema)
         drop_schema(dsn, replay_schema)
         drop_schema(dsn, base_schema)
+        drop_schema(dsn, quant_schema)
         with contextlib.suppress(Exception):  # cleanup must not hide the run's error
             delete_topics(s.kafka_bootstrap, prefix)
         if old_prefix is None:
@@ -192,6 +214,9 @@ def run(quick: bool = False) -> BenchResult:
                  "replay_load_s": stats.load_s, "replay_index_build_s": stats.index_s,
                  "replay_hnsw_build_s": stats.hnsw_s, "replay_btree_build_s": stats.btree_s,
                  "replay_workers": stats.workers, "replay_seed_s": seed_s,
+                 "replay_index_overlap": ps.replay_index_overlap,
+                 "replay_days_indexed_during_load": stats.days_indexed_during_load,
+                 "replay_hnsw_during_load_s": stats.hnsw_during_load_s,
                  # linear: an under-estimate below 1M (the HNSW build grows faster)
                  "replay_1m_events_linear_estimate_s": 1_000_000 / (total_events / replay_s),
                  "replay_baseline": "previous rebuild (one consumer, B-tree indexes "
@@ -203,8 +228,11 @@ def run(quick: bool = False) -> BenchResult:
                  "replay_prefix_events_per_s": prefix_msgs / prefix_s,
                  "replay_ratio": base_s / prefix_s,
                  "replay_log": "embedding-heavy: per frame 1 FrameCaptured, 1 FrameAnalyzed "
-                               "(3 boxes), 3 AppearanceEmbedded (192-d, clustered by track "
-                               "like re-identification vectors); 8 cameras, 4 partitions "
-                               "per topic",
-                 "target_detections_per_s": 20_000, "target_replay_1m_s": 120, "quick": quick},
+                               "(3 boxes), 3 AppearanceEmbedded (192-d halfvec, clustered "
+                               "by track like re-identification vectors); 64 cameras over "
+                               "72 h, 4 partitions per topic",
+                 "search": search, "retention_drop": drop, "quantization": quant,
+                 "target_detections_per_s": 20_000, "target_replay_1m_s": 120,
+                 "target_search_p95_ms": 50, "target_search_recall_at_20": 0.95,
+                 "target_retention_drop_s": 1.0, "quick": quick},
     )

@@ -203,8 +203,19 @@ def publish(items: Iterable[Item], producer: object | None = None) -> None:
         raise RuntimeError("events not delivered")
 
 
+def reid_vectors(rng: Any, centres: Any, per_centre: int) -> Any:
+    """`per_centre` re-identification-like vectors around each row of `centres` (a
+    person's direction, N(0, 1) per dimension) with N(0, 0.5) noise: cosine ~0.8 within
+    a person, ~0 across; the shape `replay_log` gives its embeddings."""
+    import numpy as np
+
+    noise = rng.normal(0.0, 0.5, (len(centres), per_centre, centres.shape[1]))
+    return (centres[:, None, :] + noise).astype(np.float32)
+
+
 def replay_log(total_events: int, *, seed: int = 5, cameras: int = 8,
-               detections_per_frame: int = 3, embedding_dim: int = 192) -> Iterator[Item]:
+               detections_per_frame: int = 3, embedding_dim: int = 192,
+               span_s: float | None = None) -> Iterator[Item]:
     """An embedding-heavy log of about `total_events` events for the replay benchmark.
 
     The shape of a busy site's history (per analysed frame: the frame, its analysis with
@@ -216,7 +227,8 @@ def replay_log(total_events: int, *, seed: int = 5, cameras: int = 8,
     so all vectors are distinct but clustered by person. The HNSW build time depends on
     that shape: uniformly random vectors, which no embedder produces, take ~4x longer to
     index. Drawn with numpy in blocks, as 100 M floats from `random` would dominate
-    seeding.
+    seeding. Frames are 200 ms apart, or spread evenly over `span_s` seconds when given
+    (the bench: 72 h of 64 cameras, so the embeddings fill four daily partitions).
     """
     import numpy as np
 
@@ -233,9 +245,13 @@ def replay_log(total_events: int, *, seed: int = 5, cameras: int = 8,
             producer=PRODUCER, occurred_at=T0, event_id=_id(seed, "rcam", cam), camera_id=cam,
             site_id=site, edge_id=edge, name=f"Camera {i}"))
         produced += 1
+    step_ms = 200.0
+    if span_s is not None:
+        per_tick = cameras * (2 + detections_per_frame) + cameras / 25 + 1 / 50
+        step_ms = span_s * 1000 / max(1.0, (total_events - cameras) / per_tick)
     f = 0
     while produced < total_events:
-        at = T0 + timedelta(milliseconds=200 * f)
+        at = T0 + timedelta(milliseconds=round(step_ms * f))
         if f % 50 == 0:
             yield ("heartbeats", edge, ev.EdgeHeartbeat.create(
                 producer=PRODUCER, occurred_at=at, event_id=_id(seed, "rhb", f), edge_id=edge,

@@ -145,6 +145,8 @@ def seed_world(w: World, events_per_camera: int = 7, alerts_per_camera: int = 1,
     """
     p = "seed"
     out: dict[str, Any] = {"alerts": {}, "events": {}, "detections": {}}
+    # Embeddings are searchable for 72 h only (api/search.py): theirs is the last hour.
+    recent = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
     for site, (edge, cams) in SITES.items():
         w.send("heartbeats", edge, EdgeHeartbeat.create(
             producer=p, occurred_at=T0, edge_id=edge, site_id=site, version="1",
@@ -238,7 +240,7 @@ def seed_world(w: World, events_per_camera: int = 7, alerts_per_camera: int = 1,
                 seq += 1
                 det = f"det-{cam}-{i}"
                 w.send("embeddings", cam, AppearanceEmbedded.create(
-                    producer=p, occurred_at=T0 + timedelta(seconds=i), camera_id=cam,
+                    producer=p, occurred_at=recent + timedelta(seconds=i), camera_id=cam,
                     detection_id=det, frame_sequence=seq, model="appearance_embedder",
                     vector=unit_vector(seq, w.dim)))
                 out["detections"][cam].append(det)
