@@ -110,6 +110,8 @@ class AlertQuery(PageQuery):
     state: list[State] | None = Field(None, description="repeatable")
     severity: list[Severity] | None = Field(None, description="repeatable")
     camera: str | None = Field(None, max_length=200)
+    zone: str | None = Field(None, max_length=200, description="the zone the rule watches")
+    rule: str | None = Field(None, max_length=200, description="the rule id")
     since: datetime | None = Field(None, description="raised at or after (ISO 8601)")
     until: datetime | None = Field(None, description="raised before (ISO 8601)")
 
@@ -180,7 +182,8 @@ async def _visible_alert(request: Request, alert_id: str) -> sa.Row[Any]:
 
 @functools.lru_cache(maxsize=256)
 def _list_stmt(scoped: bool, state: bool, severity: bool, camera: bool, since: bool,
-               until: bool, cursor: bool) -> sa.Select[Any]:
+               until: bool, cursor: bool, zone: bool = False, rule: bool = False
+               ) -> sa.Select[Any]:
     """The listing for one combination of filters, built once (see `bound_page`)."""
     stmt = sa.select(*_ALERT_COLS, _SITE.label("site_id")).select_from(_FROM)
     if scoped:
@@ -191,6 +194,10 @@ def _list_stmt(scoped: bool, state: bool, severity: bool, camera: bool, since: b
         stmt = stmt.where(alerts.c.severity.in_(sa.bindparam("severity", expanding=True)))
     if camera:
         stmt = stmt.where(alerts.c.camera_id == sa.bindparam("camera", type_=sa.Text))
+    if zone:
+        stmt = stmt.where(alerts.c.zone_id == sa.bindparam("zone", type_=sa.Text))
+    if rule:
+        stmt = stmt.where(alerts.c.rule_id == sa.bindparam("rule", type_=sa.Text))
     if since:
         stmt = stmt.where(alerts.c.raised_at >= sa.bindparam("since", type_=TS))
     if until:
@@ -211,13 +218,13 @@ async def list_alerts(request: Request, query: AlertQuery) -> Response:
         params["sites"] = sorted(principal.sites)
     if query.cursor:
         params["c_at"], params["c_id"] = decode_cursor(query.cursor, (datetime, str))
-    for name in ("state", "severity", "camera", "since", "until"):
+    for name in ("state", "severity", "camera", "zone", "rule", "since", "until"):
         value = getattr(query, name)
         if value:
             params[name] = value
     stmt = _list_stmt(principal.sites is not None, bool(query.state), bool(query.severity),
                       bool(query.camera), bool(query.since), bool(query.until),
-                      bool(query.cursor))
+                      bool(query.cursor), bool(query.zone), bool(query.rule))
     row = await deps_of(request).read(lambda conn: conn.execute(stmt, params).one())
     return page_response(row, limit)
 

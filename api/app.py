@@ -23,6 +23,7 @@ from api import (
     alerts,
     cameras,
     config_routes,
+    detections,
     events,
     evidence,
     health,
@@ -31,6 +32,7 @@ from api import (
     reports,
     search,
     stream,
+    system,
 )
 from api.access_log import AccessLogMiddleware
 from api.auth import KeyStore
@@ -63,9 +65,11 @@ def all_endpoints() -> list[Endpoint]:
         *evidence.ROUTES,
         *recordings.ROUTES,
         *search.ROUTES,
+        *detections.ROUTES,
         *config_routes.ROUTES,
         *notifications.ROUTES,
         *reports.ROUTES,
+        *system.ROUTES,
         *access.routes(),
     ]
 

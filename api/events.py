@@ -71,6 +71,8 @@ class EventPage(Page):
 class EventQuery(PageQuery):
     camera: list[str] | None = Field(None, description="repeatable")
     type: list[EventType] | None = Field(None, description="repeatable")
+    zone: str | None = Field(None, max_length=200, description="zone id")
+    rule: str | None = Field(None, max_length=200, description="rule id (rule events)")
     since: datetime | None = Field(None, description="at or after (ISO 8601)")
     until: datetime | None = Field(None, description="before (ISO 8601)")
 
@@ -81,7 +83,7 @@ _COLS = [scene_events.c[n] for n in EventOut.model_fields if n != "site_id"]
 
 @functools.lru_cache(maxsize=256)
 def _list_stmt(scoped: bool, camera: bool, type_: bool, since: bool, until: bool,
-               cursor: bool) -> sa.Select[Any]:
+               cursor: bool, zone: bool = False, rule: bool = False) -> sa.Select[Any]:
     """The listing for one combination of filters, built once (see `bound_page`)."""
     stmt = sa.select(*_COLS, cameras.c.site_id).select_from(_FROM)
     if scoped:
@@ -92,6 +94,10 @@ def _list_stmt(scoped: bool, camera: bool, type_: bool, since: bool, until: bool
     if type_:
         stmt = stmt.where(scene_events.c.event_type.in_(sa.bindparam("type",
                                                                      expanding=True)))
+    if zone:
+        stmt = stmt.where(scene_events.c.zone_id == sa.bindparam("zone", type_=sa.Text))
+    if rule:
+        stmt = stmt.where(scene_events.c.rule_id == sa.bindparam("rule", type_=sa.Text))
     if since:
         stmt = stmt.where(scene_events.c.occurred_at >= sa.bindparam("since", type_=TS))
     if until:
@@ -115,12 +121,13 @@ async def list_events(request: Request, query: EventQuery) -> Response:
         params["sites"] = sorted(principal.sites)
     if query.cursor:
         params["c_at"], params["c_id"] = decode_cursor(query.cursor, (datetime, str))
-    for name in ("camera", "type", "since", "until"):
+    for name in ("camera", "type", "zone", "rule", "since", "until"):
         value = getattr(query, name)
         if value:
             params[name] = value
     stmt = _list_stmt(principal.sites is not None, bool(query.camera), bool(query.type),
-                      bool(query.since), bool(query.until), bool(query.cursor))
+                      bool(query.since), bool(query.until), bool(query.cursor),
+                      bool(query.zone), bool(query.rule))
     row = await deps_of(request).read(lambda conn: conn.execute(stmt, params).one())
     return page_response(row, limit)
 

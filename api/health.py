@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -126,6 +127,41 @@ def _watermarks(deps: Deps, topics: set[str]) -> dict[tuple[str, int], tuple[int
     return out
 
 
+@dataclass(frozen=True)
+class ProjectorLag:
+    """How far the live projector is behind the end of the log it folds."""
+
+    consumer: str
+    partitions: int
+    #: (topic, partition) -> events not yet projected (only partitions that are behind)
+    behind: dict[tuple[str, int], int]
+    last_commit_at: datetime
+
+
+async def projector_lag(deps: Deps) -> ProjectorLag | None:
+    """The projector's lag from its committed offsets and Kafka's watermarks; None when it
+    has never committed. Used by the deep health check and the console's System page."""
+    t = projector_offsets.c
+    stmt = sa.select(t.consumer, t.topic, t.partition, t.next_offset, t.updated_at)
+    every = await deps.read(lambda conn: conn.execute(stmt).all())
+    if not every:
+        return None
+    # the live projector's rows (VIGIL_PROJECTOR_CONSUMER), else the latest writer's
+    names = {r.consumer for r in every}
+    live = get_read_model_settings().consumer
+    if live not in names:
+        live = max(every, key=lambda r: r.updated_at).consumer
+    rows = {(r.topic, r.partition): r for r in every if r.consumer == live}
+    marks = await anyio.to_thread.run_sync(
+        lambda: _watermarks(deps, {tp[0] for tp in rows}), abandon_on_cancel=True)
+    # a partition never committed counts from its log start
+    behind = {tp: high - (rows[tp].next_offset if tp in rows else low)
+              for tp, (low, high) in marks.items()}
+    return ProjectorLag(consumer=live, partitions=len(marks),
+                        behind={tp: n for tp, n in behind.items() if n > 0},
+                        last_commit_at=max(r.updated_at for r in rows.values()))
+
+
 async def health_deep(request: Request) -> Response:
     """Readiness plus Triton and the read model's freshness; 503 names the failing part.
 
@@ -138,29 +174,14 @@ async def health_deep(request: Request) -> Response:
     limit = get_read_model_settings().read_model_stale_s
 
     async def read_model() -> str | None:
-        t = projector_offsets.c
-        stmt = sa.select(t.consumer, t.topic, t.partition, t.next_offset, t.updated_at)
-        every = await deps.read(lambda conn: conn.execute(stmt).all())
-        if not every:  # a fresh install: nothing projected, nothing missed
+        lag = await projector_lag(deps)
+        if lag is None:  # a fresh install: nothing projected, nothing missed
             return "projector has not committed yet"
-        # the live projector's rows (VIGIL_PROJECTOR_CONSUMER), else the latest writer's
-        names = {r.consumer for r in every}
-        live = get_read_model_settings().consumer
-        if live not in names:
-            live = max(every, key=lambda r: r.updated_at).consumer
-        rows = {(r.topic, r.partition): r for r in every if r.consumer == live}
-        marks = await anyio.to_thread.run_sync(
-            lambda: _watermarks(deps, {tp[0] for tp in rows}), abandon_on_cancel=True)
-        # a partition never committed counts from its log start
-        behind = {tp: high - (rows[tp].next_offset if tp in rows else low)
-                  for tp, (low, high) in marks.items()}
-        behind = {tp: n for tp, n in behind.items() if n > 0}
-        if not behind:
-            return f"caught up on {len(marks)} partition(s)"
-        last = max(r.updated_at for r in rows.values())
-        age = (datetime.now(UTC) - last).total_seconds()
-        pending = sum(behind.values())
-        detail = (f"{pending} event(s) not projected on {len(behind)} partition(s), "
+        if not lag.behind:
+            return f"caught up on {lag.partitions} partition(s)"
+        age = (datetime.now(UTC) - lag.last_commit_at).total_seconds()
+        pending = sum(lag.behind.values())
+        detail = (f"{pending} event(s) not projected on {len(lag.behind)} partition(s), "
                   f"last projector commit {age:.0f} s ago")
         if age > limit:
             raise RuntimeError(f"stale: {detail} (limit {limit:g} s)")

@@ -211,7 +211,7 @@ def _write_state(store: Any, bucket: str, state: dict[str, Any]) -> None:
 def _build(store: Any, settings: Any, state: dict[str, Any], segs: list[Any]) -> None:
     """The export, in a thread: fetch the segments, cut and remux, store, record."""
     from vigil.clip_builder import Segment, build_clip
-    from vigil.objects import split_ref
+    from vigil.objects import get_bytes, split_ref
 
     bucket = settings.bucket_snapshots
     try:
@@ -220,12 +220,7 @@ def _build(store: Any, settings: Any, state: dict[str, Any], segs: list[Any]) ->
         for s in segs:
             b, k = split_ref(s.object_ref, settings.bucket_segments, settings.buckets)
             try:
-                resp = store.get_object(b, k)
-                try:
-                    data.append(Segment(s.object_ref, s.start_at, s.end_at, resp.read()))
-                finally:
-                    resp.close()
-                    resp.release_conn()
+                data.append(Segment(s.object_ref, s.start_at, s.end_at, get_bytes(b, k, store)))
             except Exception as exc:
                 skipped.append(f"{s.object_ref}: {type(exc).__name__}")
         result = build_clip(data, datetime.fromisoformat(state["start_at"]),

@@ -72,6 +72,18 @@ def _ensure_bucket(c: Minio, bucket: str) -> None:
             _made.add(bucket)
 
 
+def get_bytes(bucket: str, key: str, c: Minio | None = None) -> bytes:
+    """An object's whole content, its connection handed back to the pool (errors raise:
+    `S3Error` for a missing object, urllib3's for a store that does not answer)."""
+    c = c or client()
+    resp = c.get_object(bucket, key)
+    try:
+        return bytes(resp.read())
+    finally:
+        resp.close()
+        resp.release_conn()
+
+
 def put_bytes(bucket: str, key: str, data: bytes, content_type: str,
               c: Minio | None = None) -> str:
     c = c or client()

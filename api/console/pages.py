@@ -271,16 +271,22 @@ async def alert_thumbnail(request: Request) -> Response:
     return await _picture(request, get_alert, _newest_thumbnail, max_age=60)
 
 
-async def _status_page(request: Request, template: str, name: str) -> Response:
-    """Cameras and their edges as the user may see them (the wall and the System page)."""
+async def _status_page(request: Request, template: str, name: str,
+                       system: bool = False) -> Response:
+    """Cameras and their edges as the user may see them (the wall and the System page;
+    the latter also embeds `GET /api/v1/system`)."""
     if (redirect := await _user(request)) is not None:
         return redirect
     from api.cameras import CameraQuery, list_cameras, list_sites
 
     page = await _api_json(list_cameras, request, CameraQuery(limit=500))
     sites = await _api_json(list_sites, request)
-    return _page(request, template, initial={"cameras": page, "sites": sites},
-                 page_name=name)
+    initial: dict[str, Any] = {"cameras": page, "sites": sites}
+    if system:
+        from api.system import SystemQuery, system_status
+
+        initial["system"] = await _api_json(system_status, request, SystemQuery())
+    return _page(request, template, initial=initial, page_name=name)
 
 
 async def cameras_page(request: Request) -> Response:
@@ -306,7 +312,83 @@ async def camera_frame(request: Request) -> Response:
 
 async def system_page(request: Request) -> Response:
     """Edges and cameras as the on-call operator checks them."""
-    return await _status_page(request, "system.html", "system")
+    return await _status_page(request, "system.html", "system", system=True)
+
+
+async def explore_page(request: Request) -> Response:
+    """Scene events and alerts by camera, zone, rule and time, and "find similar" from a
+    person's thumbnail (the appearance-search API, so its site scoping applies)."""
+    if (redirect := await _user(request)) is not None:
+        return redirect
+    from api.cameras import CameraQuery, list_cameras
+    from api.config_routes import ConfigQuery, list_rules, list_zones
+
+    initial = {"cameras": await _api_json(list_cameras, request, CameraQuery(limit=500)),
+               "zones": await _api_json(list_zones, request, ConfigQuery()),
+               "rules": await _api_json(list_rules, request, ConfigQuery())}
+    return _page(request, "explore.html", initial=initial, page_name="explore")
+
+
+#: the crop around a detection's box, as a share of the box's size on each side
+THUMB_MARGIN = 0.25
+THUMB_HEIGHT = 160
+
+
+@recorded("GET", "/console/detections/{detection_id}/thumbnail",
+          "Console: a detection's thumbnail (its box cropped from the stored frame)")
+async def detection_thumbnail(request: Request) -> Response:
+    """A person's picture for Explore: the stored frame cropped to the box (with a
+    margin), after the same site check as the detections listing. The whole frame never
+    goes out through this route; unknown, erased, another site's and never-stored
+    frames all answer 404 alike."""
+    if not request.cookies.get(SESSION_COOKIE):
+        return Response(status_code=401)
+    try:
+        await authenticate_session(request, "read")
+        from api.detections import detection_frame
+
+        row = await detection_frame(request, request.scope["principal"],
+                                    request.path_params["detection_id"])
+    except ApiError as exc:
+        return Response(status_code=exc.status if exc.status in (401, 403, 429) else 404)
+    deps = request.app.state.deps
+    if row is None or not row.object_ref or deps.object_store is None:
+        return Response(status_code=404, headers={"Cache-Control": "private, max-age=10"})
+    jpeg = await anyio.to_thread.run_sync(_crop, deps, row)
+    if jpeg is None:
+        return Response(status_code=404, headers={"Cache-Control": "private, max-age=10"})
+    return Response(jpeg, media_type="image/jpeg",
+                    headers={"Cache-Control": "private, max-age=300"})
+
+
+def _crop(deps: Any, row: Any) -> bytes | None:
+    import cv2
+    import numpy as np
+
+    from vigil.objects import get_bytes, split_ref
+
+    bucket, key = split_ref(row.object_ref, deps.settings.bucket_frames, deps.settings.buckets)
+    try:
+        data = get_bytes(bucket, key, deps.object_store)
+    except Exception as exc:  # gone from the store (retention) or the store is away
+        log.info("detection frame unavailable", extra={"reason": str(exc)[:200]})
+        return None
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        return None
+    h, w = img.shape[:2]
+    bw, bh = row.x2 - row.x1, row.y2 - row.y1
+    x1 = int(max(0.0, row.x1 - bw * THUMB_MARGIN) * w)
+    x2 = int(min(1.0, row.x2 + bw * THUMB_MARGIN) * w)
+    y1 = int(max(0.0, row.y1 - bh * THUMB_MARGIN) * h)
+    y2 = int(min(1.0, row.y2 + bh * THUMB_MARGIN) * h)
+    if x2 - x1 < 2 or y2 - y1 < 2:
+        return None
+    crop = img[y1:y2, x1:x2]
+    scale = THUMB_HEIGHT / crop.shape[0]
+    crop = cv2.resize(crop, (max(1, int(crop.shape[1] * scale)), THUMB_HEIGHT))
+    ok, buf = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    return bytes(buf) if ok else None
 
 
 async def not_found(request: Request) -> Response:
@@ -342,6 +424,9 @@ def routes() -> list[BaseRoute]:
         Route("/console/cameras/{camera_id}", camera_page, methods=["GET"]),
         Route("/console/cameras/{camera_id}/frame", camera_frame, methods=["GET"]),
         Route("/console/system", system_page, methods=["GET"]),
+        Route("/console/explore", explore_page, methods=["GET"]),
+        Route("/console/detections/{detection_id}/thumbnail", detection_thumbnail,
+              methods=["GET"]),
         Mount("/console/static", app=StaticFiles(directory=str(HERE / "static")),
               name="console-static"),
         Route("/console/{rest:path}", not_found, methods=["GET"]),

@@ -236,6 +236,8 @@ def _matrix(ids: dict[str, Any]) -> list[tuple[str, str, dict[str, Any], set[str
         ("GET", f"/api/v1/exports/{_export_id()}", {}, read, HIDDEN),
         ("GET", f"/api/v1/search/appearance?detection_id={det}", {}, read, HIDDEN),
         ("POST", "/api/v1/search/appearance?k=50", image, read, FILTERED),
+        ("GET", "/api/v1/detections", {}, read, FILTERED),
+        ("GET", "/api/v1/system", {}, read, FILTERED),
         ("GET", "/api/v1/zones", {}, read, FILTERED),
         ("GET", "/api/v1/lines", {}, read, FILTERED),
         ("GET", "/api/v1/rules", {}, read, FILTERED),

@@ -286,9 +286,12 @@ def test_quiet_hours_rows_are_recorded_but_never_sent(tmp_path: Path) -> None:
 
 
 async def _settle(n: Notifier) -> None:
+    """Dispatch due rows, wait for the sends, then publish their outcomes (what the
+    reporter task does in `run`)."""
     await n.dispatch_once()
     while n.inflight:
         await asyncio.sleep(0.01)
+    await n.report()
 
 
 def test_failures_back_off_then_give_up_and_retry_rearms(tmp_path: Path) -> None:
