@@ -70,7 +70,7 @@ class Clipper:
 
         self.s = get_evidence_settings()
         self.vs = get_settings()
-        self.lookup = EventLookup()
+        self.lookup = EventLookup(group_prefix=f"{app.conf.id}-evidence-lookup")
         self._codec = default_codec()
 
     def _client(self) -> Any:

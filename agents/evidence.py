@@ -204,7 +204,7 @@ class Capturer:
         self.s = settings
         self.vs = get_settings()
         self.bucket = self.vs.bucket_snapshots
-        self.lookup = EventLookup()
+        self.lookup = EventLookup(group_prefix=f"{app.conf.id}-evidence-lookup")
         self._config: dict[str, Event | None] = {}
         self._config_high = -1
         self._codec = default_codec()
@@ -219,7 +219,7 @@ class Capturer:
         _, high = self.lookup._consumer.get_watermark_offsets(TopicPartition(name, 0),
                                                               timeout=10)
         if high != self._config_high:
-            self._config = read_config_state()
+            self._config = read_config_state(group_prefix=f"{app.conf.id}-config-reader")
             self._config_high = high
         return self._config
 

@@ -64,11 +64,16 @@ def peek_event_id(raw: bytes | None) -> str | None:
 
 class EventLookup:
     """One assigned (group-less) consumer, reused for every lookup; thread-confined by a
-    lock, since librdkafka's consumer is not meant for concurrent use."""
+    lock, since librdkafka's consumer is not meant for concurrent use.
 
-    def __init__(self, poll_timeout_s: float = 10.0) -> None:
+    It commits nothing, yet librdkafka looks up its group's coordinator, which a secured
+    broker allows only under the principal's own group prefix: the worker passes its
+    app id (tools/devstack/kafka_security.py)."""
+
+    def __init__(self, poll_timeout_s: float = 10.0,
+                 group_prefix: str = "vigil-evidence-lookup") -> None:
         self._consumer = Consumer(consumer_config(
-            f"vigil-evidence-lookup-{uuid.uuid4().hex[:8]}",
+            f"{group_prefix}-{uuid.uuid4().hex[:8]}",
             **{"enable.partition.eof": True, "fetch.max.bytes": 8 << 20}))
         self._lock = threading.Lock()
         self._partitions: dict[str, int] = {}

@@ -40,6 +40,7 @@ re-publishes the same events with the same derived ids, which downstream dedupli
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import time
@@ -251,7 +252,8 @@ async def refresh_config() -> None:
         except Exception as exc:  # the timer compares against -1 and reloads once more
             log.warning("scene: cannot read the config topic's end offset: %s", exc)
             high = -1
-    state = await loop.run_in_executor(None, read_config_state)
+    state = await loop.run_in_executor(  # a group under the app id: the worker's ACLs
+        None, functools.partial(read_config_state, group_prefix=f"{app.conf.id}-config-reader"))
     by_camera: dict[str, list[Event]] = {}
     for v in state.values():
         if v is not None:

@@ -231,7 +231,19 @@ async def delete_rule(request: Request) -> Response:
     return await _delete(request, "rule", rules, rules.c.rule_id)
 
 
+def _routes_need_every_site(request: Request) -> None:
+    """Creating, replacing or deleting a route needs a key for every site: a route
+    without `site_id` reaches every site's alerts, and a route id may name another
+    site's route that the read model does not show yet (it lags a PUT), so a site-scoped
+    admin could send another site's alerts to itself or silence that site's routes."""
+    principal = principal_of(request)
+    if principal.sites is not None:
+        raise ApiError(403, "notification routes span sites; managing them needs a key "
+                            "for every site", details={"sites": sorted(principal.sites)})
+
+
 async def put_route(request: Request, body: RouteIn) -> Response:
+    _routes_need_every_site(request)
     route_id = _check_entity_id(request.path_params["route_id"], "route")
     route: RouteModel = _as_site_model(RouteModel, body, "route_id", route_id)
     for i, cam in enumerate(body.cameras):
@@ -248,6 +260,7 @@ async def put_route(request: Request, body: RouteIn) -> Response:
 async def delete_route(request: Request) -> Response:
     """Published without an existence check (the notifier folds routes from vigil.config
     and the read model may lag behind a PUT); deleting twice is harmless."""
+    _routes_need_every_site(request)
     route_id = _check_entity_id(request.path_params["route_id"], "route")
     key = f"route/{route_id}"
     response = await _publish(request, key, EntityDeleted.create(

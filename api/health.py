@@ -111,8 +111,11 @@ def _watermarks(deps: Deps, topics: set[str]) -> dict[tuple[str, int], tuple[int
 
     consumer = deps.extra.get("watermark_consumer")
     if consumer is None:
+        # never subscribed, but librdkafka still asks for its group's coordinator: the
+        # group is under the API principal's own prefix (tools/devstack/kafka_security.py)
         consumer = Consumer(consumer_config(
-            "vigil-api-health", **{"bootstrap.servers": deps.settings.kafka_bootstrap}))
+            f"{deps.settings.topic_prefix}-api-health",
+            **{"bootstrap.servers": deps.settings.kafka_bootstrap}))
         deps.extra["watermark_consumer"] = consumer
     timeout = deps.api.ready_timeout_s
     out = {}

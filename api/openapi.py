@@ -42,6 +42,22 @@ def _model_schema(model: type[BaseModel], components: dict[str, Any],
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+def _sse_event(data: dict[str, Any]) -> dict[str, Any]:
+    """One Server-Sent Event (the unit an SSE client and schemathesis read; OpenAPI 3.2
+    calls it the stream's item): its fields, ``data`` a JSON text holding `data`."""
+    return {
+        "type": "object",
+        "properties": {
+            "event": {"type": "string", "description": "alert event type, or `reset` / "
+                                                       "`credential_expired`"},
+            "id": {"type": "string", "description": "stream position (Last-Event-ID)"},
+            "retry": {"type": "integer", "minimum": 0},
+            "data": {"type": "string", "contentMediaType": "application/json",
+                     "contentSchema": data},
+        },
+    }
+
+
 def openapi_path(path: str) -> str:
     return _PATH_PARAM.sub(r"{\1}", path)
 
@@ -100,7 +116,10 @@ def build_openapi(endpoints: list[Endpoint], version: str = "0.1.0") -> dict[str
             }
         for status, model in ep.responses.items():
             entry: dict[str, Any] = {"description": "success" if status < 400 else "error"}
-            if model is not None:
+            if model is not None and status < 400 and ep.media_type == "text/event-stream":
+                entry["content"] = {ep.media_type: {
+                    "schema": _sse_event(_model_schema(model, components, "serialization"))}}
+            elif model is not None:
                 entry["content"] = {ep.media_type if status < 400 else "application/json": {
                     "schema": _model_schema(model, components, "serialization")
                 }}

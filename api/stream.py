@@ -27,21 +27,21 @@ import contextlib
 import functools
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, RootModel
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from api.auth import Principal, principal_of
+from api.auth import Principal, bearer_key, principal_of
 from api.common import site_filter
 from api.deps import Deps, deps_of
 from api.errors import ApiError
-from api.routing import Endpoint
+from api.routing import SESSION_COOKIE, Endpoint
 from schemas.tables import alert_events, alerts, cameras
 
 log = logging.getLogger(__name__)
@@ -261,6 +261,19 @@ class StreamEvent(BaseModel):
     payload: dict[str, Any]
 
 
+class StreamNotice(BaseModel):
+    """The ``data:`` of a stream's own events: ``reset`` (more was missed than is
+    replayed; reload the list) and ``credential_expired`` (the stream's last event)."""
+
+    reason: str
+    max_replay: int | None = None
+    expires_at: datetime | None = None
+
+
+class StreamData(RootModel[StreamEvent | StreamNotice]):
+    """What an event's ``data:`` holds: an alert event, or one of the stream's notices."""
+
+
 def _sse(pos: Position, msg: dict[str, Any] | None = None, event: str | None = None) -> str:
     head = f"id: {encode_position(pos)}\n"
     if msg is None:
@@ -283,7 +296,49 @@ def _replay_stmt(principal: Principal, since: Position, until: Position,
     return event_rows(sa.and_(sa.or_(*ranges), site_filter(principal, site))).limit(limit + 1)
 
 
+def credential_check(request: Request) -> Callable[[], Awaitable[str | None]]:
+    """What a live stream asks at each keep-alive: is the credential that opened it still
+    good? None if so, else why not. A key revoked (or rotated away) or a console session
+    logged out, disabled or timed out ends the stream within a keep-alive interval plus
+    the key/session cache time; expiry itself is a deadline of its own (`alert_stream`)."""
+    import anyio.to_thread
+
+    deps = deps_of(request)
+    session = request.scope.get("session")
+    if session is not None:
+        token = request.cookies.get(SESSION_COOKIE, "")
+
+        async def session_alive() -> str | None:
+            found = await anyio.to_thread.run_sync(
+                functools.partial(deps.users.session, token, touch=False))
+            return None if found is not None else "the session has ended; log in again"
+        return session_alive
+    key = bearer_key(request) or ""
+
+    async def key_alive() -> str | None:
+        found = await deps.keys.authenticate(key)
+        if found is None:
+            return "the API key was revoked"
+        if found.expired():
+            return "the API key has expired"
+        return None
+    return key_alive
+
+
+def _ended(reason: str, principal: Principal) -> str:
+    """The last frame of a stream whose credential ran out: a client (the console's
+    EventSource, a script) can tell it from a network drop and stop reconnecting with
+    the same credential."""
+    body: dict[str, Any] = {"reason": reason}
+    if principal.expires_at is not None:
+        body["expires_at"] = principal.expires_at.astimezone(UTC).isoformat()
+    return f"event: credential_expired\ndata: {json.dumps(body)}\n\n"
+
+
 async def alert_stream(request: Request, query: StreamQuery) -> Response:
+    """A stream lives at most as long as the credential that opened it: it ends at the
+    key's expiry or the console session's absolute end (docs/security.md), and a
+    credential revoked meanwhile is noticed at the next keep-alive."""
     deps = deps_of(request)
     hub: AlertHub = deps.extra["hub"]
     principal = principal_of(request)
@@ -292,7 +347,11 @@ async def alert_stream(request: Request, query: StreamQuery) -> Response:
     sub = hub.subscribe(principal)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + query.timeout_s if query.timeout_s else None
+    expiry = None
+    if principal.expires_at is not None:
+        expiry = loop.time() + (principal.expires_at - datetime.now(UTC)).total_seconds()
     keepalive = deps.api.stream_keepalive_s
+    still_valid = credential_check(request)
 
     async def events() -> AsyncIterator[str]:
         sent = 0
@@ -324,6 +383,11 @@ async def alert_stream(request: Request, query: StreamQuery) -> Response:
             yield _sse(pos)  # the position so far: resumable before any event arrives
             while True:
                 wait = keepalive
+                if expiry is not None:
+                    wait = min(wait, expiry - loop.time())
+                    if wait <= 0:
+                        yield _ended("the credential has expired", principal)
+                        return
                 if deadline is not None:
                     wait = min(wait, deadline - loop.time())
                     if wait <= 0:
@@ -331,6 +395,14 @@ async def alert_stream(request: Request, query: StreamQuery) -> Response:
                 try:
                     item = await asyncio.wait_for(sub.queue.get(), wait)
                 except TimeoutError:
+                    now = loop.time()
+                    if (expiry is not None and expiry <= now) or (
+                            deadline is not None and deadline <= now):
+                        continue  # the top of the loop ends the stream
+                    reason = await still_valid()
+                    if reason is not None:
+                        yield _ended(reason, principal)
+                        return
                     yield ": keep-alive\n\n"
                     continue
                 if item is None:
@@ -355,7 +427,7 @@ async def alert_stream(request: Request, query: StreamQuery) -> Response:
 ROUTES = [
     Endpoint("GET", "/api/v1/alerts/stream", alert_stream,
              "Live alert events as Server-Sent Events (site-scoped)",
-             query=StreamQuery, responses={200: None}, tag="alerts",
+             query=StreamQuery, responses={200: StreamData}, tag="alerts",
              media_type="text/event-stream", personal_data=True,  # the live view
              headers=(("Last-Event-ID",
                        "resume position: the last `id:` this stream sent; what was missed "

@@ -215,8 +215,12 @@ class UserStore:
             return False
 
     # ------------------------------------------------------------------ sessions
-    def session(self, token: str, now: datetime | None = None) -> Session | None:
-        """The live session for a cookie value, or None (unknown, expired, idle)."""
+    def session(self, token: str, now: datetime | None = None,
+                touch: bool = True) -> Session | None:
+        """The live session for a cookie value, or None (unknown, expired, idle).
+
+        A request counts as activity (`touch`); a live stream re-checking the session that
+        opened it does not, so a console left open still reaches its idle timeout."""
         if not token or len(token) > 200:
             return None
         digest = _token_hash(token)
@@ -243,7 +247,7 @@ class UserStore:
                               sites=frozenset(row.sites) if row.sites else None,
                               expires_at=row.expires_at),
                     row.csrf_token, row.expires_at)
-                if (now - row.last_seen_at).total_seconds() > 60:
+                if touch and (now - row.last_seen_at).total_seconds() > 60:
                     conn.execute(self.sessions.update()
                                  .where(self.sessions.c.token_hash == digest)
                                  .values(last_seen_at=now))

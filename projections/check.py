@@ -29,7 +29,7 @@ from projections.migrate import set_search_path
 from projections.offsets import load_offsets
 from schemas import events as ev
 from schemas.codec import CodecError, default_codec
-from vigil.kafka import offset_of
+from vigil.kafka import consumer_config, offset_of
 
 #: event type -> (table, key column, event attribute) of the row that proves it landed
 _ROW: dict[str, tuple[str, str, str]] = {
@@ -124,9 +124,9 @@ class CheckReport:
 
 
 def _consumer(bootstrap: str) -> Consumer:
-    return Consumer({"bootstrap.servers": bootstrap, "group.id": "vigil-projector-check",
-                     "enable.auto.commit": False, "enable.partition.eof": True,
-                     "isolation.level": "read_committed"})
+    """Assigned, never committing; TLS/SASL from the settings like every client."""
+    return Consumer(consumer_config("vigil-projector-check", **{
+        "bootstrap.servers": bootstrap, "enable.partition.eof": True}))
 
 
 def partition_positions(dsn: str, schema: str, prefix: str, bootstrap: str,

@@ -19,9 +19,14 @@ from vigil.errors import VigilError
 from vigil.kafka import consumer_config
 
 
-def read_config_state(timeout: float = 15.0) -> dict[str, Event | None]:
-    """Current state of the compacted config topic: {key: event, or None if deleted}."""
-    consumer = Consumer(consumer_config(f"vigil-config-reader-{uuid.uuid4().hex[:8]}",
+def read_config_state(timeout: float = 15.0,
+                      group_prefix: str = "vigil-config-reader") -> dict[str, Event | None]:
+    """Current state of the compacted config topic: {key: event, or None if deleted}.
+
+    The consumer is assigned and commits nothing, but librdkafka still looks up its
+    group's coordinator, which a secured broker allows only for groups the principal
+    has an ACL for: a service passes a prefix of its own (the worker: its app id)."""
+    consumer = Consumer(consumer_config(f"{group_prefix}-{uuid.uuid4().hex[:8]}",
                                         **{"enable.partition.eof": True}))
     name = topic_name("config")
     state: dict[str, Event | None] = {}

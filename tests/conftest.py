@@ -6,6 +6,12 @@ Integration tests (marker ``integration``) get the stack from the `stack` fixtur
 - with ``VIGIL_TEST_STACK=external`` the addresses come from the environment
   (KAFKA_BOOTSTRAP, DATABASE_URL, TRITON_URL, S3_ENDPOINT) and nothing is started.
 
+`secure` is a secured broker (TLS + SASL/SCRAM-SHA-512 + ACLs,
+tools/devstack/kafka_security.py): a Kafka-only stack of its own
+(``<VIGIL_TEST_STATE_DIR>-secure-kafka``, ports shifted by ``VIGIL_TEST_SECURE_PORT_SHIFT``
+(500) from the test stack's), so
+the rest of the suite keeps its plaintext broker.
+
 Each test gets its own topic prefix (so its own topics and consumer groups), which keeps
 tests from seeing each other's data on one broker.
 """
@@ -16,6 +22,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,6 +70,29 @@ def stack() -> Iterator[dict[str, str]]:
         _clear_caches()
         if not os.environ.get("VIGIL_TEST_KEEP_STACK"):
             st.down()
+
+
+@pytest.fixture(scope="module")
+def secure() -> Iterator[tuple[str, Any]]:
+    """(bootstrap address, `Security`: the broker's CA and principals' passwords)."""
+    from tools.devstack.stack import Stack
+
+    base = Path(os.environ.get("VIGIL_TEST_STATE_DIR", ROOT / ".vigil" / "test-stack"))
+    # the secured broker's ports: the test stack's shifted by VIGIL_TEST_SECURE_PORT_SHIFT
+    # (500), which a checkout beside others may have to move off a neighbour's ports
+    offset = int(os.environ.get("VIGIL_TEST_PORT_OFFSET", "0")) + int(
+        os.environ.get("VIGIL_TEST_SECURE_PORT_SHIFT", "500"))
+    mp = pytest.MonkeyPatch()
+    mp.setenv("VIGIL_TEST_PORT_OFFSET", str(offset))
+    st = Stack.for_tests(base.with_name(base.name + "-secure-kafka"), kafka_secure=True)
+    mp.undo()
+    st.up(["kafka"])
+    try:
+        kafka = st.services["kafka"]
+        yield kafka.address(), kafka.security()  # type: ignore[attr-defined]
+    finally:
+        if not os.environ.get("VIGIL_TEST_KEEP_STACK"):
+            st.down(["kafka"])
 
 
 @pytest.fixture

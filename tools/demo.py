@@ -2,11 +2,12 @@
 
 It starts the local stack, applies topics, migrations and the scenarios' site
 configuration, then runs the real processes (edge producer -> Kafka -> Faust worker with
-inference on Triton, scene rules and alerts -> projector -> API), shows live progress per
-camera, and ends with a summary of the alerts raised and the `curl` lines to see them
-through the API. With `--check` it exits non-zero when a scenario's expected alerts did not
-appear in the read model (the end-to-end test uses that); without it, the API stays up until
-Ctrl-C.
+inference on Triton, scene rules and alerts -> projector -> API, and the notifier), each
+as its own Kafka principal when the broker is secured (`vigil dev up --secure`), shows
+live progress per camera, and ends with a summary of the alerts raised and the `curl`
+lines to see them through the API. With `--check` it exits non-zero when a scenario's
+expected alerts did not appear in the read model (the end-to-end test uses that); without
+it, the API stays up until Ctrl-C.
 
 Every scenario becomes one camera of one synthetic site; the scenario file is its own
 ground truth (`expected_alerts`).
@@ -122,6 +123,50 @@ def _vigil(*args: str) -> list[str]:
     return [sys.executable, "-m", "vigil_cli", *args]
 
 
+#: The demo's long-running processes, in start order, with their `vigil` arguments (the
+#: edge comes last, once everything downstream is there). On a secured broker each runs
+#: as the Kafka principal of its own name (tools/devstack/kafka_security.py).
+PIPELINE: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("worker", ("worker",)), ("projector", ("project",)), ("api", ("api", "serve")),
+    ("notifier", ("notifier",)))
+
+
+def start_pipeline(env: dict[str, str], run_dir: Path, edge_file: Path, until_done: bool,
+                   principal_env: Any = None,
+                   extra_env: dict[str, dict[str, str]] | None = None) -> dict[str, Child]:
+    """Start worker, projector, API, notifier and edge; returns them by name.
+
+    `principal_env(name)` gives a process its own Kafka credentials (the KAFKA_* settings
+    of `Security.client_env`), so nothing runs as the admin principal and each service
+    reaches only what its ACLs allow; `extra_env[name]` adds settings of one process.
+    With `until_done` the edge exits once its finite sources are delivered."""
+    edge_args = ("edge", "run", "--config", str(edge_file),
+                 *(("--until-done",) if until_done else ()))
+    children: dict[str, Child] = {}
+    try:
+        for name, args in (*PIPELINE, ("edge", edge_args)):
+            child_env = {**env, **(principal_env(name) if principal_env else {}),
+                         **(extra_env or {}).get(name, {})}
+            children[name] = _spawn(name, _vigil(*args), child_env, run_dir)
+    except BaseException:
+        stop_pipeline(children)
+        raise
+    return children
+
+
+def stop_pipeline(children: dict[str, Child], timeout: float = 20.0) -> None:
+    """SIGTERM in reverse start order (the edge first), then wait; kill what hangs."""
+    for c in reversed(children.values()):
+        if c.proc.poll() is None:
+            c.proc.send_signal(signal.SIGTERM)
+    for c in reversed(children.values()):
+        try:
+            c.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            c.proc.kill()
+            c.proc.wait(timeout=timeout)
+
+
 def _run(argv: list[str], env: dict[str, str], what: str, timeout: float = 120) -> None:
     res = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout,
                          stdin=subprocess.DEVNULL)
@@ -223,11 +268,14 @@ def run_demo(args: argparse.Namespace) -> int:
           "Alertmanager)...")
     stack = Stack.from_environment(settings)
     stack_env = stack.up()
+    kafka = stack.services["kafka"]
+    security = kafka.security() if kafka.secure else None  # type: ignore[attr-defined]
     env = dict(os.environ)
     env.update(stack_env)
     prefix = args.topic_prefix or f"demo{secrets.token_hex(3)}"
     env.update({"VIGIL_TOPIC_PREFIX": prefix, "VIGIL_LOG_FORMAT": "text",
                 "VIGIL_PROJECTOR_SCHEMA": prefix,
+                "VIGIL_NOTIFY_STATE_FILE": str(run_dir / "notifier-outbox.sqlite"),
                 # the synthetic scenes end: a clip whose post-roll runs past the end of
                 # its recording is built with what there is after a minute, not a day
                 "VIGIL_EVIDENCE_CLIP_WAIT_MAX_S": "45"})
@@ -242,20 +290,20 @@ def run_demo(args: argparse.Namespace) -> int:
     site_file, edge_file, expected = build_site(scenarios, run_dir, realtime=not args.check)
     cameras = [c["camera_id"] for c in yaml.safe_load(edge_file.read_text())["cameras"]]
     apply_topics(env["KAFKA_BOOTSTRAP"], prefix)
+    if security is not None:  # the stack applied its own prefix's ACLs, not the demo's
+        from tools.devstack.kafka_security import apply_acls
+
+        apply_acls(security.client_config("admin", env["KAFKA_BOOTSTRAP"]), prefix)
+        print("secured broker: each process runs as its own Kafka principal")
     _run(_vigil("db", "upgrade"), env, "vigil db upgrade")
     _run(_vigil("config", "apply", str(site_file)), env, "vigil config apply")
     api_key = _create_key(env)
     console_login = _create_user(env)
 
-    children: list[Child] = []
+    # --check: finite sources, the edge exits once every frame is delivered
+    children = start_pipeline(env, run_dir, edge_file, until_done=args.check,
+                              principal_env=security.client_env if security else None)
     try:
-        children.append(_spawn("worker", _vigil("worker"), env, run_dir))
-        children.append(_spawn("projector", _vigil("project"), env, run_dir))
-        children.append(_spawn("api", _vigil("api", "serve"), env, run_dir))
-        edge_argv = ["edge", "run", "--config", str(edge_file)]
-        if args.check:  # finite sources: the edge exits once every frame is delivered
-            edge_argv.append("--until-done")
-        children.append(_spawn("edge", _vigil(*edge_argv), env, run_dir))
         engine = create_engine(get_settings().database_url)
         deadline = time.monotonic() + args.duration
         print(f"running {len(scenarios)} camera(s) for up to {args.duration:.0f} s "
@@ -264,7 +312,7 @@ def run_demo(args: argparse.Namespace) -> int:
         quiet, last_snapshot = 0, ("", 0)
         while time.monotonic() < deadline:
             time.sleep(3)
-            for c in children:
+            for c in children.values():
                 if c.proc.poll() is not None and c.name != "edge":
                     raise VigilError(f"{c.name} exited with {c.proc.returncode}; "
                                      f"see {c.log}")
@@ -280,7 +328,7 @@ def run_demo(args: argparse.Namespace) -> int:
             print(f"  [{args.duration - (deadline - time.monotonic()):5.0f}s] {line}")
             alerts = _alerts(engine, prefix)
             problems = check_expected(expected, alerts)
-            edge_done = children[3].proc.poll() is not None
+            edge_done = children["edge"].proc.poll() is not None
             drained = edge_done and all(
                 prog.get(cam, {}).get("analyzed", 0) >= prog.get(cam, {}).get("frames", 1)
                 for cam in cameras)
@@ -307,14 +355,7 @@ def run_demo(args: argparse.Namespace) -> int:
         signal.sigwait(stop)
         return 0
     finally:
-        for c in reversed(children):
-            if c.proc.poll() is None:
-                c.proc.send_signal(signal.SIGTERM)
-        for c in reversed(children):
-            try:
-                c.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                c.proc.kill()
+        stop_pipeline(children)
 
 
 def _create_key(env: dict[str, str]) -> str:

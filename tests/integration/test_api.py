@@ -8,7 +8,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -185,8 +185,6 @@ EXPORT = {"camera_id": "cam-a1", "from": "2026-01-15T12:00:00+00:00",
 
 
 def _export_id() -> str:
-    from datetime import datetime
-
     from api.recordings import export_id_for
 
     return export_id_for(get_settings().topic_prefix, EXPORT["camera_id"],
@@ -194,8 +192,18 @@ def _export_id() -> str:
                          datetime.fromisoformat(EXPORT["to"]))
 
 
-def _matrix(ids: dict[str, Any]) -> list[tuple[str, str, dict[str, Any], set[str]]]:
-    """(method, path, kwargs, roles allowed) for every protected endpoint."""
+#: What a key of site b (admin_b, and viewer_b where reading is enough) gets from a matrix
+#: row about site a: HIDDEN 404 (or 422 naming a site-a camera in the body, like an id
+#: that does not exist); FILTERED 2xx with nothing of site a in the answer; EVERY_SITE
+#: 403 (resources that span sites need a key for every site).
+HIDDEN, FILTERED, EVERY_SITE = "hidden", "filtered", "every-site"
+#: what a site-a resource leaves in an answer
+SITE_A_MARKS = ("site-a", "cam-a1", "cam-a2")
+
+
+def _matrix(ids: dict[str, Any]) -> list[tuple[str, str, dict[str, Any], set[str], str]]:
+    """(method, path, kwargs, roles allowed, what a site-b key gets) for every protected
+    endpoint; the paths name site-a resources."""
     alert = ids["alerts"]["cam-a1"][0]["alert_id"]
     event = ids["events"]["cam-a1"][0]
     det = ids["detections"]["cam-a1"][0]
@@ -205,76 +213,205 @@ def _matrix(ids: dict[str, Any]) -> list[tuple[str, str, dict[str, Any], set[str
             "polygon": [{"x": 0.1, "y": 0.1}, {"x": 0.5, "y": 0.1}, {"x": 0.5, "y": 0.5}]}
     rule = {"camera_id": "cam-a1", "rule_type": "loitering", "zone_id": "zone-a1"}
     line = {"camera_id": "cam-a1", "name": "l", "a": {"x": 0, "y": 0}, "b": {"x": 1, "y": 1}}
+    image = {"files": {"image": ("a.jpg", b"\xff\xd8 a face")}}
     return [
-        ("GET", "/api/v1/alerts", {}, read),
-        ("GET", f"/api/v1/alerts/{alert}", {}, read),
-        ("POST", f"/api/v1/alerts/{alert}/ack", {"json": {}}, act),
-        ("POST", f"/api/v1/alerts/{alert}/resolve", {"json": {}}, act),
-        ("POST", f"/api/v1/alerts/{alert}/assign", {"json": {"assignee": "olga"}}, act),
-        ("POST", f"/api/v1/alerts/{alert}/comment", {"json": {"text": "seen"}}, act),
-        ("GET", "/api/v1/cameras", {}, read),
-        ("GET", "/api/v1/cameras/cam-a1", {}, read),
-        ("GET", "/api/v1/sites", {}, read),
-        ("GET", "/api/v1/events", {}, read),
-        ("GET", f"/api/v1/events/{event}", {}, read),
-        ("GET", f"/api/v1/evidence/{ids['evidence']['cam-a1'][0]}", {}, read),
+        ("GET", "/api/v1/alerts", {}, read, FILTERED),
+        ("GET", f"/api/v1/alerts/{alert}", {}, read, HIDDEN),
+        ("POST", f"/api/v1/alerts/{alert}/ack", {"json": {}}, act, HIDDEN),
+        ("POST", f"/api/v1/alerts/{alert}/resolve", {"json": {}}, act, HIDDEN),
+        ("POST", f"/api/v1/alerts/{alert}/assign", {"json": {"assignee": "olga"}}, act, HIDDEN),
+        ("POST", f"/api/v1/alerts/{alert}/comment", {"json": {"text": "seen"}}, act, HIDDEN),
+        ("GET", f"/api/v1/commands/{ids['command']}", {}, read, HIDDEN),
+        ("GET", "/api/v1/cameras", {}, read, FILTERED),
+        ("GET", "/api/v1/cameras/cam-a1", {}, read, HIDDEN),
+        ("GET", "/api/v1/sites", {}, read, FILTERED),
+        ("GET", "/api/v1/events", {}, read, FILTERED),
+        ("GET", f"/api/v1/events/{event}", {}, read, HIDDEN),
+        ("GET", f"/api/v1/evidence/{ids['evidence']['cam-a1'][0]}", {}, read, HIDDEN),
         ("GET", "/api/v1/cameras/cam-a1/recordings?from=2026-01-15T12:00:00Z"
-                "&to=2026-01-15T12:01:00Z", {}, read),
-        ("POST", "/api/v1/exports", {"json": EXPORT}, act),
-        ("GET", f"/api/v1/exports/{_export_id()}", {}, read),
-        ("GET", f"/api/v1/search/appearance?detection_id={det}", {}, read),
-        ("GET", "/api/v1/detections", {}, read),
-        ("GET", "/api/v1/system", {}, read),
-        ("GET", "/api/v1/zones", {}, read),
-        ("GET", "/api/v1/lines", {}, read),
-        ("GET", "/api/v1/rules", {}, read),
-        ("PUT", "/api/v1/zones/zone-x", {"json": zone}, {"admin"}),
-        ("PUT", "/api/v1/lines/line-x", {"json": line}, {"admin"}),
-        ("PUT", "/api/v1/rules/rule-x", {"json": rule}, {"admin"}),
-        ("DELETE", "/api/v1/zones/zone-del", {}, {"admin"}),
-        ("DELETE", "/api/v1/lines/line-del", {}, {"admin"}),
-        ("DELETE", "/api/v1/rules/rule-del", {}, {"admin"}),
-        ("GET", "/api/v1/routes", {}, read),
-        ("GET", f"/api/v1/routes/{ids['routes']['a']}", {}, read),
-        ("PUT", "/api/v1/routes/route-x", {"json": {"channels": ["mail"]}}, {"admin"}),
-        ("DELETE", "/api/v1/routes/route-del", {}, {"admin"}),
-        ("GET", f"/api/v1/notifications?alert_id={alert}", {}, read),
+                "&to=2026-01-15T12:01:00Z", {}, read, HIDDEN),
+        ("POST", "/api/v1/exports", {"json": EXPORT}, act, HIDDEN),
+        ("GET", f"/api/v1/exports/{_export_id()}", {}, read, HIDDEN),
+        ("GET", f"/api/v1/search/appearance?detection_id={det}", {}, read, HIDDEN),
+        ("POST", "/api/v1/search/appearance?k=50", image, read, FILTERED),
+        ("GET", "/api/v1/detections", {}, read, FILTERED),
+        ("GET", "/api/v1/system", {}, read, FILTERED),
+        ("GET", "/api/v1/zones", {}, read, FILTERED),
+        ("GET", "/api/v1/lines", {}, read, FILTERED),
+        ("GET", "/api/v1/rules", {}, read, FILTERED),
+        ("PUT", "/api/v1/zones/zone-x", {"json": zone}, {"admin"}, HIDDEN),
+        ("PUT", "/api/v1/lines/line-x", {"json": line}, {"admin"}, HIDDEN),
+        ("PUT", "/api/v1/rules/rule-x", {"json": rule}, {"admin"}, HIDDEN),
+        ("DELETE", "/api/v1/zones/zone-del", {}, {"admin"}, HIDDEN),
+        ("DELETE", "/api/v1/lines/line-del", {}, {"admin"}, HIDDEN),
+        ("DELETE", "/api/v1/rules/rule-del", {}, {"admin"}, HIDDEN),
+        ("GET", "/api/v1/routes", {}, read, FILTERED),
+        ("GET", f"/api/v1/routes/{ids['routes']['a']}", {}, read, HIDDEN),
+        ("PUT", "/api/v1/routes/route-x", {"json": {"channels": ["mail"]}}, {"admin"},
+         EVERY_SITE),
+        ("DELETE", "/api/v1/routes/route-del", {}, {"admin"}, EVERY_SITE),
+        ("GET", f"/api/v1/notifications?alert_id={alert}", {}, read, HIDDEN),
         ("POST", f"/api/v1/notifications/{ids['notifications_failed']['cam-a1']}/retry", {},
-         act),
-        ("GET", "/api/v1/reports/daily?date=2026-01-15", {}, read),
-        ("GET", "/api/v1/audit/commands", {}, {"auditor", "admin"}),
-        ("GET", "/api/v1/audit/access", {}, {"auditor", "admin"}),
+         act, HIDDEN),
+        ("GET", "/api/v1/reports/daily?date=2026-01-15", {}, read, FILTERED),
+        ("GET", "/api/v1/audit/commands", {}, {"auditor", "admin"}, FILTERED),
+        ("GET", "/api/v1/audit/access", {}, {"auditor", "admin"}, EVERY_SITE),
         ("GET", "/api/v1/audit/access?outcome=denied&route=/api/v1/cameras/{camera_id}",
-         {}, {"auditor", "admin"}),
-        ("GET", "/api/v1/alerts/stream?max_events=1&timeout_s=0.2", {}, read),
+         {}, {"auditor", "admin"}, EVERY_SITE),
+        ("GET", "/api/v1/alerts/stream?max_events=1&timeout_s=0.2", {}, read, FILTERED),
     ]
 
 
-def test_role_matrix_covers_every_protected_operation(
-        client: TestClient, world: tuple[World, dict[str, Any]]) -> None:
-    spec = client.get("/openapi.json").json()
-    protected = {(m.upper(), path) for path, ops in spec["paths"].items()
-                 for m, op in ops.items() if op.get("security")}
-    covered = set()
-    for method, url, _, _ in _matrix(world[1]):
-        path = url.split("?")[0]
-        for m, templ in protected:
-            parts, tparts = path.split("/"), templ.split("/")
-            if m == method and len(parts) == len(tparts) and all(
-                    t.startswith("{") or t == p for p, t in zip(parts, tparts, strict=True)):
-                covered.add((m, templ))
-    # Image upload search is the same operation family as detection-id search, and
-    # the command-status lookup needs a command id; both are role-checked like "read".
-    assert protected - covered <= {("POST", "/api/v1/search/appearance"),
-                                   ("GET", "/api/v1/commands/{command_id}")}, \
-        sorted(protected - covered)
+#: Console pages (session cookie, not keys), with what a site-b user gets; every role may
+#: read them, and without a session each sends the browser to the login page.
+def _console_matrix(ids: dict[str, Any]) -> list[tuple[str, str]]:
+    alert = ids["alerts"]["cam-a1"][0]["alert_id"]
+    return [
+        ("/console/", FILTERED),
+        (f"/console/alerts/{alert}", HIDDEN),
+        (f"/console/alerts/{alert}/thumbnail", HIDDEN),
+        ("/console/cameras", FILTERED),
+        ("/console/cameras/cam-a1", HIDDEN),
+        ("/console/cameras/cam-a1/frame", HIDDEN),
+        ("/console/system", FILTERED),
+        ("/console/explore", FILTERED),
+        (f"/console/detections/{ids['person']}/thumbnail", HIDDEN),
+        ("/console/no-such-page", HIDDEN),  # the catch-all: 404 for everyone signed in
+    ]
 
 
-def test_role_matrix(client: TestClient, world: tuple[World, dict[str, Any]]) -> None:
+#: Routes anyone may call: health and metrics (no personal data), the API document, the
+#: console's entry redirects, login form, logout (without a session it only redirects)
+#: and its static files.
+PUBLIC = {("GET", "/health"), ("GET", "/health/ready"), ("GET", "/health/deep"),
+          ("GET", "/metrics"), ("GET", "/openapi.json"), ("GET", "/"), ("GET", "/console"),
+          ("GET", "/console/login"), ("POST", "/console/login"), ("POST", "/console/logout"),
+          ("GET", "/console/static/{path}")}
+
+CONSOLE_USERS = {"viewer_a": ("viewer", ["site-a"]), "operator_a": ("operator", ["site-a"]),
+                 "auditor": ("auditor", None), "admin": ("admin", None),
+                 "operator": ("operator", None), "viewer_b": ("viewer", ["site-b"]),
+                 "admin_b": ("admin", ["site-b"])}
+
+
+@pytest.fixture(scope="module")
+def matrix(world: tuple[World, dict[str, Any]]
+           ) -> Iterator[tuple[TestClient, dict[str, Any], dict[str, str]]]:
+    """A client with an image embedder, the ids (plus a command published through it, so
+    the command-status route has one to find) and a console session per role."""
+    from api.users import UserStore
+    from tools.testkit.api import unit_vector
+
     w, ids = world
+
+    async def fake_embedder(data: bytes) -> list[float]:
+        """Stands in for Triton, so an uploaded image reaches pgvector (the matrix checks
+        who may search and what comes back, not the model)."""
+        return unit_vector(len(data), w.dim)
+
+    app = create_app(get_settings(), w.engine, w.producer, read_schema=w.schema,
+                     api_settings=load_api_settings(
+                         env={}, keys_schema=w.keys_schema, rate_limit_per_s=10_000,
+                         rate_limit_burst=10_000, anon_rate_limit_burst=10_000),
+                     object_store=_store(), embed_image=fake_embedder)
+    from schemas.events import FrameCaptured
+
+    # a stored frame of cam-a1: the camera page's picture has something to point at
+    w.send("frames", "cam-a1", FrameCaptured.create(
+        producer="t", occurred_at=T0, edge_id="edge-a", camera_id="cam-a1", sequence=1,
+        width=640, height=480, motion_score=0.0, object_ref="frames/cam-a1/1.jpg"))
+    # a stored person of cam-a1 (frame and box, no embedding: the search tests count
+    # the world's vectors): Explore's cropped thumbnail has a picture to cut
+    from schemas.events import Detection, FrameAnalyzed
+    from tests.integration.test_console import PERSON_BOX, store_frame_of
+
+    person, now = f"det-m-{uuid.uuid4().hex[:6]}", datetime.now(UTC)
+    frame = store_frame_of(w, "cam-a1", "edge-a", now, people=(PERSON_BOX,))
+    w.send("detections", "cam-a1", FrameAnalyzed.create(
+        producer="t", occurred_at=now, cause=frame, edge_id="edge-a", camera_id="cam-a1",
+        frame_sequence=1, width=640, height=360, skipped=False, detector_model="m",
+        detector_version="1", inference_ms=20.0,
+        detections=[Detection(detection_id=person, label="person", score=0.9,
+                              x1=PERSON_BOX[0], y1=PERSON_BOX[1], x2=PERSON_BOX[2],
+                              y2=PERSON_BOX[3], has_embedding=False)]))
+    w.project()
+    users = UserStore(w.engine, w.keys_schema)
+    sessions = {}
+    for label, (role, sites) in CONSOLE_USERS.items():
+        name = f"m-{label}-{uuid.uuid4().hex[:4]}"
+        users.create(name, "matrix-password-1", role, sites)
+        token = users.login(name, "matrix-password-1").token
+        assert token
+        sessions[label] = token
+    with TestClient(app, raise_server_exceptions=False) as c:
+        alert = ids["alerts"]["cam-a1"][0]["alert_id"]
+        r = c.post(f"/api/v1/alerts/{alert}/comment", json={"text": "matrix"},
+                   headers=w.auth("admin"))
+        assert r.status_code == 202, r.text
+        yield c, {**ids, "command": r.json()["command_id"], "person": person}, sessions
+
+
+def _template_of(method: str, url: str, templates: set[tuple[str, str]]
+                 ) -> tuple[str, str] | None:
+    """The route `url` reaches: of the templates it fits, the most literal one (as the
+    router does: /alerts/stream before /alerts/{alert_id})."""
+    parts = url.split("?")[0].split("/")
+    fits = []
+    for m, templ in templates:
+        tparts = templ.split("/")
+        if m == method and len(parts) == len(tparts) and all(
+                t.startswith("{") or t == p for p, t in zip(parts, tparts, strict=True)):
+            fits.append((sum(not t.startswith("{") for t in tparts), templ))
+    return (method, max(fits)[1]) if fits else None
+
+
+def _served(app: Any) -> set[tuple[str, str]]:
+    """(method, path template) of every route the app serves, console and mounts too."""
+    from starlette.routing import Mount, Route
+
+    out = set()
+    for route in app.routes:
+        if isinstance(route, Mount):
+            out.add(("GET", route.path + "/{path}"))
+        elif isinstance(route, Route):
+            out |= {(m, route.path) for m in (route.methods or set()) - {"HEAD"}}
+        else:
+            raise AssertionError(f"a route the matrix does not know how to read: {route!r}")
+    return out
+
+
+def test_the_matrix_covers_every_route(matrix: tuple[TestClient, dict[str, Any],
+                                                     dict[str, str]]) -> None:
+    """Every route of the app (the JSON API, the console's pages and pictures, its static
+    files) is in the role x endpoint x site matrix or deliberately public: a new route
+    that is in neither fails here until someone decides who may call it."""
+    client, ids, _ = matrix
+    served = _served(client.app)
+    covered = {_template_of(m, url, served) for m, url, *_ in _matrix(ids)}
+    covered |= {_template_of("GET", url, served) for url, _ in _console_matrix(ids)}
+    assert None not in covered, "a matrix row matches no route"
+    missing = served - covered - PUBLIC
+    assert not missing, f"routes missing from the matrix: {sorted(missing)}"
+    assert served >= PUBLIC, sorted(PUBLIC - served)
+    # and the public ones really take no credential
+    for method, path in sorted(PUBLIC):
+        if method == "GET":
+            url = path.replace("{path}", "console.js")
+            assert client.get(url, follow_redirects=False).status_code not in (401, 403), url
+
+
+def _leaks_site_a(text: str, ids: dict[str, Any]) -> list[str]:
+    marks = [*SITE_A_MARKS, ids["alerts"]["cam-a1"][0]["alert_id"]]
+    return [m for m in marks if m in text]
+
+
+def test_role_matrix(matrix: tuple[TestClient, dict[str, Any], dict[str, str]],
+                     world: tuple[World, dict[str, Any]]) -> None:
+    client, ids, _ = matrix
+    w, _ = world
     roles = ["viewer_a", "operator_a", "auditor", "admin", "operator"]
     failures = []
-    for method, path, kwargs, allowed in _matrix(ids):
+    for method, path, kwargs, allowed, _site in _matrix(ids):
         _error_shape(client.request(method, path, **kwargs), 401)
         for role in roles:
             resp = client.request(method, path, headers=w.auth(role), **kwargs)
@@ -285,6 +422,62 @@ def test_role_matrix(client: TestClient, world: tuple[World, dict[str, Any]]) ->
                 body = resp.json()
                 if set(body) != {"error", "message", "details"} or resp.status_code != 403:
                     failures.append((method, path, role, resp.status_code, "shape"))
+    assert not failures, failures
+
+
+def test_site_matrix(matrix: tuple[TestClient, dict[str, Any], dict[str, str]],
+                     world: tuple[World, dict[str, Any]]) -> None:
+    """The same rows with keys of site b: a site-a resource is as absent as a missing one,
+    a list holds nothing of site a, and what spans sites needs a key for every site."""
+    client, ids, _ = matrix
+    w, _ = world
+    failures = []
+    for method, path, kwargs, allowed, site in _matrix(ids):
+        labels = ["admin_b"] + (["viewer_b"] if "viewer_a" in allowed else [])
+        for label in labels:
+            resp = client.request(method, path, headers=w.auth(label), **kwargs)
+            got = resp.status_code
+            if site == HIDDEN and got not in (404, 422):
+                failures.append((method, path, label, got, resp.text[:200]))
+            elif site == HIDDEN and set(resp.json()) != {"error", "message", "details"}:
+                failures.append((method, path, label, got, "shape"))
+            elif site == FILTERED and (got >= 400 or _leaks_site_a(resp.text, ids)):
+                failures.append((method, path, label, got, _leaks_site_a(resp.text, ids)
+                                 or resp.text[:200]))
+            elif site == EVERY_SITE and got != 403:
+                failures.append((method, path, label, got, resp.text[:200]))
+    assert not failures, failures
+
+
+def test_console_matrix(matrix: tuple[TestClient, dict[str, Any], dict[str, str]]) -> None:
+    """Console pages: no session -> the login page; every role of site a (or of every
+    site) sees site a's pages and pictures; a site-b user gets the same 404 as for a
+    missing id, and lists without site a."""
+    client, ids, sessions = matrix
+    failures = []
+    for path, site in _console_matrix(ids):
+        anon = client.get(path, follow_redirects=False)
+        if path.endswith(("/thumbnail", "/frame")):
+            if anon.status_code not in (401, 303):  # a picture: no page to redirect to
+                failures.append((path, "anonymous", anon.status_code))
+        elif not (anon.status_code == 303
+                  and anon.headers["location"].startswith("/console/login")):
+            failures.append((path, "anonymous", anon.status_code))
+        for label, token in sessions.items():
+            resp = client.get(path, headers={"Cookie": f"vigil_session={token}"},
+                              follow_redirects=False)
+            got = resp.status_code
+            site_b = label.endswith("_b")
+            if path == "/console/no-such-page":
+                if got != 404:
+                    failures.append((path, label, got))
+            elif not site_b and got not in ((200, 303, 307) if path.endswith(
+                    ("/thumbnail", "/frame")) else (200,)):  # a picture, or its redirect
+                failures.append((path, label, got, resp.text[:200]))
+            elif site_b and site == HIDDEN and got != 404:
+                failures.append((path, label, got))
+            elif site_b and site == FILTERED and (got != 200 or _leaks_site_a(resp.text, ids)):
+                failures.append((path, label, got, _leaks_site_a(resp.text, ids)))
     assert not failures, failures
 
 

@@ -129,3 +129,105 @@ def test_the_cli_creates_lists_and_rotates(world: World) -> None:
     assert bad.returncode == 2 and "not a duration" in bad.stderr
     again = vigil("rotate", key_id)
     assert again.returncode == 1 and "already rotated" in again.stderr
+
+
+# --------------------------------------------------------------------------- live streams
+def _read_stream(base: str, headers: dict[str, str], on_open: Any = None,
+                 limit_s: float = 60.0) -> list[str]:
+    """Every SSE frame of an /alerts/stream opened without timeout_s or max_events, up
+    to the server closing it. The client gives up after `limit_s` and the test then
+    fails: a stream that outlives its credential is the defect."""
+    import asyncio
+
+    import httpx
+
+    async def main() -> list[str]:
+        frames: list[str] = []
+        async with httpx.AsyncClient(base_url=base, timeout=limit_s) as c, c.stream(
+                "GET", "/api/v1/alerts/stream", headers=headers) as resp:
+            assert resp.status_code == 200, await resp.aread()
+            buf = ""
+            async for chunk in resp.aiter_text():
+                buf += chunk
+                while "\n\n" in buf:
+                    frame, buf = buf.split("\n\n", 1)
+                    frames.append(frame)
+                    if on_open is not None and frame.startswith("id: ") and len(
+                            [f for f in frames if f.startswith("id: ")]) == 1:
+                        await asyncio.to_thread(on_open)
+        return frames
+
+    async def bounded() -> list[str]:
+        try:
+            return await asyncio.wait_for(main(), limit_s)
+        except TimeoutError:
+            pytest.fail(f"the stream was still open after {limit_s} s")
+
+    return asyncio.run(bounded())
+
+
+def test_a_stream_ends_when_its_key_expires(world: World) -> None:
+    from tools.testkit.api import serve
+
+    store = KeyStore(world.engine, world.keys_schema)
+    _, key = store.create("short-lived", "viewer", expires_in=timedelta(seconds=4))
+    # keep-alives well apart from the expiry: the end comes from the expiry deadline
+    app = build(world, key_cache_s=60, stream_keepalive_s=30, stream_poll_s=0.2)
+    with serve(app) as base:
+        frames = _read_stream(base, _bearer(key))
+        assert frames[-1].startswith("event: credential_expired"), frames
+        assert '"expires_at"' in frames[-1]
+        # and the key now answers 401 key_expired, so a reconnect is refused
+        import httpx
+
+        again = httpx.get(f"{base}/api/v1/alerts/stream", headers=_bearer(key), timeout=10)
+        assert again.status_code == 401 and again.json()["error"] == "key_expired"
+
+
+def test_a_stream_ends_when_its_key_is_revoked(world: World) -> None:
+    from tools.testkit.api import serve
+
+    store = KeyStore(world.engine, world.keys_schema)
+    key_id, key = store.create("revoked-live", "viewer")  # never expires
+    app = build(world, key_cache_s=0, stream_keepalive_s=0.5, stream_poll_s=0.2)
+    with serve(app) as base:
+        frames = _read_stream(base, _bearer(key), on_open=lambda: store.revoke(key_id))
+    assert frames[-1].startswith("event: credential_expired"), frames
+    assert "revoked" in frames[-1]
+
+
+def test_a_console_session_stream_ends_with_the_session(world: World) -> None:
+    """A console user's live queue lasts as long as the session: at its absolute end
+    the server closes the stream; a logout or the idle timeout ends it at the next
+    keep-alive."""
+    from api.users import UserStore
+    from tools.testkit.api import serve
+
+    users = UserStore(world.engine, world.keys_schema, session_ttl_s=4)
+    users.ensure_schema()
+    name = f"stream-{uuid.uuid4().hex[:6]}"
+    users.create(name, "correct horse battery", "viewer")
+    token = users.login(name, "correct horse battery").token
+    assert token
+    app = build(world, session_ttl_s=4, stream_keepalive_s=30, stream_poll_s=0.2)
+    with serve(app) as base:
+        frames = _read_stream(base, {"Cookie": f"vigil_session={token}"})
+        assert frames[-1].startswith("event: credential_expired"), frames
+        # a second session of a normal lifetime, logged out while its stream runs
+        token2 = UserStore(world.engine, world.keys_schema).login(
+            name, "correct horse battery").token
+        assert token2
+        app2 = build(world, session_ttl_s=3600, stream_keepalive_s=0.5, stream_poll_s=0.2)
+        with serve(app2) as base2:
+            frames = _read_stream(base2, {"Cookie": f"vigil_session={token2}"},
+                                  on_open=lambda: users.logout(token2))
+        assert frames[-1].startswith("event: credential_expired"), frames
+        assert "session has ended" in frames[-1]
+        # a session left idle (the stream's own re-checks are no activity) ends it too
+        token3 = UserStore(world.engine, world.keys_schema).login(
+            name, "correct horse battery").token
+        app3 = build(world, session_idle_s=3, stream_keepalive_s=0.5, stream_poll_s=0.2)
+        with serve(app3) as base3:
+            frames = _read_stream(base3, {"Cookie": f"vigil_session={token3}"})
+        assert frames[-1].startswith("event: credential_expired"), frames
+        assert "session has ended" in frames[-1]

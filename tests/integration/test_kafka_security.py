@@ -2,18 +2,15 @@
 a client without credentials is refused, each service principal reaches only its topics,
 and the edge reports a refused write clearly and keeps running.
 
-A Kafka-only stack of its own (``<VIGIL_TEST_STATE_DIR>-secure-kafka``, ports shifted by
-500 from the test stack's), so the rest of the suite keeps its plaintext broker."""
+The broker is a Kafka-only stack of its own (tests/integration/secure_support.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,31 +25,11 @@ from vigil.settings import get_settings
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _clear() -> None:
     get_settings.cache_clear()
     default_codec.cache_clear()
-
-
-@pytest.fixture(scope="module")
-def secure() -> Iterator[tuple[str, Security]]:
-    from tools.devstack.stack import Stack
-
-    base = Path(os.environ.get("VIGIL_TEST_STATE_DIR", ROOT / ".vigil" / "test-stack"))
-    offset = int(os.environ.get("VIGIL_TEST_PORT_OFFSET", "0")) + 500
-    mp = pytest.MonkeyPatch()
-    mp.setenv("VIGIL_TEST_PORT_OFFSET", str(offset))
-    st = Stack.for_tests(base.with_name(base.name + "-secure-kafka"), kafka_secure=True)
-    mp.undo()
-    st.up(["kafka"])
-    try:
-        kafka = st.services["kafka"]
-        yield kafka.address(), kafka.security()  # type: ignore[attr-defined]
-    finally:
-        if not os.environ.get("VIGIL_TEST_KEEP_STACK"):
-            st.down(["kafka"])
 
 
 @pytest.fixture

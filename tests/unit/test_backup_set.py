@@ -69,10 +69,19 @@ def test_major_version(text: str, major: int) -> None:
 
 
 def test_site_files_may_not_use_the_probe_ids() -> None:
-    from schemas.site_config import CameraModel
+    """The probe's ids start with an underscore, which the one site-id pattern refuses,
+    so no configured camera or edge can ever be mistaken for the probe."""
+    import re
 
-    with pytest.raises(ValueError, match="reserved for the synthetic probe"):
-        CameraModel(camera_id="_vigil-probe")
-    with pytest.raises(ValueError, match="reserved"):
-        CameraModel(camera_id="cam1", edge_id="_vigil-edge")
-    assert CameraModel(camera_id="_cam1").camera_id == "_cam1"
+    from pydantic import ValidationError
+
+    from schemas.site_config import ID_PATTERN, CameraModel
+    from schemas.synthetic import PROBE_CAMERA_ID, PROBE_EDGE_ID
+
+    for probe_id in (PROBE_CAMERA_ID, PROBE_EDGE_ID):
+        assert not re.match(ID_PATTERN, probe_id)
+    with pytest.raises(ValidationError, match="camera_id"):
+        CameraModel(camera_id=PROBE_CAMERA_ID)
+    with pytest.raises(ValidationError, match="edge_id"):
+        CameraModel(camera_id="cam1", edge_id=PROBE_EDGE_ID)
+    assert CameraModel(camera_id="cam1").camera_id == "cam1"

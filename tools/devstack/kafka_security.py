@@ -178,37 +178,44 @@ READ, WRITE, DESCRIBE = "READ", "WRITE", "DESCRIBE"
 
 
 def service_topics(prefix: str) -> dict[str, dict[str, tuple[str, ...]]]:
-    """principal -> {"read": topic suffixes, "write": topic suffixes}: what each needs.
+    """principal -> {"read", "write", "describe": topic suffixes}: what each needs.
 
     The edge writes what it captures and reads nothing; the API writes commands, config
-    and the access record (and operators' RetryNotification on notifications) and reads
-    only its own delivery reports (none); the projector reads every public topic and writes
-    only dead letters; the notifier reads alerts, its routes on config and retry commands
-    on notifications, and writes notification outcomes. The worker (Faust) reads and
-    writes the processing topics and owns everything under its application id
+    and the access record (and operators' RetryNotification on notifications), reads no
+    topic, and may only describe the projected ones (their offsets: `/health/deep`
+    compares them with the projector's to tell a stale read model); the projector reads
+    every public topic and writes only dead letters; the notifier reads alerts, the
+    evidence that names an alert's annotated snapshot, its routes on config and retry
+    commands on notifications, and writes notification outcomes. The worker (Faust)
+    reads and writes the processing topics (evidence and clips included: the clips agent
+    reads recordings to cut a clip) and owns everything under its application id
     (changelogs, repartitions)."""
     from schemas.topics import CATALOG
 
     public = tuple(t.suffix for t in CATALOG if t.public)
     return {
         "edge": {"read": (), "write": ("frames", "heartbeats", "recordings", "health",
-                                       "dlq")},
+                                       "dlq"), "describe": ()},
         "api": {"read": (), "write": ("commands", "config", "access", "notifications",
-                                      "dlq")},
-        "projector": {"read": public, "write": ("dlq",)},
-        "notifier": {"read": ("alerts", "config", "notifications"),
-                     "write": ("notifications", "dlq")},
-        "worker": {"read": ("frames", "heartbeats", "detections", "embeddings", "scene",
-                            "alerts", "commands", "alert-ticks", "alert-input",
-                            "health-ticks", "config", "health"),
-                   "write": ("detections", "embeddings", "scene", "alerts", "alert-ticks",
-                             "alert-input", "health-ticks", "health", "dlq")},
+                                      "dlq"), "describe": public},
+        "projector": {"read": public, "write": ("dlq",), "describe": ()},
+        "notifier": {"read": ("alerts", "evidence", "config", "notifications"),
+                     "write": ("notifications", "dlq"), "describe": ()},
+        "worker": {"read": ("frames", "heartbeats", "recordings", "detections",
+                            "embeddings", "scene", "evidence", "clip-retry", "alerts",
+                            "commands", "alert-ticks", "alert-input", "health-ticks",
+                            "config", "health"),
+                   "write": ("detections", "embeddings", "scene", "evidence", "clip-retry",
+                             "alerts", "alert-ticks", "alert-input", "health-ticks",
+                             "health", "dlq"), "describe": ()},
     }
 
 
-#: The consumer group name prefix of each consuming service (Faust's is its app id).
+#: The consumer group name prefix of each service that has a consumer (Faust's is its app
+#: id). The API's and the worker's helper consumers are assigned, never subscribed, but
+#: librdkafka still finds their group's coordinator, which needs the group ACL.
 GROUPS = {"projector": "{prefix}.projector", "notifier": "{prefix}-notifier",
-          "worker": "{prefix}-worker"}
+          "worker": "{prefix}-worker", "api": "{prefix}-api"}
 
 
 def service_acls(prefix: str) -> list[Any]:
@@ -232,7 +239,7 @@ def service_acls(prefix: str) -> list[Any]:
     for user, needs in service_topics(prefix).items():
         for suffix in needs["write"]:
             out.append(bind(user, ResourceType.TOPIC, f"{prefix}.{suffix}", WRITE))
-        for suffix in {*needs["read"], *needs["write"]}:
+        for suffix in {*needs["read"], *needs["write"], *needs["describe"]}:
             out.append(bind(user, ResourceType.TOPIC, f"{prefix}.{suffix}", DESCRIBE))
         for suffix in needs["read"]:
             out.append(bind(user, ResourceType.TOPIC, f"{prefix}.{suffix}", READ))

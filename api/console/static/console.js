@@ -69,6 +69,9 @@ function liveStream(onEvent, indicator) {
     source.addEventListener(type, (ev) => onEvent(type, JSON.parse(ev.data)));
   }
   source.addEventListener("reset", () => window.location.reload());
+  // the session ran out: the server closed the stream; reloading leads to the login page
+  source.addEventListener("credential_expired", () => { source.close();
+    window.location.reload(); });
   return source;
 }
 
