@@ -127,6 +127,25 @@ def _snapshots(ctx: RetentionContext) -> dict[str, Any]:
     return {"snapshots_deleted": removed}
 
 
+def _evidence(ctx: RetentionContext) -> dict[str, Any]:
+    """An alert's rendered evidence (annotated snapshot, thumbnail) and its clip age like
+    the alert's snapshot: after the plan's period for event clips both the objects and
+    the rows go. Rows are deleted, not blanked: every picture column is required, and an
+    evidence row without its pictures would only be a dead link in the console."""
+    conn, store = ctx.conn, ctx.store
+    cutoff = ctx.now - timedelta(days=ctx.ps.snapshot_retention_days)
+    with conn.transaction():
+        rows = conn.execute(
+            "DELETE FROM evidence WHERE occurred_at < %s "
+            "RETURNING annotated_ref, thumbnail_ref", (cutoff,)).fetchall()
+        pictures = _remove_objects(store, [ref for row in rows for ref in row if ref])
+        clips = conn.execute(
+            "DELETE FROM clips WHERE window_end < %s RETURNING clip_ref", (cutoff,)).fetchall()
+        clip_objects = _remove_objects(store, [r[0] for r in clips if r[0]])
+    return {"evidence_deleted": len(rows), "evidence_objects_deleted": pictures,
+            "clips_deleted": len(clips), "clip_objects_deleted": clip_objects}
+
+
 def _alerts(ctx: RetentionContext) -> dict[str, Any]:
     cutoff = ctx.now - timedelta(days=ctx.ps.alert_retention_days)
     n, _ = _delete_old(ctx.conn, "alerts", "raised_at", cutoff, extra="AND state = 'RESOLVED'")
@@ -164,6 +183,11 @@ register(RetentionPolicy(
     "snapshots", "object_store", lambda ps: timedelta(days=ps.snapshot_retention_days),
     "alert snapshot images deleted from the object store, the alert keeps no reference",
     "event clips (alerts): 1 year", _snapshots))
+register(RetentionPolicy(
+    "evidence", "object_store", lambda ps: timedelta(days=ps.snapshot_retention_days),
+    "rendered evidence (annotated snapshot, thumbnail) and alert clips deleted from the "
+    "object store with their evidence and clips rows", "event clips (alerts): 1 year",
+    _evidence))
 register(RetentionPolicy(
     "recordings", "object_store", lambda ps: timedelta(days=ps.recording_retention_days),
     "video segments deleted from the object store 30 days after they were stored, with "

@@ -2,7 +2,8 @@
 
 - every policy of the one table (projections/retention_policies.py) applies its period
   to its store: old frame and frame-analysis rows go with their stored frame images, old
-  alert snapshots leave the object store, resolved alerts older than two years go,
+  alert snapshots, rendered evidence and clips leave the object store with their rows,
+  resolved alerts older than two years go,
   detection partitions are dropped (never rows deleted), recent data stays;
 - the run is recorded as a RetentionRun event (folded by the real projector into
   health_events) and in the metrics;
@@ -52,7 +53,8 @@ def _seed(dsn: str, schema: str, store: Any) -> dict[str, str]:
     if not store.bucket_exists(BUCKET):
         store.make_bucket(BUCKET)
     refs = {}
-    for name in ("old-frame", "new-frame", "old-snap", "new-snap"):
+    for name in ("old-frame", "new-frame", "old-snap", "new-snap", "old-annotated",
+                 "old-thumb", "old-clip", "new-annotated", "new-thumb", "new-clip"):
         key = f"{schema}/{name}.jpg"
         store.put_object(BUCKET, key, io.BytesIO(b"jpeg"), 4)
         refs[name] = f"s3://{BUCKET}/{key}"
@@ -81,6 +83,22 @@ def _seed(dsn: str, schema: str, store: Any) -> dict[str, str]:
                       " last_event_id) VALUES (%s, %s, %s, 'warning', 'cam', 'r', 'loitering',"
                       " 0, 1, 1, %s, %s, %s, %s, %s, %s, %s)",
                       (aid, aid, state, at, at, at, at, snap, f"ev-{aid}", f"ev-{aid}"))
+        for age, tag in ((400, "old"), (5, "new")):  # an alert's rendered evidence and clip
+            at = NOW - timedelta(days=age)
+            c.execute("INSERT INTO evidence (event_id, rule_event_id, camera_id, rule_id,"
+                      " rule_type, frame_event_id, analysis_event_id, occurred_at, frame_at,"
+                      " width, height, snapshot_ref, annotated_ref, thumbnail_ref, track_ids,"
+                      " detection_ids, highlighted_detection_ids, erased, log_partition,"
+                      " log_offset) VALUES (%s, %s, 'cam', 'r', 'loitering', 'f', 'a', %s, %s,"
+                      " 640, 480, %s, %s, %s, '{}', '{}', '{}', false, 0, 0)",
+                      (f"ev-{tag}", f"rt-{tag}", at, at, refs[f"{tag}-frame"],
+                       refs[f"{tag}-annotated"], refs[f"{tag}-thumb"]))
+            c.execute("INSERT INTO clips (event_id, evidence_id, rule_event_id, camera_id,"
+                      " window_start, window_end, status, reason, clip_ref, size_bytes,"
+                      " segment_refs, skipped, gaps, erased, log_partition, log_offset) VALUES"
+                      " (%s, %s, %s, 'cam', %s, %s, 'ready', '', %s, 4, '{}', '[]', '[]',"
+                      " false, 0, 0)", (f"clip-{tag}", f"ev-{tag}", f"rt-{tag}", at,
+                                        at + timedelta(seconds=20), refs[f"{tag}-clip"]))
     return refs
 
 
@@ -122,11 +140,18 @@ def test_every_policy_applies_its_period_and_the_run_is_recorded(schema: str) ->
                                           "frame_objects_deleted": 1}
     assert result["report"]["snapshots"] == {"snapshots_deleted": 1}
     assert result["report"]["alerts"] == {"alerts_deleted": 1}
+    assert result["report"]["evidence"] == {"evidence_deleted": 1, "evidence_objects_deleted": 2,
+                                            "clips_deleted": 1, "clip_objects_deleted": 1}
+    for tag, kept in (("old", False), ("new", True)):
+        for what in ("annotated", "thumb", "clip"):
+            assert _exists(store, refs[f"{tag}-{what}"]) is kept, (tag, what)
     dropped = result["report"]["embeddings+detections"]["dropped_partitions"]
     assert dropped and all(p.startswith("detections_y") for p in dropped)
     with psycopg.connect(s.database_dsn) as c:
         set_search_path(c, schema)
         assert [r[0] for r in c.execute("SELECT event_id FROM frames")] == ["f-new"]
+        assert [r[0] for r in c.execute("SELECT event_id FROM evidence")] == ["ev-new"]
+        assert [r[0] for r in c.execute("SELECT event_id FROM clips")] == ["clip-new"]
         assert [r[0] for r in c.execute("SELECT event_id FROM frame_analyses")] == ["a-f-new"]
         alerts = dict(c.execute("SELECT alert_id, snapshot_ref FROM alerts").fetchall())
         # an open alert is never deleted, however old; the old one keeps no dead link
