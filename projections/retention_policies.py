@@ -146,6 +146,12 @@ def _evidence(ctx: RetentionContext) -> dict[str, Any]:
             "clips_deleted": len(clips), "clip_objects_deleted": clip_objects}
 
 
+def _health(ctx: RetentionContext) -> dict[str, Any]:
+    cutoff = ctx.now - timedelta(days=ctx.ps.health_retention_days)
+    n, _ = _delete_old(ctx.conn, "health_events", "occurred_at", cutoff)
+    return {"health_events_deleted": n}
+
+
 def _alerts(ctx: RetentionContext) -> dict[str, Any]:
     cutoff = ctx.now - timedelta(days=ctx.ps.alert_retention_days)
     n, _ = _delete_old(ctx.conn, "alerts", "raised_at", cutoff, extra="AND state = 'RESOLVED'")
@@ -196,3 +202,8 @@ register(RetentionPolicy(
     "alerts", "postgres", lambda ps: timedelta(days=ps.alert_retention_days),
     "resolved alerts deleted from the read model (the alerts topic keeps them)",
     "alert history: 2 years", _alerts))
+register(RetentionPolicy(
+    "health", "postgres", lambda ps: timedelta(days=ps.health_retention_days),
+    "health events (edge, stream and inference transitions, retention runs) deleted from "
+    "the read model (the health topic keeps its own retention)",
+    "system health logs: 90 days", _health))

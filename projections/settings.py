@@ -33,6 +33,9 @@ class ProjectorSettings(ReadModelSettings):
     snapshot_retention_days: int = Field(365, ge=1)
     #: Resolved alerts (alert history) in the read model.
     alert_retention_days: int = Field(730, ge=30)
+    #: Health events (edge/stream/inference transitions, retention runs) in the read
+    #: model: the operations plan keeps system health logs 90 days.
+    health_retention_days: int = Field(90, ge=1)
     #: The projector runs every retention policy itself this often (s); 0 = never (run
     #: `vigil db retention` from cron instead). The first run is one interval after start.
     retention_interval_s: float = Field(3600.0, ge=0)

@@ -83,6 +83,10 @@ def _seed(dsn: str, schema: str, store: Any) -> dict[str, str]:
                       " last_event_id) VALUES (%s, %s, %s, 'warning', 'cam', 'r', 'loitering',"
                       " 0, 1, 1, %s, %s, %s, %s, %s, %s, %s)",
                       (aid, aid, state, at, at, at, at, snap, f"ev-{aid}", f"ev-{aid}"))
+        for eid, age in (("h-old", 100), ("h-new", 10)):  # system health: 90 days
+            c.execute("INSERT INTO health_events (event_id, event_type, occurred_at, edge_id,"
+                      " payload) VALUES (%s, 'EdgeOffline', %s, 'e', '{}')",
+                      (eid, NOW - timedelta(days=age)))
         for age, tag in ((400, "old"), (5, "new")):  # an alert's rendered evidence and clip
             at = NOW - timedelta(days=age)
             c.execute("INSERT INTO evidence (event_id, rule_event_id, camera_id, rule_id,"
@@ -142,6 +146,7 @@ def test_every_policy_applies_its_period_and_the_run_is_recorded(schema: str) ->
     assert result["report"]["alerts"] == {"alerts_deleted": 1}
     assert result["report"]["evidence"] == {"evidence_deleted": 1, "evidence_objects_deleted": 2,
                                             "clips_deleted": 1, "clip_objects_deleted": 1}
+    assert result["report"]["health"] == {"health_events_deleted": 1}
     for tag, kept in (("old", False), ("new", True)):
         for what in ("annotated", "thumb", "clip"):
             assert _exists(store, refs[f"{tag}-{what}"]) is kept, (tag, what)
@@ -151,6 +156,8 @@ def test_every_policy_applies_its_period_and_the_run_is_recorded(schema: str) ->
         set_search_path(c, schema)
         assert [r[0] for r in c.execute("SELECT event_id FROM frames")] == ["f-new"]
         assert [r[0] for r in c.execute("SELECT event_id FROM evidence")] == ["ev-new"]
+        assert [r[0] for r in c.execute(
+            "SELECT event_id FROM health_events WHERE event_id LIKE 'h-%'")] == ["h-new"]
         assert [r[0] for r in c.execute("SELECT event_id FROM clips")] == ["clip-new"]
         assert [r[0] for r in c.execute("SELECT event_id FROM frame_analyses")] == ["a-f-new"]
         alerts = dict(c.execute("SELECT alert_id, snapshot_ref FROM alerts").fetchall())
