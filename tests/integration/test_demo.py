@@ -33,11 +33,19 @@ def test_demo_raises_exactly_the_expected_alerts(stack: dict[str, str], tmp_path
         "VIGIL_WORKER_WEB_PORT": str(_free_port()),
         "VIGIL_LOG_FORMAT": "text",
     })
-    res = subprocess.run(
-        [sys.executable, "-m", "vigil_cli", "demo", "--check", "--duration", "300",
-         "--scenario", "loiterer", "--scenario", "crowd6", "--scenario", "passers_by"],
-        env=env, capture_output=True, text=True, timeout=480, stdin=subprocess.DEVNULL,
-    )
+    try:
+        res = subprocess.run(
+            [sys.executable, "-m", "vigil_cli", "demo", "--check", "--duration", "300",
+             "--scenario", "loiterer", "--scenario", "crowd6", "--scenario", "passers_by"],
+            env=env, capture_output=True, text=True, timeout=480, stdin=subprocess.DEVNULL,
+        )
+    finally:
+        # The demo leaves the stack it started running, as a developer wants; here every
+        # service but the Alertmanager is the test stack's (passed in, so external), and
+        # that one would outlive the test session: `vigil dev down` stops only it.
+        subprocess.run([sys.executable, "-m", "vigil_cli", "dev", "down"], env=env,
+                       capture_output=True, text=True, timeout=120,
+                       stdin=subprocess.DEVNULL)
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-4000:]
     assert "alerts raised:" in out
