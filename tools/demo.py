@@ -192,7 +192,9 @@ def _progress(engine: Any, schema: str) -> dict[str, dict[str, int]]:
     return out
 
 
-def _alerts(engine: Any, schema: str) -> list[dict[str, Any]]:
+def alerts_with_evidence(engine: Any, schema: str) -> list[dict[str, Any]]:
+    """Every alert of the schema with its still evidence and clip: what the demo's summary
+    and the fault suite's judge (tools/faults/harness.py) both check."""
     from sqlalchemy import text
 
     with engine.connect() as conn:
@@ -326,7 +328,7 @@ def run_demo(args: argparse.Namespace) -> int:
                 f"{p.get('people', 0)}p/{p.get('alerts', 0)}!/{p.get('segments', 0)}rec"
                 for cam, p in sorted(prog.items()))
             print(f"  [{args.duration - (deadline - time.monotonic()):5.0f}s] {line}")
-            alerts = _alerts(engine, prefix)
+            alerts = alerts_with_evidence(engine, prefix)
             problems = check_expected(expected, alerts)
             edge_done = children["edge"].proc.poll() is not None
             drained = edge_done and all(
@@ -342,7 +344,7 @@ def run_demo(args: argparse.Namespace) -> int:
             # VIGIL_EVIDENCE_CLIP_WAIT_MAX_S, see below)
             if args.check and quiet >= 2 and (not missing_evidence(alerts) or quiet >= 30):
                 break
-        alerts = _alerts(engine, prefix)
+        alerts = alerts_with_evidence(engine, prefix)
         problems = check_expected(expected, alerts)
         problems += check_recorded(cameras, _progress(engine, prefix))
         _summary(alerts, problems, expected, api_key)

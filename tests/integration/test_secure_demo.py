@@ -107,7 +107,7 @@ def test_the_demo_on_the_secured_broker_leaks_no_secret(
         stack: dict[str, str], secure: tuple[str, Security], tmp_path: Path) -> None:
     from sqlalchemy import create_engine
 
-    from tools.demo import _alerts, check_expected, start_pipeline, stop_pipeline
+    from tools.demo import alerts_with_evidence, check_expected, start_pipeline, stop_pipeline
 
     bootstrap, sec = secure
     tag = uuid.uuid4().hex[:8]
@@ -177,7 +177,7 @@ def test_the_demo_on_the_secured_broker_leaks_no_secret(
     engine = create_engine(base["DATABASE_URL"])
     try:
         alerts = _wait_for_alerts(children, engine, prefix, expected, check_expected,
-                                  _alerts, timeout=480)
+                                  alerts_with_evidence, timeout=480)
         alert_id = alerts[0]["alert_id"]
         api = f"http://127.0.0.1:{api_port}"
         _wait_for_api(api, children)

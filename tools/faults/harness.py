@@ -91,6 +91,10 @@ ESCALATION_SLACK_S = 12.0
 #: by ESCALATION_SLACK_S: a scene played faster than real time raises alerts whose event
 #: time, and so whose deadline, is still ahead of the wall clock when the frames drain.
 ESCALATION_WAIT_MAX_S = 75.0
+#: the judge waits (at most this long) for every scene alert's evidence and clip; a scene
+#: that has finished builds its last clip partial after CLIP_WAIT_MAX_S
+EVIDENCE_WAIT_MAX_S = 90.0
+CLIP_WAIT_MAX_S = 30.0
 
 
 class Proc:
@@ -218,6 +222,7 @@ class Pipeline:
             "VIGIL_ALERTS_ESCALATION_S": str(ESCALATION_S),
             "VIGIL_ALERTS_MAX_LEVEL": str(ESCALATION_MAX_LEVEL),
             "VIGIL_ALERTS_TICK_S": str(ESCALATION_TICK_S),
+            "VIGIL_EVIDENCE_CLIP_WAIT_MAX_S": str(CLIP_WAIT_MAX_S),
         })
         self.scenario_paths = [resolve_scenario_path(s).resolve() for s in scenarios]
         self.procs: dict[str, Proc] = {}
@@ -324,13 +329,23 @@ class Pipeline:
         return out
 
     def alerts(self) -> list[dict[str, Any]]:
-        from sqlalchemy import text
+        """The schema's alerts with their evidence and clip (the demo's query)."""
+        from tools.demo import alerts_with_evidence
 
-        with self.engine.connect() as conn:
-            rows = conn.execute(text(
-                f"select alert_id, camera_id, rule_id, rule_type, state, version "
-                f"from {self.prefix}.alerts order by raised_at"))
-            return [dict(r._mapping) for r in rows]
+        return alerts_with_evidence(self.engine, self.prefix)
+
+    def wait_evidence(self) -> list[dict[str, Any]]:
+        """The alerts, once every scene alert has its snapshots and clip or after
+        EVIDENCE_WAIT_MAX_S: evidence follows its alert by a moment, and the clip of a
+        scene's last alert waits up to VIGIL_EVIDENCE_CLIP_WAIT_MAX_S for its post-roll."""
+        from tools.demo import missing_evidence
+
+        deadline = time.monotonic() + EVIDENCE_WAIT_MAX_S
+        alerts = self.alerts()
+        while missing_evidence(alerts) and time.monotonic() < deadline:
+            time.sleep(2)
+            alerts = self.alerts()
+        return alerts
 
     def analysed(self) -> int:
         """Frames analysed and projected, over all cameras: what faults are timed by."""
@@ -546,7 +561,7 @@ class Pipeline:
             res.problems.append(f"sequence gaps in the read model: {gaps}")
         self.judge_offsets(res)
         if check_alerts:
-            alerts = self.alerts()
+            alerts = self.wait_evidence()
             problems = check_expected(self.expected, alerts)
             res.alerts_expected = len(self.expected)
             res.alerts_raised = len([a for a in alerts if (a["camera_id"], a["rule_id"]) in
@@ -556,6 +571,8 @@ class Pipeline:
             res.unexpected = sum(p.startswith("unexpected") for p in problems)
             if problems:
                 res.details["alert_problems"] = problems
+            # an alert whose snapshot or clip a crash lost is a loss like a frame's
+            res.problems += [p for p in problems if p.startswith("no evidence")]
             self.judge_escalations(res)
 
     def judge_escalations(self, res: ScenarioResult) -> None:
